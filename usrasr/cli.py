@@ -1,0 +1,77 @@
+"""The ``usrasr`` command line: a thin Click layer over the stage packages.
+
+Sub-commands are imported lazily so that ``usrasr --help`` stays fast and a
+stage's heavy dependencies load only when that stage runs.
+"""
+
+from __future__ import annotations
+
+import importlib
+
+import click
+
+from usrasr import __version__
+from usrasr.utils.console import seed_everything, setup_logging
+
+# name -> ("module:attribute" of a click.Command, or None for a stage that is
+# not built yet and fails loudly instead of printing fake output; one-line help
+# shown by ``usrasr --help`` without importing the stage).
+COMMANDS: dict[str, tuple[str | None, str]] = {
+    "prepare": ("usrasr.data.commands:prepare", "Build corpora, lang dir, LMs and features."),
+    "train": (None, "Unsupervised sequence-level training and self-training."),
+    "decode": (None, "Decode audio to text with an HLG graph."),
+    "evaluate": (None, "Score hypotheses against references (WER/PER)."),
+    "bench": (None, "Speed and memory benchmarks."),
+    "simulate": (None, "Synthetic worlds that test the method's conditions."),
+    "check": (None, "Check a prepared corpus against the method's conditions."),
+    "pretrain": (None, "Self-supervised encoder pretraining for acoustic units."),
+}
+
+
+def _not_implemented(name: str) -> click.Command:
+    @click.command(name=name, context_settings={"ignore_unknown_options": True, "allow_extra_args": True})
+    def command():
+        raise click.ClickException(f"`usrasr {name}` is not implemented yet")
+
+    command.help = f"(not implemented yet) the {name} stage."
+    return command
+
+
+class LazyGroup(click.Group):
+    def list_commands(self, ctx):
+        return sorted(COMMANDS)
+
+    def format_commands(self, ctx, formatter):
+        rows = [(name, help_) for name, (_, help_) in sorted(COMMANDS.items())]
+        with formatter.section("Commands"):
+            formatter.write_dl(rows)
+
+    def get_command(self, ctx, name):
+        if name not in COMMANDS:
+            return None
+        target, _ = COMMANDS[name]
+        if target is None:
+            return _not_implemented(name)
+        module, attr = target.split(":")
+        return getattr(importlib.import_module(module), attr)
+
+
+@click.group(cls=LazyGroup, context_settings={"help_option_names": ["-h", "--help"]})
+@click.version_option(__version__, prog_name="usrasr")
+@click.option("-v", "--verbose", count=True, help="More log output (debug).")
+@click.option("-q", "--quiet", is_flag=True, help="Only warnings and errors; no progress bars.")
+@click.option("--seed", type=int, default=0, show_default=True, help="Seed for every random generator.")
+@click.pass_context
+def cli(ctx: click.Context, verbose: int, quiet: bool, seed: int) -> None:
+    """Unsupervised speech recognition from unpaired audio and text.
+
+    Typical flow: prepare -> train -> decode -> evaluate.
+    """
+    setup_logging(verbose, quiet)
+    seed_everything(seed)
+    ctx.ensure_object(dict)
+    ctx.obj.update(verbose=verbose, quiet=quiet, seed=seed)
+
+
+def main() -> None:  # pragma: no cover - console entry point
+    cli()
