@@ -21,7 +21,7 @@ COMMANDS: dict[str, tuple[str | None, str]] = {
     "train": (None, "Unsupervised sequence-level training and self-training."),
     "decode": (None, "Decode audio to text with an HLG graph."),
     "evaluate": (None, "Score hypotheses against references (WER/PER)."),
-    "bench": (None, "Speed and memory benchmarks."),
+    "bench": ("usrasr.bench:bench", "Speed and memory benchmarks."),
     "simulate": (None, "Synthetic worlds that test the method's conditions."),
     "check": (None, "Check a prepared corpus against the method's conditions."),
     "pretrain": (None, "Self-supervised encoder pretraining for acoustic units."),
