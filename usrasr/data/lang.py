@@ -1,0 +1,118 @@
+"""Lexicon and lang dir in icefall's ``lang_phone`` layout.
+
+Files: ``lexicon.txt``, ``lexicon_disambig.txt``, ``tokens.txt`` (``<eps>`` = 0,
+which CTC uses as blank, then phones, then ``#0..#K``), ``words.txt``
+(``<eps>``, words, ``#0``, ``<s>``, ``</s>``), and ``oov.json``.
+"""
+
+from __future__ import annotations
+
+from collections import Counter
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Iterable
+
+from usrasr.data.g2p import cmudict_lexicon, espeak_g2p
+from usrasr.data.phones import PHONES, SILENCE, SPOKEN_NOISE
+from usrasr.utils.console import log
+from usrasr.utils.errors import UsrasrError
+from usrasr.utils.io import atomic_open, write_json_atomic
+
+SIL_WORD = "!SIL"
+UNK_WORD = "<UNK>"
+
+Lexicon = dict[str, tuple[str, ...]]
+
+
+@dataclass
+class LexiconReport:
+    words: int
+    from_source: int
+    from_g2p: int
+    unpronounceable: list[str] = field(default_factory=list)
+    oov_tokens: int = 0  # running words of the corpus that needed G2P
+
+
+def read_lexicon(path: str | Path) -> Lexicon:
+    """Read a Kaldi lexicon (``WORD PH1 PH2 ...``); phones must be in the project phone set."""
+    lexicon: Lexicon = {}
+    path = Path(path)
+    if not path.is_file():
+        raise UsrasrError(f"lexicon not found: {path}")
+    for lineno, line in enumerate(path.read_text(encoding="utf-8").splitlines(), 1):
+        fields = line.split()
+        if not fields:
+            continue
+        if len(fields) < 2:
+            raise UsrasrError(f"{path}:{lineno}: lexicon entry '{line.strip()}' has no phones")
+        unknown = [p for p in fields[1:] if p not in PHONES]
+        if unknown:
+            raise UsrasrError(f"{path}:{lineno}: unknown phone(s) {' '.join(unknown)} for '{fields[0]}'")
+        lexicon.setdefault(fields[0], tuple(fields[1:]))
+    return lexicon
+
+
+def build_lexicon(word_counts: Counter, base: Lexicon | None = None, g2p: bool = True) -> tuple[Lexicon, LexiconReport]:
+    """Pronounce every word of the corpus: ``base`` (default CMUdict), then espeak-ng G2P."""
+    base = cmudict_lexicon() if base is None else base
+    known = {w: base[w] for w in word_counts if w in base}
+    missing = sorted(w for w in word_counts if w not in base)
+    guessed = espeak_g2p(missing) if (g2p and missing) else {}
+    unpronounceable = [w for w in missing if not guessed.get(w)]
+    lexicon = {**known, **{w: p for w, p in guessed.items() if p}}
+    report = LexiconReport(
+        words=len(lexicon), from_source=len(known), from_g2p=len(lexicon) - len(known),
+        unpronounceable=unpronounceable,
+        oov_tokens=sum(word_counts[w] for w in missing),
+    )
+    if unpronounceable:
+        log.warning("%d word(s) could not be pronounced and map to %s: %s", len(unpronounceable),
+                    UNK_WORD, " ".join(unpronounceable[:10]))
+    return lexicon, report
+
+
+def _add_disambig(lexicon: list[tuple[str, tuple[str, ...]]]) -> tuple[list[tuple[str, tuple[str, ...]]], int]:
+    """Kaldi's ``add_lex_disambig``: make every pronunciation a unique non-prefix.
+
+    A pronunciation shared by several words (homophones) or that is a proper
+    prefix of another gets a ``#k`` suffix so L is determinisable.
+    """
+    count = Counter(pron for _, pron in lexicon)
+    prefixes = {pron[:i] for _, pron in lexicon for i in range(1, len(pron))}
+    next_index: Counter = Counter()
+    out, max_disambig = [], 0
+    for word, pron in lexicon:
+        if count[pron] > 1 or pron in prefixes:
+            next_index[pron] += 1
+            k = next_index[pron]
+            max_disambig = max(max_disambig, k)
+            out.append((word, pron + (f"#{k}",)))
+        else:
+            out.append((word, pron))
+    return out, max_disambig
+
+
+def write_lang_dir(lang_dir: str | Path, lexicon: Lexicon, report: LexiconReport | None = None) -> Path:
+    """Write the lang dir files atomically and return its path."""
+    lang_dir = Path(lang_dir)
+    entries = [(SIL_WORD, (SILENCE,)), (UNK_WORD, (SPOKEN_NOISE,))]
+    entries += sorted((w, p) for w, p in lexicon.items() if w not in (SIL_WORD, UNK_WORD))
+    with_disambig, max_disambig = _add_disambig(entries)
+    with atomic_open(lang_dir / "lexicon.txt") as f:
+        f.writelines(f"{w} {' '.join(p)}\n" for w, p in entries)
+    with atomic_open(lang_dir / "lexicon_disambig.txt") as f:
+        f.writelines(f"{w} {' '.join(p)}\n" for w, p in with_disambig)
+    tokens = ["<eps>", *PHONES, *(f"#{k}" for k in range(max_disambig + 1))]
+    with atomic_open(lang_dir / "tokens.txt") as f:
+        f.writelines(f"{t} {i}\n" for i, t in enumerate(tokens))
+    words = ["<eps>", *(w for w, _ in entries), "#0", "<s>", "</s>"]
+    with atomic_open(lang_dir / "words.txt") as f:
+        f.writelines(f"{w} {i}\n" for i, w in enumerate(words))
+    if report is not None:
+        write_json_atomic(lang_dir / "oov.json", report.__dict__)
+    return lang_dir
+
+
+def pronounce(words: Iterable[str], lexicon: Lexicon) -> list[str]:
+    """Phones of a word sequence; words missing from the lexicon become ``SPN``."""
+    return [p for w in words for p in lexicon.get(w, (SPOKEN_NOISE,))]
