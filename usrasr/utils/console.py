@@ -31,7 +31,12 @@ def setup_logging(verbose: int = 0, quiet: bool = False) -> None:
     global _quiet
     _quiet = quiet
     level = logging.WARNING if quiet else (logging.DEBUG if verbose else logging.INFO)
-    handler = RichHandler(console=stderr, show_time=False, show_path=False, markup=False)
+    if stderr.is_terminal:
+        handler: logging.Handler = RichHandler(console=stderr, show_time=False, show_path=False, markup=False)
+    else:
+        # Pipelines and log files get one unwrapped line per message.
+        handler = logging.StreamHandler()
+        handler.setFormatter(logging.Formatter("usrasr %(levelname)s: %(message)s"))
     log.handlers[:] = [handler]
     log.setLevel(level)
     log.propagate = False
