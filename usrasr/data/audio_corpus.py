@@ -1,0 +1,194 @@
+"""The unpaired audio side: import users' audio as 16 kHz mono, build manifests, compute fbank.
+
+Every input is decoded once, downmixed and resampled, and written as a 16 kHz
+mono WAV under ``DIR/audio``, so later stages never meet odd formats again.
+"""
+
+from __future__ import annotations
+
+import concurrent.futures as futures
+import functools
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+from usrasr.utils.console import log, progress
+from usrasr.utils.errors import NothingUsableError, UsrasrError
+from usrasr.utils.io import atomic_path, save_lhotse_atomic, write_json_atomic
+
+SAMPLE_RATE = 16000
+AUDIO_EXTENSIONS = {".wav", ".flac", ".mp3", ".ogg", ".opus", ".m4a", ".sph", ".aiff", ".aif"}
+NUM_MEL_BINS = 80
+
+
+@dataclass
+class AudioProblems:
+    """Inputs that were skipped: (id, path, reason)."""
+
+    skipped: list[tuple[str, str, str]] = field(default_factory=list)
+
+    def summary(self) -> str:
+        return f"skipped {len(self.skipped)} file(s)" + (
+            ": " + "; ".join(f"{p} ({r})" for _, p, r in self.skipped[:3]) if self.skipped else "")
+
+
+def list_audio_source(source: str | Path) -> list[tuple[str, str]]:
+    """``(id, path)`` pairs from a folder, a Kaldi ``wav.scp`` or a Lhotse manifest."""
+    source = Path(source)
+    if source.is_dir():
+        files = sorted(p for p in source.rglob("*") if p.suffix.lower() in AUDIO_EXTENSIONS and p.is_file())
+        ids = ["_".join(p.relative_to(source).with_suffix("").parts) for p in files]
+        return list(zip(ids, map(str, files)))
+    if not source.is_file():
+        raise UsrasrError(f"audio source not found: {source}")
+    if source.name.endswith((".jsonl.gz", ".jsonl", ".json")):
+        from lhotse import CutSet, RecordingSet, load_manifest
+
+        manifest = load_manifest(source)
+        recordings = manifest if isinstance(manifest, RecordingSet) else (
+            manifest.to_eager().recordings if isinstance(manifest, CutSet) else None)
+        if recordings is None:
+            raise UsrasrError(f"{source}: expected a Lhotse RecordingSet or CutSet")
+        return [(r.id, r.sources[0].source) for r in recordings]
+    pairs = []
+    for lineno, line in enumerate(source.read_text(encoding="utf-8").splitlines(), 1):
+        fields = line.split(maxsplit=1)
+        if not fields:
+            continue
+        if len(fields) != 2 or fields[1].rstrip().endswith("|"):
+            raise UsrasrError(f"{source}:{lineno}: expected 'utterance-id path' (pipes are not supported)")
+        pairs.append((fields[0], fields[1].strip()))
+    return pairs
+
+
+def load_mono_16k(path: str | Path) -> np.ndarray:
+    """Decode any common audio file to float32 mono at 16 kHz; raise ValueError if unusable."""
+    from lhotse import Recording
+
+    path = Path(path)
+    if not path.is_file():
+        raise ValueError("file not found")
+    if path.stat().st_size == 0:
+        raise ValueError("empty file")
+    try:
+        recording = Recording.from_file(path)
+    except Exception:  # lhotse raises many exception types for unreadable files
+        raise ValueError("not a readable audio file (corrupt or unsupported format)") from None
+    if recording.num_samples == 0:
+        raise ValueError("zero-length recording")
+    if recording.sampling_rate != SAMPLE_RATE:
+        recording = recording.resample(SAMPLE_RATE)
+    samples = recording.load_audio().mean(axis=0).astype(np.float32)
+    if samples.size == 0:
+        raise ValueError("zero-length recording")
+    return samples
+
+
+def _import_one(utt_id: str, src: str, dst: str) -> tuple[str, str, str | None]:
+    import soundfile as sf
+
+    try:
+        samples = load_mono_16k(src)
+    except ValueError as exc:
+        return utt_id, src, str(exc)
+    with atomic_path(dst) as tmp:
+        sf.write(tmp, samples, SAMPLE_RATE, subtype="PCM_16", format="WAV")
+    return utt_id, src, None
+
+
+def import_audio(pairs: list[tuple[str, str]], out_dir: str | Path, num_workers: int = 2, force: bool = False):
+    """Convert inputs to 16 kHz mono WAV under ``out_dir/audio``; return (RecordingSet, problems)."""
+    from lhotse import Recording, RecordingSet
+
+    out_dir = Path(out_dir)
+    audio_dir = out_dir / "audio"
+    audio_dir.mkdir(parents=True, exist_ok=True)
+    problems = AudioProblems()
+    seen: set[str] = set()
+    jobs = []
+    for utt_id, src in pairs:
+        if utt_id in seen:
+            problems.skipped.append((utt_id, src, "duplicate id"))
+            continue
+        seen.add(utt_id)
+        dst = audio_dir / f"{utt_id}.wav"
+        if dst.exists() and not force:
+            continue
+        jobs.append((utt_id, src, str(dst)))
+    with progress() as bar, futures.ProcessPoolExecutor(max(1, num_workers)) as pool:
+        task = bar.add_task("importing audio", total=len(jobs), status="")
+        for fut in futures.as_completed([pool.submit(_import_one, *job) for job in jobs]):
+            utt_id, src, error = fut.result()
+            if error:
+                problems.skipped.append((utt_id, src, error))
+                log.warning("skipping %s: %s", src, error)
+            bar.advance(task)
+    bad = {u for u, _, _ in problems.skipped}
+    recordings = RecordingSet.from_recordings(
+        Recording.from_file(audio_dir / f"{u}.wav", recording_id=u)
+        for u, _ in pairs if u not in bad and (audio_dir / f"{u}.wav").exists())
+    if problems.skipped:
+        write_json_atomic(out_dir / "logs" / "skipped_audio.json", problems.skipped)
+        log.warning("%s (list in %s)", problems.summary(), out_dir / "logs" / "skipped_audio.json")
+    if len(recordings) == 0:
+        raise NothingUsableError(f"no usable audio ({problems.summary()})")
+    return recordings, problems
+
+
+def _features_chunk(cuts_path: str, storage_path: str) -> str:
+    """Compute fbank for one chunk of cuts into one lilcom archive; return its cut manifest."""
+    import torch
+    from lhotse import CutSet, Fbank, FbankConfig
+    from lhotse.features.io import LilcomChunkyWriter
+
+    torch.set_num_threads(1)
+    extractor = Fbank(FbankConfig(num_mel_bins=NUM_MEL_BINS))
+    cuts = CutSet.from_file(cuts_path)
+    with atomic_path(storage_path) as tmp_storage:
+        with LilcomChunkyWriter(tmp_storage) as writer:
+            done = [c.compute_and_store_features(extractor, writer) for c in cuts]
+        # The manifest must name the final archive, not the temporary one.
+        done = CutSet.from_cuts(done).map(functools.partial(_rename_storage, storage_path=storage_path))
+        out = storage_path + ".cuts.jsonl.gz"
+        save_lhotse_atomic(done, out)
+    return out
+
+
+def _rename_storage(cut, storage_path: str):
+    cut.features.storage_path = storage_path
+    return cut
+
+
+def compute_features(cuts, out_dir: str | Path, name: str, num_workers: int = 2, chunk_size: int = 100):
+    """80-dim Lhotse fbank for every cut, stored with lilcom, in parallel chunks with progress.
+
+    Finished chunks are kept, so an interrupted run resumes where it stopped.
+    """
+    from lhotse import CutSet
+
+    feats_dir = Path(out_dir) / "features" / name
+    feats_dir.mkdir(parents=True, exist_ok=True)
+    cuts = cuts.to_eager()
+    chunks = cuts.split(num_splits=max(1, (len(cuts) + chunk_size - 1) // chunk_size))
+    results: list[str] = []
+    jobs = []
+    for i, chunk in enumerate(chunks):
+        storage = str(feats_dir / f"feats_{i:04d}.lca")
+        if Path(storage + ".cuts.jsonl.gz").exists():
+            results.append(storage + ".cuts.jsonl.gz")
+            continue
+        chunk_path = str(feats_dir / f"chunk_{i:04d}.jsonl.gz")
+        save_lhotse_atomic(chunk, chunk_path)
+        jobs.append((chunk_path, storage))
+    with progress() as bar, futures.ProcessPoolExecutor(max(1, num_workers)) as pool:
+        task = bar.add_task(f"fbank {name}", total=len(chunks), completed=len(results), status="")
+        for fut in futures.as_completed([pool.submit(_features_chunk, *job) for job in jobs]):
+            results.append(fut.result())
+            bar.advance(task)
+    for chunk_path, _ in jobs:
+        os.unlink(chunk_path)
+    with_feats = CutSet.from_cuts(c for path in sorted(results) for c in CutSet.from_file(path))
+    order = {c.id: i for i, c in enumerate(cuts)}
+    return CutSet.from_cuts(sorted(with_feats, key=lambda c: order[c.id]))
