@@ -1,0 +1,118 @@
+"""``usrasr prepare``: one Click command per corpus recipe (Lhotse style)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import click
+from rich.table import Table
+
+from usrasr.utils.console import log, stderr
+
+_num_workers = click.option("-j", "--num-workers", type=int, default=2, show_default=True,
+                            help="Parallel worker processes.")
+_force = click.option("--force", is_flag=True, help="Redo steps whose outputs already exist.")
+_lm_orders = [
+    click.option("--phone-lm-order", type=click.IntRange(1, 5), default=2, show_default=True,
+                 help="Order of the phone n-gram LM (training graph)."),
+    click.option("--word-lm-order", type=click.IntRange(1, 5), default=3, show_default=True,
+                 help="Order of the word n-gram LM (decoding graph)."),
+]
+
+
+def _with_lm_orders(f):
+    for option in reversed(_lm_orders):
+        f = option(f)
+    return f
+
+
+@click.group()
+def prepare() -> None:
+    """Build corpora: manifests, lang dir, LMs, features."""
+
+
+@prepare.command()
+@click.option("--out", "out_dir", type=click.Path(file_okay=False, path_type=Path), required=True,
+              help="Corpus directory to create.")
+@click.option("--utterances", type=int, default=None,
+              help="Train-audio utterances (default 1500; dev 100, test 200).")
+@click.option("--hours", type=float, default=None, help="Train-audio size in hours instead of --utterances.")
+@click.option("--dev-utterances", type=int, default=None)
+@click.option("--test-utterances", type=int, default=None)
+@click.option("--text-sentences", type=int, default=None, help="Cap on train-text sentences (default 40000).")
+@click.option("--sources", default="fortunes,bible,sotu", show_default=True,
+              help="Comma-separated text sources.")
+@_with_lm_orders
+@_num_workers
+@_force
+def default(out_dir, utterances, hours, dev_utterances, test_utterances, text_sentences, sources,
+            phone_lm_order, word_lm_order, num_workers, force) -> None:
+    """The default unpaired corpus, synthesised from registry-installed text and voices."""
+    from usrasr.data.default_corpus import DEFAULT_TEXT_SENTENCES, DEFAULT_UTTERANCES, prepare_default
+
+    if utterances is not None and hours is not None:
+        raise click.UsageError("give --utterances or --hours, not both")
+    sizes = dict(DEFAULT_UTTERANCES)
+    for split, value in (("train_audio", utterances), ("dev", dev_utterances), ("test", test_utterances)):
+        if value is not None:
+            sizes[split] = value
+    report = prepare_default(
+        out_dir, utterances=sizes, hours=hours, sources=sources.split(","),
+        text_sentences=text_sentences or DEFAULT_TEXT_SENTENCES, phone_lm_order=phone_lm_order,
+        word_lm_order=word_lm_order, num_workers=num_workers, force=force)
+    table = Table(title=f"corpus {out_dir}")
+    for column in ("split", "sentences", "utterances", "hours", "voices", "aligned"):
+        table.add_column(column)
+    for split, n in report["sentences"].items():
+        audio = report["audio"].get(split, {})
+        table.add_row(split, str(n), str(audio.get("utterances", "-")), str(audio.get("hours", "-")),
+                      str(len(audio.get("voices", []))) if audio else "-",
+                      str(audio.get("with_alignment", "-")))
+    stderr.print(table)
+    log.info("wall time per step (s): %s", report["seconds"])
+
+
+@prepare.command()
+@click.argument("source", type=click.Path(path_type=Path))
+@click.option("--out", "out_dir", type=click.Path(file_okay=False, path_type=Path), required=True)
+@click.option("--name", default="train_audio", show_default=True, help="Split name of the manifests.")
+@_num_workers
+@_force
+def audio(source, out_dir, name, num_workers, force) -> None:
+    """Unpaired audio: a folder of audio files, a Kaldi wav.scp, or a Lhotse manifest."""
+    from lhotse import CutSet
+
+    from usrasr.data.audio_corpus import compute_features, import_audio, list_audio_source
+    from usrasr.utils.io import save_lhotse_atomic
+
+    cuts_path = out_dir / "manifests" / f"cuts_{name}.jsonl.gz"
+    if cuts_path.exists() and not force:
+        log.info("%s exists; nothing to do (use --force to redo)", cuts_path)
+        return
+    recordings, _ = import_audio(list_audio_source(source), out_dir, num_workers=num_workers, force=force)
+    save_lhotse_atomic(recordings, out_dir / "manifests" / f"recordings_{name}.jsonl.gz")
+    cuts = compute_features(CutSet.from_manifests(recordings=recordings), out_dir, name, num_workers=num_workers)
+    save_lhotse_atomic(cuts, cuts_path)
+    log.info("%d recordings, %.2f h -> %s", len(recordings), sum(r.duration for r in recordings) / 3600, cuts_path)
+
+
+@prepare.command()
+@click.argument("source", type=click.Path(path_type=Path))
+@click.option("--out", "out_dir", type=click.Path(file_okay=False, path_type=Path), required=True)
+@click.option("--lexicon", type=click.Path(dir_okay=False, path_type=Path), default=None,
+              help="Your own lexicon (WORD PHONE...); default CMUdict.")
+@click.option("--no-g2p", is_flag=True, help="Map words missing from the lexicon to <UNK> instead of G2P.")
+@_with_lm_orders
+@_force
+def text(source, out_dir, lexicon, no_g2p, phone_lm_order, word_lm_order, force) -> None:
+    """Unpaired text: a plain-text corpus, one sentence per line -> lang dir and LMs."""
+    from usrasr.data.text_corpus import prepare_text_corpus, read_text_corpus
+
+    if (out_dir / "lm" / "rank.json").exists() and not force:
+        log.info("%s exists; nothing to do (use --force to redo)", out_dir / "lm" / "rank.json")
+        return
+    sentences, _ = read_text_corpus(source)
+    report = prepare_text_corpus(sentences, out_dir, lexicon_path=lexicon, g2p=not no_g2p,
+                                 phone_lm_order=phone_lm_order, word_lm_order=word_lm_order)
+    log.info("%d sentences, %d words, vocabulary %d -> %s", report.sentences, report.words,
+             report.vocabulary, out_dir)
