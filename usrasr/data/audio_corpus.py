@@ -137,6 +137,21 @@ def import_audio(pairs: list[tuple[str, str]], out_dir: str | Path, num_workers:
     return recordings, problems
 
 
+def cuts_from_recordings(recordings, supervisions=None):
+    """One cut per recording with the recording's id (and its supervisions)."""
+    from lhotse import CutSet
+
+    by_recording: dict[str, list] = {}
+    for sup in supervisions or []:
+        by_recording.setdefault(sup.recording_id, []).append(sup)
+    cuts = []
+    for recording in recordings:
+        cut = recording.to_cut()
+        cut.supervisions = by_recording.get(recording.id, [])
+        cuts.append(cut)
+    return CutSet.from_cuts(cuts)
+
+
 def _features_chunk(cuts_path: str, storage_path: str) -> str:
     """Compute fbank for one chunk of cuts into one lilcom archive; return its cut manifest."""
     import torch

@@ -80,9 +80,7 @@ def default(out_dir, utterances, hours, dev_utterances, test_utterances, text_se
 @_force
 def audio(source, out_dir, name, num_workers, force) -> None:
     """Unpaired audio: a folder of audio files, a Kaldi wav.scp, or a Lhotse manifest."""
-    from lhotse import CutSet
-
-    from usrasr.data.audio_corpus import compute_features, import_audio, list_audio_source
+    from usrasr.data.audio_corpus import compute_features, cuts_from_recordings, import_audio, list_audio_source
     from usrasr.utils.io import save_lhotse_atomic
 
     cuts_path = out_dir / "manifests" / f"cuts_{name}.jsonl.gz"
@@ -91,7 +89,7 @@ def audio(source, out_dir, name, num_workers, force) -> None:
         return
     recordings, _ = import_audio(list_audio_source(source), out_dir, num_workers=num_workers, force=force)
     save_lhotse_atomic(recordings, out_dir / "manifests" / f"recordings_{name}.jsonl.gz")
-    cuts = compute_features(CutSet.from_manifests(recordings=recordings), out_dir, name, num_workers=num_workers)
+    cuts = compute_features(cuts_from_recordings(recordings), out_dir, name, num_workers=num_workers)
     save_lhotse_atomic(cuts, cuts_path)
     log.info("%d recordings, %.2f h -> %s", len(recordings), sum(r.duration for r in recordings) / 3600, cuts_path)
 

@@ -16,7 +16,7 @@ from collections import Counter
 from dataclasses import dataclass
 from pathlib import Path
 
-from usrasr.data.audio_corpus import SAMPLE_RATE, compute_features
+from usrasr.data.audio_corpus import SAMPLE_RATE, compute_features, cuts_from_recordings
 from usrasr.data.g2p import cmudict_lexicon
 from usrasr.data.sources import SOURCES
 from usrasr.data.splits import AUDIO_SPLITS, split_sentences, unit_hash
@@ -90,7 +90,7 @@ def _write_kaldi_dir(directory: Path, rows: list[tuple[str, str, str, str | None
 
 def build_manifests(out_dir: Path, plan: list[PlannedUtterance], results: dict, voices: dict, num_workers: int) -> dict:
     """Lhotse manifests and Kaldi dirs per split; train-audio text only under ``scoring/``."""
-    from lhotse import CutSet, Recording, RecordingSet, SupervisionSegment, SupervisionSet
+    from lhotse import Recording, RecordingSet, SupervisionSegment, SupervisionSet
     from lhotse.supervision import AlignmentItem
 
     lexicon = cmudict_lexicon()
@@ -133,7 +133,7 @@ def build_manifests(out_dir: Path, plan: list[PlannedUtterance], results: dict, 
             supervisions = full
             _write_kaldi_dir(out_dir / "kaldi" / split, rows)
         save_lhotse_atomic(supervisions, manifests / f"supervisions_{split}.jsonl.gz")
-        cuts = CutSet.from_manifests(recordings=recordings, supervisions=supervisions)
+        cuts = cuts_from_recordings(recordings, supervisions)
         cuts = compute_features(cuts, out_dir, split, num_workers=num_workers)
         save_lhotse_atomic(cuts, manifests / f"cuts_{split}.jsonl.gz")
         stats[split] = {

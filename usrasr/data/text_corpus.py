@@ -57,10 +57,10 @@ def read_text_corpus(path: str | Path) -> tuple[list[str], TextProblems]:
                 problems.no_words.append(lineno)
                 continue
             sentences.append(norm)
-    if problems.total:
-        log.warning("%s: %s", path, problems.summary())
     if not sentences:
         raise NothingUsableError(f"{path}: no usable sentence ({problems.summary()})")
+    if problems.total:
+        log.warning("%s: %s", path, problems.summary())
     return sentences, problems
 
 
