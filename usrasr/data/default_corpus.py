@@ -102,7 +102,8 @@ def build_manifests(out_dir: Path, plan: list[PlannedUtterance], results: dict, 
             recording = Recording.from_file(result.wav_path, recording_id=utt.id)
             assert recording.sampling_rate == SAMPLE_RATE and recording.num_channels == 1
             voice = voices[utt.voice]
-            meta = {"voice": voice.base_id, "engine": voice.engine}
+            # speaker = the perturbed voice; voice = the engine's base voice.
+            meta = {"voice": f"{voice.engine}-{voice.name}", "engine": voice.engine}
             alignment = None
             if result.alignment:
                 alignment = {"phone": [
