@@ -19,8 +19,8 @@ from usrasr.utils.console import seed_everything, setup_logging
 COMMANDS: dict[str, tuple[str | None, str]] = {
     "prepare": ("usrasr.data.commands:prepare", "Build corpora, lang dir, LMs and features."),
     "train": (None, "Unsupervised sequence-level training and self-training."),
-    "decode": (None, "Decode audio to text with an HLG graph."),
-    "evaluate": (None, "Score hypotheses against references (WER/PER)."),
+    "decode": ("usrasr.decode.commands:decode", "Decode audio to text with an HLG graph."),
+    "evaluate": ("usrasr.evaluate.commands:evaluate", "Score hypotheses against references (WER/PER)."),
     "bench": ("usrasr.bench:bench", "Speed and memory benchmarks."),
     "simulate": (None, "Synthetic worlds that test the method's conditions."),
     "check": (None, "Check a prepared corpus against the method's conditions."),
