@@ -1,0 +1,140 @@
+"""What to decode: audio files, Kaldi ``wav.scp`` entries or Lhotse cuts, as fbank.
+
+Every input becomes an :class:`Utterance` first (cheap: nothing is read);
+features are computed per utterance when it is decoded, so one bad file
+costs only itself.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Iterable, TextIO
+
+import numpy as np
+import torch
+
+from usrasr.utils.errors import UsrasrError
+
+SAMPLE_RATE = 16000
+FEATURE_DIM = 80
+FRAME_SHIFT = 0.01  # seconds; Lhotse's Fbank default
+
+
+class BadInput(Exception):
+    """An input that cannot be decoded; the message says why, in a few words."""
+
+
+@dataclass(frozen=True)
+class Utterance:
+    """One thing to decode: an id and either an audio path or a Lhotse cut."""
+
+    id: str
+    path: Path | None = None
+    cut: object | None = None
+
+    @property
+    def source(self) -> str:
+        return str(self.path) if self.path is not None else f"cut {self.id}"
+
+
+def _fbank(samples: np.ndarray) -> torch.Tensor:
+    from lhotse import Fbank
+
+    feats = Fbank().extract(samples, SAMPLE_RATE)
+    if feats.shape[0] == 0:
+        raise BadInput("audio too short for one feature frame")
+    return torch.from_numpy(feats).float()
+
+
+def _mono(audio: np.ndarray) -> np.ndarray:
+    if audio.size == 0:
+        raise BadInput("no audio samples")
+    return audio.mean(axis=0) if audio.ndim == 2 else audio
+
+
+def _file_features(path: Path) -> torch.Tensor:
+    from lhotse import Recording
+
+    if not path.exists():
+        raise BadInput("no such file")
+    if path.is_file() and path.stat().st_size == 0:
+        raise BadInput("empty file")
+    try:
+        recording = Recording.from_file(path)
+        if recording.num_samples == 0:
+            raise BadInput("no audio samples")
+        if recording.sampling_rate != SAMPLE_RATE:
+            recording = recording.resample(SAMPLE_RATE)
+        audio = recording.load_audio()
+    except BadInput:
+        raise
+    except Exception:  # lhotse wraps each backend's own error type
+        raise BadInput("not a readable audio file") from None
+    return _fbank(_mono(audio))
+
+
+def _cut_features(cut) -> torch.Tensor:
+    try:
+        if cut.has_features:
+            feats = torch.from_numpy(cut.load_features()).float()
+            if feats.shape[-1] != FEATURE_DIM:
+                raise BadInput(f"stored features are {feats.shape[-1]}-dim, the model needs {FEATURE_DIM}-dim fbank")
+            if feats.shape[0] == 0:
+                raise BadInput("no feature frames")
+            return feats
+        if not cut.has_recording:
+            raise BadInput("cut has neither features nor audio")
+        if cut.sampling_rate != SAMPLE_RATE:
+            cut = cut.resample(SAMPLE_RATE)
+        audio = cut.load_audio()
+    except BadInput:
+        raise
+    except Exception as e:
+        raise BadInput(f"cannot load: {e}".splitlines()[0]) from None
+    return _fbank(_mono(audio))
+
+
+def load_features(utterance: Utterance) -> torch.Tensor:
+    """Fbank ``(T, 80)`` at 16 kHz (resampled, stereo averaged); raises :class:`BadInput`."""
+    return _cut_features(utterance.cut) if utterance.cut is not None else _file_features(utterance.path)
+
+
+def utterances_from_paths(paths: Iterable[str]) -> list[Utterance]:
+    """Audio files named on the command line; the id is the file name without extension."""
+    return [Utterance(Path(p).stem, Path(p)) for p in paths]
+
+
+def utterances_from_lines(lines: Iterable[str], origin: str) -> list[Utterance]:
+    """Lines that are a path or ``id path`` (stdin; ``wav.scp`` when ``origin`` says so)."""
+    utterances = []
+    for line in lines:
+        line = line.strip()
+        if not line:
+            continue
+        if os.path.isfile(line) or len(line.split(maxsplit=1)) == 1:
+            utterances.extend(utterances_from_paths([line]))
+            continue
+        utt_id, location = line.split(maxsplit=1)
+        if location.endswith("|"):
+            raise UsrasrError(f"{origin}: '{utt_id}' is a command pipe; decode reads audio files only")
+        utterances.append(Utterance(utt_id, Path(location)))
+    return utterances
+
+
+def utterances_from_stream(stream: TextIO, origin: str) -> list[Utterance]:
+    return utterances_from_lines(stream.read().splitlines(), origin)
+
+
+def utterances_from_cuts(path: Path) -> list[Utterance]:
+    """Cuts of a Lhotse CutSet manifest, keyed by cut id."""
+    from lhotse import CutSet
+
+    if not path.is_file():
+        raise UsrasrError(f"cuts manifest not found: {path}")
+    try:
+        cuts = CutSet.from_file(path)
+    except Exception as e:
+        raise UsrasrError(f"cannot read cuts {path}: {e}".splitlines()[0]) from None
+    return [Utterance(cut.id, cut=cut) for cut in cuts]
