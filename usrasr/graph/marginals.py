@@ -1,0 +1,472 @@
+"""Sequence-level marginals over an FSA with k2's ``intersect_dense`` semantics.
+
+Given dense log-scores ``(B, T, S)``, per-utterance lengths ``(B,)`` and a graph
+(one :class:`Fsa` shared by the batch, or an :class:`FsaVec` with one graph per
+utterance), every path consumes exactly ``length`` frames, one per arc, and
+ends in a final state whose final weight is added.  The score of a path is the
+sum of its arc scores, the dense scores of the columns its arcs consume, and
+its final weight.
+
+* :func:`total_scores` — log-semiring (sum over paths) or tropical (best path)
+  totals, differentiable wrt the dense scores, the arc scores and the final
+  weights.  The log-semiring backward pass runs the beta recursion and returns
+  occupation posteriors; only the alphas are saved (O(T x states) memory).
+* :func:`best_path` — Viterbi path per utterance: arc ids, labels, aux labels.
+* :func:`arc_posteriors` — expected arc counts and per-frame label and state
+  occupancies.
+
+Implementation: the batch is flattened into one big graph whose states are
+(utterance, state) pairs, so shared and per-utterance graphs run the same
+kernel.  One time step is a gather over arcs and a scatter-logsumexp (or
+scatter-max) into destination states; the loop is over time only.
+Utterances past their length keep their alphas (and betas) frozen.
+
+An utterance that no path can explain (a final state unreachable in exactly
+``length`` frames) gets total ``-inf`` and zero gradient, and a warning is
+logged.  No NaN is produced for unreachable states.
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+
+import torch
+from torch import Tensor
+
+from usrasr.graph.fsa import Fsa, FsaVec
+
+log = logging.getLogger("usrasr")
+
+NEG_INF = float("-inf")
+
+
+@dataclass
+class _FlatBatch:
+    """A batch of graphs as one graph over (utterance, state) pairs.
+
+    Flat arcs are sorted by destination state so that the scatters write
+    mostly-contiguous memory.
+    """
+
+    batch_size: int
+    num_labels: int  # S, the width of the dense scores
+    num_states: int  # flat states, all utterances together
+    src: Tensor  # (E,) flat source state
+    dst: Tensor  # (E,) flat destination state
+    dense_col: Tensor  # (E,) column in one frame of dense scores flattened to (B*S,)
+    graph_arc: Tensor  # (E,) index into the graph's arc arrays (score, label, ...)
+    arc_local: Tensor  # (E,) arc id within its utterance's own graph
+    arc_utt: Tensor  # (E,) utterance of each flat arc
+    graph_state: Tensor  # (N,) index into the graph's final weights
+    state_local: Tensor  # (N,) state id within its utterance's own graph
+    state_utt: Tensor  # (N,) utterance of each flat state
+    start: Tensor  # (B,) flat start state of each utterance
+    max_arcs: int  # largest per-utterance arc count (for padded outputs)
+    max_states: int  # largest per-utterance state count
+    graph_arcs: int  # arcs in the graph (Fsa or whole FsaVec): size of its score gradient
+    graph_states: int  # states in the graph: size of its final-weight gradient
+
+
+def _flatten(graph: Fsa | FsaVec, batch_size: int, num_labels: int) -> _FlatBatch:
+    device = graph.device
+    utts = torch.arange(batch_size, device=device)
+    if isinstance(graph, Fsa):
+        num_states, num_arcs = graph.num_states, graph.num_arcs
+        order = torch.argsort(graph.dst, stable=True)
+        state_base = (utts * num_states)[:, None]
+        graph_arc = order.repeat(batch_size)
+        graph_state = torch.arange(num_states, device=device).repeat(batch_size)
+        return _FlatBatch(
+            batch_size=batch_size,
+            num_labels=num_labels,
+            num_states=batch_size * num_states,
+            src=(state_base + graph.src[order]).reshape(-1),
+            dst=(state_base + graph.dst[order]).reshape(-1),
+            dense_col=((utts * num_labels)[:, None] + graph.label[order]).reshape(-1),
+            graph_arc=graph_arc,
+            arc_local=graph_arc,
+            arc_utt=utts.repeat_interleave(num_arcs),
+            graph_state=graph_state,
+            state_local=graph_state,
+            state_utt=utts.repeat_interleave(num_states),
+            start=utts * num_states + graph.start,
+            max_arcs=num_arcs,
+            max_states=num_states,
+            graph_arcs=num_arcs,
+            graph_states=num_states,
+        )
+    if len(graph) != batch_size:
+        raise ValueError(f"FsaVec has {len(graph)} graphs for a batch of {batch_size} utterances")
+    arcs_per_utt = graph.arc_offsets.diff()
+    states_per_utt = graph.state_offsets.diff()
+    order = torch.argsort(graph.dst, stable=True)
+    arc_utt = utts.repeat_interleave(arcs_per_utt)[order]
+    state_utt = utts.repeat_interleave(states_per_utt)
+    graph_state = torch.arange(graph.num_states, device=device)
+    return _FlatBatch(
+        batch_size=batch_size,
+        num_labels=num_labels,
+        num_states=graph.num_states,
+        src=graph.src[order],
+        dst=graph.dst[order],
+        dense_col=arc_utt * num_labels + graph.label[order],
+        graph_arc=order,
+        arc_local=order - graph.arc_offsets[arc_utt],
+        arc_utt=arc_utt,
+        graph_state=graph_state,
+        state_local=graph_state - graph.state_offsets[state_utt],
+        state_utt=state_utt,
+        start=graph.start,
+        max_arcs=int(arcs_per_utt.max()),
+        max_states=int(states_per_utt.max()),
+        graph_arcs=graph.num_arcs,
+        graph_states=graph.num_states,
+    )
+
+
+def _scatter_logsumexp(values: Tensor, index: Tensor, size: int) -> Tensor:
+    """``log(sum(exp(values)))`` grouped by ``index``; ``-inf`` for empty or
+    all-``-inf`` groups, never NaN."""
+    peak = values.new_full((size,), NEG_INF).scatter_reduce_(0, index, values, "amax")
+    # A group whose max is -inf sums only zeros; shift it by 0 instead of -inf.
+    peak = peak.masked_fill(peak == NEG_INF, 0.0)
+    sums = values.new_zeros(size).index_add_(0, index, (values - peak.index_select(0, index)).exp())
+    return sums.log() + peak
+
+
+def _scatter_max(values: Tensor, index: Tensor, size: int) -> tuple[Tensor, Tensor]:
+    """Max of ``values`` grouped by ``index``, and the position of the
+    maximising element (the largest position on ties; -1 for empty groups)."""
+    best = values.new_full((size,), NEG_INF).scatter_reduce_(0, index, values, "amax")
+    positions = torch.arange(values.numel(), device=values.device)
+    candidates = torch.where(values == best.index_select(0, index), positions, -1)
+    argbest = torch.full((size,), -1, dtype=torch.long, device=values.device)
+    return best, argbest.scatter_reduce_(0, index, candidates, "amax")
+
+
+def _frames(dense: Tensor) -> Tensor:
+    """(B, T, S) -> (T, B*S): one contiguous row of all utterances per frame."""
+    batch, frames, labels = dense.shape
+    return dense.transpose(0, 1).reshape(frames, batch * labels)
+
+
+def _forward_scan(
+    flat: _FlatBatch, dense: Tensor, arc_score: Tensor, lengths: Tensor, tropical: bool
+) -> tuple[Tensor, Tensor]:
+    """Run the alpha recursion over time.
+
+    Returns the alphas after each utterance's last frame ``(N,)`` and either
+    the alphas before every frame ``(steps, N)`` (log semiring, for the
+    backward pass) or the best incoming flat arc of every state at every frame
+    ``(steps, N)`` (tropical, for backtracking).
+    """
+    frames = _frames(dense)
+    steps = int(lengths.max()) if lengths.numel() else 0
+    state_len = lengths.index_select(0, flat.state_utt)
+    alpha = dense.new_full((flat.num_states,), NEG_INF)
+    alpha[flat.start] = 0.0
+    history = (
+        torch.empty((steps, flat.num_states), dtype=torch.long, device=dense.device)
+        if tropical
+        else dense.new_empty((steps, flat.num_states))
+    )
+    for t in range(steps):
+        arc_value = alpha.index_select(0, flat.src) + arc_score + frames[t].index_select(0, flat.dense_col)
+        if tropical:
+            new_alpha, history[t] = _scatter_max(arc_value, flat.dst, flat.num_states)
+        else:
+            history[t] = alpha
+            new_alpha = _scatter_logsumexp(arc_value, flat.dst, flat.num_states)
+        alpha = torch.where(t < state_len, new_alpha, alpha)
+    return alpha, history
+
+
+def _warn_impossible(totals: Tensor) -> None:
+    impossible = int((totals == NEG_INF).sum())
+    if impossible:
+        log.warning(
+            "%d of %d sequences are impossible for the graph (no path of exactly their length "
+            "ends in a final state): total score -inf, zero gradient",
+            impossible,
+            totals.numel(),
+        )
+
+
+@dataclass
+class _Statistics:
+    """Posterior statistics from the backward scan, weighted per utterance."""
+
+    dense: Tensor  # (B, T, S) expected count of each column at each frame
+    arcs: Tensor  # (E,) expected count of each flat arc
+    final: Tensor  # (N,) posterior of ending in each flat state
+    states: Tensor | None  # (steps, N) posterior of each state after each frame
+
+
+def _backward_scan(
+    flat: _FlatBatch,
+    dense: Tensor,
+    arc_score: Tensor,
+    final: Tensor,
+    lengths: Tensor,
+    alphas: Tensor,
+    last_alpha: Tensor,
+    totals: Tensor,
+    weights: Tensor,
+    with_states: bool = False,
+) -> _Statistics:
+    """Run the beta recursion and accumulate ``weights[b] * posterior`` of
+    every arc at every frame (``weights`` is the incoming gradient)."""
+    possible = totals > NEG_INF
+    log_norm = torch.where(possible, totals, 0.0)
+    weights = torch.where(possible, weights, 0.0)
+    arc_norm = log_norm.index_select(0, flat.arc_utt)
+    arc_weight = weights.index_select(0, flat.arc_utt)
+    arc_len = lengths.index_select(0, flat.arc_utt)
+    state_len = lengths.index_select(0, flat.state_utt)
+    frames = _frames(dense)
+    steps = alphas.shape[0]
+
+    grad_frames = torch.zeros_like(frames)
+    arc_counts = torch.zeros_like(arc_score)
+    state_counts = dense.new_zeros((steps, flat.num_states)) if with_states else None
+    end_value = last_alpha + final - log_norm.index_select(0, flat.state_utt)
+    final_counts = end_value.exp() * weights.index_select(0, flat.state_utt)
+    beta = final.clone()
+    for t in reversed(range(steps)):
+        arc_value = arc_score + frames[t].index_select(0, flat.dense_col) + beta.index_select(0, flat.dst)
+        log_post = alphas[t].index_select(0, flat.src) + arc_value - arc_norm
+        post = torch.where(t < arc_len, log_post.exp() * arc_weight, 0.0)
+        grad_frames[t].index_add_(0, flat.dense_col, post)
+        arc_counts += post
+        if state_counts is not None:
+            state_counts[t].index_add_(0, flat.dst, post)
+        beta = torch.where(t < state_len, _scatter_logsumexp(arc_value, flat.src, flat.num_states), beta)
+    grad_dense = grad_frames.reshape(dense.shape[1], dense.shape[0], dense.shape[2]).transpose(0, 1)
+    return _Statistics(grad_dense, arc_counts, final_counts, state_counts)
+
+
+class _LogTotals(torch.autograd.Function):
+    """Log-semiring totals; backward = beta recursion (occupation posteriors)."""
+
+    @staticmethod
+    def forward(ctx, dense, arc_score, final, flat: _FlatBatch, lengths):
+        flat_score = arc_score.index_select(0, flat.graph_arc)
+        flat_final = final.index_select(0, flat.graph_state)
+        last_alpha, alphas = _forward_scan(flat, dense, flat_score, lengths, tropical=False)
+        totals = _scatter_logsumexp(last_alpha + flat_final, flat.state_utt, flat.batch_size)
+        ctx.flat = flat
+        ctx.save_for_backward(dense, flat_score, flat_final, lengths, alphas, last_alpha, totals)
+        return totals
+
+    @staticmethod
+    def backward(ctx, grad_totals):
+        dense, flat_score, flat_final, lengths, alphas, last_alpha, totals = ctx.saved_tensors
+        flat: _FlatBatch = ctx.flat
+        stats = _backward_scan(
+            flat, dense, flat_score, flat_final, lengths, alphas, last_alpha, totals, grad_totals.to(dense.dtype)
+        )
+        return (
+            stats.dense if ctx.needs_input_grad[0] else None,
+            _gather_back(stats.arcs, flat.graph_arc, ctx.needs_input_grad[1], flat.graph_arcs),
+            _gather_back(stats.final, flat.graph_state, ctx.needs_input_grad[2], flat.graph_states),
+            None,
+            None,
+        )
+
+
+def _gather_back(flat_grad: Tensor, index: Tensor, needed: bool, size: int) -> Tensor | None:
+    """Sum flat (per-utterance) gradients back onto the graph's own arcs/states."""
+    if not needed:
+        return None
+    return flat_grad.new_zeros(size).index_add_(0, index, flat_grad)
+
+
+class _ViterbiTotals(torch.autograd.Function):
+    """Tropical totals and best paths; the gradient is the best path's indicator."""
+
+    @staticmethod
+    def forward(ctx, dense, arc_score, final, flat: _FlatBatch, lengths):
+        flat_score = arc_score.index_select(0, flat.graph_arc)
+        flat_final = final.index_select(0, flat.graph_state)
+        last_alpha, backpointers = _forward_scan(flat, dense, flat_score, lengths, tropical=True)
+        totals, best_end = _scatter_max(last_alpha + flat_final, flat.state_utt, flat.batch_size)
+        best_end = torch.where(totals > NEG_INF, best_end, -1)
+        path = _backtrack(flat, backpointers, best_end, lengths, dense.shape[1])
+        ctx.flat = flat
+        ctx.save_for_backward(path, best_end)
+        ctx.mark_non_differentiable(path, best_end)
+        return totals, path, best_end
+
+    @staticmethod
+    def backward(ctx, grad_totals, _grad_path, _grad_end):
+        path, best_end = ctx.saved_tensors
+        flat: _FlatBatch = ctx.flat
+        on_path = path >= 0
+        arcs = path[on_path]
+        weights = grad_totals[:, None].expand_as(path)[on_path]
+        grad_dense = grad_arc = grad_final = None
+        if ctx.needs_input_grad[0]:
+            batch, frames = path.shape
+            grad_dense = grad_totals.new_zeros(batch * frames * flat.num_labels)
+            frame_of = torch.arange(frames, device=path.device).expand_as(path)[on_path]
+            utt = flat.arc_utt.index_select(0, arcs)
+            column = flat.dense_col.index_select(0, arcs) - utt * flat.num_labels
+            grad_dense.index_add_(0, (utt * frames + frame_of) * flat.num_labels + column, weights)
+            grad_dense = grad_dense.view(batch, frames, flat.num_labels)
+        if ctx.needs_input_grad[1]:
+            grad_arc = grad_totals.new_zeros(flat.graph_arcs).index_add_(0, flat.graph_arc.index_select(0, arcs), weights)
+        if ctx.needs_input_grad[2]:
+            ended = best_end >= 0
+            grad_final = grad_totals.new_zeros(flat.graph_states).index_add_(
+                0, flat.graph_state.index_select(0, best_end[ended]), grad_totals[ended]
+            )
+        return grad_dense, grad_arc, grad_final, None, None
+
+
+def _backtrack(flat: _FlatBatch, backpointers: Tensor, best_end: Tensor, lengths: Tensor, frames: int) -> Tensor:
+    """Flat arc id of the best path at every frame, ``(B, T)``, -1 where none."""
+    path = torch.full((flat.batch_size, frames), -1, dtype=torch.long, device=best_end.device)
+    state = best_end
+    for t in reversed(range(backpointers.shape[0])):
+        active = (t < lengths) & (state >= 0)
+        arc = torch.where(active, backpointers[t].index_select(0, state.clamp(min=0)), -1)
+        path[:, t] = arc
+        state = torch.where(active, flat.src.index_select(0, arc.clamp(min=0)), state)
+    return path
+
+
+def _prepare(dense: Tensor, lengths: Tensor, graph: Fsa | FsaVec) -> tuple[_FlatBatch, Tensor, Tensor, Tensor]:
+    if dense.dim() != 3 or not dense.is_floating_point():
+        raise ValueError(f"dense scores must be a float tensor of shape (B, T, S), got {tuple(dense.shape)} {dense.dtype}")
+    if graph.device != dense.device:
+        raise ValueError(f"graph is on {graph.device} but the dense scores are on {dense.device}; use graph.to(device)")
+    batch, frames, labels = dense.shape
+    lengths = torch.as_tensor(lengths, device=dense.device).long()
+    if lengths.shape != (batch,):
+        raise ValueError(f"lengths must have shape ({batch},), got {tuple(lengths.shape)}")
+    if batch and (int(lengths.min()) < 0 or int(lengths.max()) > frames):
+        raise ValueError(f"lengths must lie in [0, {frames}]")
+    if graph.num_arcs and int(graph.label.max()) >= labels:
+        raise ValueError(f"graph label {int(graph.label.max())} is out of range for dense scores with {labels} columns")
+    flat = _flatten(graph, batch, labels)
+    return flat, lengths, graph.score.to(dense.dtype), graph.final.to(dense.dtype)
+
+
+def _prepare(dense: Tensor, lengths: Tensor, graph: Fsa | FsaVec) -> tuple[_FlatBatch, Tensor, Tensor, Tensor]:
+    """Validate inputs; return the flat batch, lengths, arc scores and final
+    weights (in the dtype of ``dense``, differentiably)."""
+    if dense.dim() != 3 or not dense.is_floating_point():
+        raise ValueError(f"dense scores must be a float tensor (B, T, S), got {tuple(dense.shape)} {dense.dtype}")
+    if graph.device != dense.device:
+        raise ValueError(f"graph is on {graph.device} but the dense scores are on {dense.device}; use graph.to()")
+    batch, frames, labels = dense.shape
+    lengths = torch.as_tensor(lengths, device=dense.device).long()
+    if lengths.shape != (batch,):
+        raise ValueError(f"lengths must have shape ({batch},), got {tuple(lengths.shape)}")
+    if batch and (int(lengths.min()) < 0 or int(lengths.max()) > frames):
+        raise ValueError(f"lengths must lie in [0, {frames}]")
+    if graph.num_arcs and int(graph.label.max()) >= labels:
+        raise ValueError(f"graph label {int(graph.label.max())} is out of range for dense scores with {labels} columns")
+    flat = _flatten(graph, batch, labels)
+    return flat, lengths, graph.score.to(dense.dtype), graph.final.to(dense.dtype)
+
+
+def total_scores(dense: Tensor, lengths: Tensor, graph: Fsa | FsaVec, log_semiring: bool = True) -> Tensor:
+    """Total score of each utterance over all paths of exactly ``length`` frames.
+
+    Args:
+        dense: ``(B, T, S)`` log-scores; ``dense[b, t, label]`` is added when an
+            arc with that label consumes frame ``t``.  float32 or float64.
+        lengths: ``(B,)`` number of frames of each utterance (``<= T``).
+        graph: one :class:`Fsa` shared by the batch, or an :class:`FsaVec`
+            with ``B`` graphs.  Must be on the device of ``dense``.
+        log_semiring: ``True``: log-sum over paths (like k2
+            ``get_tot_scores(log_semiring=True)``); ``False``: best path score.
+
+    Returns:
+        ``(B,)`` totals, ``-inf`` for impossible utterances, differentiable wrt
+        ``dense``, ``graph.score`` and ``graph.final``.  The log-semiring
+        gradient wrt ``dense`` is the per-frame label occupancy (posterior);
+        the tropical one is the best path's indicator.
+    """
+    flat, lengths, arc_score, final = _prepare(dense, lengths, graph)
+    if log_semiring:
+        totals = _LogTotals.apply(dense, arc_score, final, flat, lengths)
+    else:
+        totals = _ViterbiTotals.apply(dense, arc_score, final, flat, lengths)[0]
+    _warn_impossible(totals)
+    return totals
+
+
+@dataclass
+class BestPath:
+    """Viterbi result; per-frame tensors are ``-1`` past each utterance's
+    length and for impossible utterances."""
+
+    scores: Tensor  # (B,) tropical totals, differentiable like total_scores(log_semiring=False)
+    arcs: Tensor  # (B, T) arc id within the utterance's graph
+    labels: Tensor  # (B, T) label (dense column) of that arc
+    aux_labels: Tensor  # (B, T) aux label of that arc (0 = none)
+
+
+def best_path(dense: Tensor, lengths: Tensor, graph: Fsa | FsaVec) -> BestPath:
+    """Viterbi decoding: the best path of every utterance (arguments as in
+    :func:`total_scores`).  Ties go to the larger arc id."""
+    flat, lengths, arc_score, final = _prepare(dense, lengths, graph)
+    scores, path, _ = _ViterbiTotals.apply(dense, arc_score, final, flat, lengths)
+    _warn_impossible(scores)
+    on_path = path >= 0
+    flat_arc = path.clamp(min=0)
+    graph_arc = flat.graph_arc[flat_arc]
+    return BestPath(
+        scores=scores,
+        arcs=torch.where(on_path, flat.arc_local[flat_arc], -1),
+        labels=torch.where(on_path, graph.label[graph_arc], -1),
+        aux_labels=torch.where(on_path, graph.aux_label[graph_arc], -1),
+    )
+
+
+@dataclass
+class ArcPosteriors:
+    """Posterior expectations under the log-semiring path distribution of each
+    utterance (all zero for impossible utterances)."""
+
+    totals: Tensor  # (B,) log-semiring totals
+    arc_counts: Tensor  # (B, max arcs) expected number of traversals of each arc (0-padded)
+    final_probs: Tensor  # (B, max states) posterior of ending in each state (0-padded)
+    label_occupancy: Tensor  # (B, T, S) posterior of each dense column at each frame
+    state_occupancy: Tensor  # (B, T, max states) posterior of each state after each frame
+
+
+@torch.no_grad()
+def arc_posteriors(dense: Tensor, lengths: Tensor, graph: Fsa | FsaVec) -> ArcPosteriors:
+    """Forward-backward statistics (arguments as in :func:`total_scores`).
+
+    For every possible utterance, ``arc_counts`` and ``label_occupancy`` each
+    sum to its length, and ``final_probs`` and ``state_occupancy`` at every
+    frame before its length sum to one.  Results carry no autograd history.
+    """
+    flat, lengths, arc_score, final = _prepare(dense, lengths, graph)
+    flat_score = arc_score.index_select(0, flat.graph_arc)
+    flat_final = final.index_select(0, flat.graph_state)
+    last_alpha, alphas = _forward_scan(flat, dense, flat_score, lengths, tropical=False)
+    totals = _scatter_logsumexp(last_alpha + flat_final, flat.state_utt, flat.batch_size)
+    _warn_impossible(totals)
+    stats = _backward_scan(
+        flat, dense, flat_score, flat_final, lengths, alphas, last_alpha, totals, torch.ones_like(totals), True
+    )
+    batch, frames = dense.shape[:2]
+    arc_slot = flat.arc_utt * flat.max_arcs + flat.arc_local
+    state_slot = flat.state_utt * flat.max_states + flat.state_local
+    arc_counts = stats.arcs.new_zeros(batch * flat.max_arcs).index_copy_(0, arc_slot, stats.arcs)
+    final_probs = stats.final.new_zeros(batch * flat.max_states).index_copy_(0, state_slot, stats.final)
+    state_occupancy = dense.new_zeros((frames, batch * flat.max_states))
+    state_occupancy[: stats.states.shape[0]].index_copy_(1, state_slot, stats.states)
+    return ArcPosteriors(
+        totals=totals,
+        arc_counts=arc_counts.view(batch, flat.max_arcs),
+        final_probs=final_probs.view(batch, flat.max_states),
+        label_occupancy=stats.dense,
+        state_occupancy=state_occupancy.view(frames, batch, flat.max_states).transpose(0, 1),
+    )
