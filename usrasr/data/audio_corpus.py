@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import concurrent.futures as futures
 import functools
+import hashlib
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -189,12 +190,14 @@ def compute_features(cuts, out_dir: str | Path, name: str, num_workers: int = 2,
     chunks = cuts.split(num_splits=max(1, (len(cuts) + chunk_size - 1) // chunk_size))
     results: list[str] = []
     jobs = []
-    for i, chunk in enumerate(chunks):
-        storage = str(feats_dir / f"feats_{i:04d}.lca")
+    for chunk in chunks:
+        # Named by content, so a resumed run with other cuts never reuses a stale chunk.
+        digest = hashlib.sha1(",".join(c.id for c in chunk).encode()).hexdigest()[:12]
+        storage = str(feats_dir / f"feats_{digest}.lca")
         if Path(storage + ".cuts.jsonl.gz").exists():
             results.append(storage + ".cuts.jsonl.gz")
             continue
-        chunk_path = str(feats_dir / f"chunk_{i:04d}.jsonl.gz")
+        chunk_path = str(feats_dir / f"chunk_{digest}.jsonl.gz")
         save_lhotse_atomic(chunk, chunk_path)
         jobs.append((chunk_path, storage))
     with progress() as bar, futures.ProcessPoolExecutor(max(1, num_workers)) as pool:
