@@ -255,6 +255,8 @@ def _init_worker(log_level: int) -> None:
     # so that debug messages (unknown engine phones) show with -v.
     logging.basicConfig(format="%(levelname)s %(message)s")
     log.setLevel(log_level)
+    # The workers already keep every core busy.
+    ENGINES["piper"].num_threads = 1
 
 
 def synthesize_all(
