@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import logging
 import re
 import shutil
 import subprocess
@@ -157,6 +158,24 @@ def test_graph_cache_rebuilds_only_when_needed(corpus, tmp_path):
     rebuilt = path.stat().st_mtime_ns
     assert ensure_graph("HLG", lang, lm, tmp_path, force=True).stat().st_mtime_ns > rebuilt
     assert ensure_graph("HLG", lang, None, tmp_path) == path  # no LM: use what is there
+
+
+def test_lm_problems_are_reported(corpus, tmp_path, caplog):
+    from usrasr.utils.errors import UsrasrError
+
+    lang = read_lang(corpus / "lang")
+    broken = tmp_path / "broken.arpa"
+    broken.write_text("\\data\\\nngram 1=1\n\n\\1-grams:\nnot an n-gram line\n")
+    with pytest.raises(UsrasrError, match="cannot convert .*broken.arpa"):
+        ensure_graph("HLG", lang, broken, tmp_path)
+    foreign = train_lm(LM_TEXT + ["MAYBE YES", "MAYBE NOT"], tmp_path / "foreign.arpa", 2)
+    logger = logging.getLogger("usrasr")  # the CLI stops it propagating to caplog's root handler
+    logger.addHandler(caplog.handler)
+    try:
+        ensure_graph("HLG", lang, foreign, tmp_path)
+    finally:
+        logger.removeHandler(caplog.handler)
+    assert "2 word(s) not in words.txt were dropped, e.g. MAYBE NOT" in caplog.text
 
 
 def test_compile_only_cli(corpus, tmp_path):

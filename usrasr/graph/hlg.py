@@ -17,16 +17,16 @@ the lang dir or a graph dir and rebuilt only when an input changes.
 
 from __future__ import annotations
 
-import contextlib
 import json
 import math
-import os
 import re
+import subprocess
+import sys
 import tempfile
 from dataclasses import dataclass
 from functools import cached_property
 from pathlib import Path
-from typing import Iterator, Literal
+from typing import Literal
 
 import kaldifst
 
@@ -182,43 +182,38 @@ def lexicon_fst(lang: Lang, sil_prob: float = DEFAULT_SIL_PROB) -> kaldifst.StdV
     return fst
 
 
-@contextlib.contextmanager
-def _captured_stderr() -> Iterator[list[str]]:
-    """Collect what C++ code writes to file descriptor 2 (kaldilm logs every ARPA line it skips)."""
-    lines: list[str] = []
-    with tempfile.TemporaryFile(mode="w+b") as sink:
-        saved = os.dup(2)
-        os.dup2(sink.fileno(), 2)
-        try:
-            yield lines
-        finally:
-            os.dup2(saved, 2)
-            os.close(saved)
-            sink.seek(0)
-            lines.extend(sink.read().decode("utf-8", "replace").splitlines())
+_ARPA2FST = """
+import sys, kaldilm
+kaldilm.arpa2fst(input_arpa=sys.argv[1], output_fst=sys.argv[2], disambig_symbol="#0", read_symbol_table=sys.argv[3])
+"""
 
 
 def arpa_fst(arpa: Path, symbols: Path) -> kaldifst.StdVectorFst:
     """G (or P): an ARPA LM as an FST over ``symbols`` ids, ``#0`` on back-off arcs.
 
-    n-grams with words outside the table are dropped (kaldilm's behaviour);
-    we say how many, since a large number means the LM and lang dir disagree.
+    kaldilm runs in a child process: it aborts the whole process on a
+    malformed ARPA file and logs every skipped n-gram to file descriptor 2,
+    and we want a one-line error and a one-line summary instead.  n-grams
+    with words outside the table are dropped (kaldilm's behaviour); we say how
+    many words, since many means the LM and the lang dir disagree.
     """
-    import kaldilm
-
     if not arpa.is_file():
         raise UsrasrError(f"language model not found: {arpa}")
-    try:
-        with _captured_stderr() as messages:
-            text = kaldilm.arpa2fst(input_arpa=str(arpa), disambig_symbol="#0", read_symbol_table=str(symbols))
-    except Exception as e:
-        detail = next((m for m in reversed(messages) if m.strip()), str(e))
-        raise UsrasrError(f"cannot convert {arpa} to an FST: {detail}") from None
+    with tempfile.TemporaryDirectory() as tmp:
+        output = Path(tmp) / "G.fst"
+        child = subprocess.run(
+            [sys.executable, "-c", _ARPA2FST, str(arpa), str(output), str(symbols)],
+            capture_output=True, text=True, errors="replace",
+        )
+        messages = child.stderr.splitlines()
+        if child.returncode != 0 or not output.is_file():
+            detail = next((m.strip() for m in reversed(messages) if m.strip() and not m.startswith("/")), "unknown error")
+            raise UsrasrError(f"cannot convert {arpa} to an FST: {detail}")
+        fst = kaldifst.StdVectorFst.read(str(output))
     unknown = sorted({m.split("'")[1] for m in messages if "not in symbol table" in m and m.count("'") >= 2})
     if unknown:
         log.warning("%s: n-grams with %d word(s) not in %s were dropped, e.g. %s",
                     arpa, len(unknown), symbols.name, " ".join(unknown[:5]))
-    fst = kaldifst.compile(s=text, acceptor=False)
     if fst.num_states == 0:
         raise UsrasrError(f"{arpa} gives an empty FST: none of its words are in {symbols}")
     return fst
