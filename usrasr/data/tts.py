@@ -26,7 +26,7 @@ import soundfile as sf
 from usrasr.data.phones import SILENCE
 from usrasr.data.tts_engines import ENGINES, EngineError, PhoneSegment
 from usrasr.utils.console import progress
-from usrasr.utils.io import atomic_path, write_json_atomic
+from usrasr.utils.io import atomic_open, atomic_path
 
 __all__ = [
     "SAMPLE_RATE",
@@ -150,7 +150,8 @@ def _convert(src: Path, dst: Path, voice: Voice) -> None:
     if shutil.which("sox") is None:
         raise EngineError("sox is not installed (apt-get install sox)")
     # -D: no dither, so that the same input always gives the same file.
-    cmd = ["sox", "-D", "-V1", str(src), "-r", str(SAMPLE_RATE), "-c", "1", "-b", "16", "-e", "signed-integer", str(dst)]
+    cmd = ["sox", "-D", "-V1", str(src)]
+    cmd += ["-r", str(SAMPLE_RATE), "-c", "1", "-b", "16", "-e", "signed-integer", str(dst)]
     if voice.pitch != 1.0:
         cmd += ["pitch", f"{1200 * math.log2(voice.pitch):.1f}"]
     if voice.speed != 1.0:
@@ -238,15 +239,16 @@ def _run_job(utt_id: str, text: str, voice: Voice, out_dir: Path) -> SynthesisRe
     alignment = synthesize(text, voice, wav_path)
     duration = sf.info(str(wav_path)).frames / SAMPLE_RATE
     # The sidecar goes last: its presence marks the job as done.
-    write_json_atomic(
-        sidecar,
-        {
-            "text": text,
-            "voice": voice.voice_id,
-            "duration": duration,
-            "alignment": None if alignment is None else [list(s) for s in alignment],
-        },
-    )
+    with atomic_open(sidecar) as f:
+        json.dump(
+            {
+                "text": text,
+                "voice": voice.voice_id,
+                "duration": duration,
+                "alignment": None if alignment is None else [list(s) for s in alignment],
+            },
+            f,
+        )
     return SynthesisResult(wav_path, duration, alignment)
 
 

@@ -563,7 +563,9 @@ class PiperEngine(Engine):
             options = onnxruntime.SessionOptions()
             options.intra_op_num_threads = self.num_threads
             session = onnxruntime.InferenceSession(
-                model if model is not None else str(model_path), sess_options=options, providers=["CPUExecutionProvider"]
+                model if model is not None else str(model_path),
+                sess_options=options,
+                providers=["CPUExecutionProvider"],
             )
             config = PiperConfig.from_dict(json.loads(Path(f"{model_path}.json").read_text(encoding="utf-8")))
             self._loaded[voice] = (PiperVoice(session=session, config=config), model is not None)
