@@ -118,10 +118,12 @@ def test_lhotse_manifests_give_speaker_and_voice_breakdowns(tmp_path):
     from lhotse.testing.dummies import dummy_cut
 
     sups = [
-        SupervisionSegment(f"s{i}", f"r{i}", 0, 1, text=text, speaker=spk, custom={"voice": voice})
-        for i, (text, spk, voice) in enumerate(
-            [("ONE TWO", "spk1", "slt"), ("THREE", "spk1", "slt"), ("FOUR FIVE", "spk2", "m3")]
-        )
+        SupervisionSegment(f"s{i}", f"r{i}", 0, 1, text=text, speaker=spk, custom={"voice": voice, "phones": phones})
+        for i, (text, spk, voice, phones) in enumerate([
+            ("ONE TWO", "spk1", "slt", "W AH N T UW"),
+            ("THREE", "spk1", "slt", "TH R IY"),
+            ("FOUR FIVE", "spk2", "m3", "F AO R F AY V"),
+        ])
     ]
     SupervisionSet.from_segments(sups).to_file(tmp_path / "sups.jsonl.gz")
     cuts = CutSet.from_cuts(dummy_cut(i, supervisions=[s]).with_id(f"c{i}") for i, s in enumerate(sups))
@@ -136,6 +138,11 @@ def test_lhotse_manifests_give_speaker_and_voice_breakdowns(tmp_path):
         assert lines[0] == "%WER 20.00 [ 1 / 5, 0 ins, 1 del, 0 sub ]"
         assert any(l.split()[:4] == ["spk2", "1", "2", "50.00"] for l in lines), result.stdout
         assert any(l.split()[:4] == ["slt", "2", "3", "0.00"] for l in lines), result.stdout
+
+    # --unit phone scores the manifest's custom["phones"], not its words
+    (tmp_path / "hyp_p.txt").write_text("s0 W AH N T UW\ns1 TH R IY\ns2 F AO R F AY\n")
+    result = _run([str(tmp_path / "sups.jsonl.gz"), str(tmp_path / "hyp_p.txt"), "--unit", "phone"])
+    assert result.stdout.startswith("%WER 7.14 [ 1 / 14, 0 ins, 1 del, 0 sub ]"), result.output
 
 
 def test_utt2spk_and_decode_jsonl_hypotheses(tmp_path):

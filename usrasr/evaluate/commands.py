@@ -33,7 +33,8 @@ def evaluate(ref, hyp, unit, utt2spk, out_dir, name, top):
 
     REF and HYP are Kaldi text files ('id words...'), Lhotse manifests
     (cuts or supervisions with text), or `usrasr decode --format jsonl`
-    output; '-' reads one of them from stdin.  Per-speaker and per-voice
+    output; '-' reads one of them from stdin.  With --unit phone, a
+    manifest REF is scored on its supervisions' custom["phones"].  Per-speaker and per-voice
     tables follow when REF carries speakers/voices (or --utt2spk is given),
     then the most frequent errors.
 
@@ -51,7 +52,7 @@ def evaluate(ref, hyp, unit, utt2spk, out_dir, name, top):
     hyps = read_transcripts(hyp)
     if not refs.texts:
         raise UsrasrError(f"no references in {ref}")
-    stats = compute_error_rate(refs.texts, hyps.texts, unit)
+    stats = compute_error_rate(refs.for_unit(unit), hyps.texts, unit)
     if stats.missing:
         log.warning("%d reference(s) have no hypothesis, scored as all deletions: %s", len(stats.missing), id_list(stats.missing))
     if stats.extra:

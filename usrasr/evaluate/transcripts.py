@@ -5,7 +5,8 @@ The format is detected from the content, so ``-`` (stdin) works for all:
 * Kaldi ``text``: ``id word word ...`` per line (a TAB after the id is fine);
 * Lhotse CutSet (keyed by cut id; text of its supervisions joined) or
   SupervisionSet (keyed by supervision id), ``.jsonl``, ``.jsonl.gz`` or a
-  JSON array; speakers and ``custom["voice"]`` come along;
+  JSON array; speakers, ``custom["voice"]`` and the reference pronunciation
+  ``custom["phones"]`` (used to score phones) come along;
 * ``usrasr decode --format jsonl`` output (``id`` and ``text`` per line).
 """
 
@@ -27,6 +28,16 @@ class Transcripts:
     texts: dict[str, str] = field(default_factory=dict)
     speakers: dict[str, str] = field(default_factory=dict)
     voices: dict[str, str] = field(default_factory=dict)
+    phones: dict[str, str] = field(default_factory=dict)  # from manifests' custom["phones"]
+
+    def for_unit(self, unit: str) -> dict[str, str]:
+        """What to score: the phone transcripts for ``phone`` when the source has them, else the texts."""
+        if unit != "phone" or not self.phones:
+            return self.texts
+        lacking = [i for i in self.texts if i not in self.phones]
+        if lacking:
+            raise UsrasrError(f"{len(lacking)} reference(s) have text but no custom['phones'], e.g. {lacking[0]}")
+        return self.phones
 
 
 def _read_source(source: str) -> str:
@@ -51,10 +62,12 @@ def _supervisions(item: dict) -> list[dict]:
     return [s for track in item.get("tracks", []) for s in _supervisions(track.get("cut", {}))]
 
 
-def _add(out: Transcripts, origin: str, utt_id: str, text: str, speaker=None, voice=None) -> None:
+def _add(out: Transcripts, origin: str, utt_id: str, text: str, speaker=None, voice=None, phones=None) -> None:
     if utt_id in out.texts:
         raise UsrasrError(f"{origin}: duplicate utterance id '{utt_id}'")
     out.texts[utt_id] = text
+    if phones is not None:
+        out.phones[utt_id] = phones
     if speaker:
         out.speakers[utt_id] = str(speaker)
     if voice:
@@ -68,14 +81,16 @@ def _from_json_items(items: list[dict], origin: str) -> Transcripts:
             raise UsrasrError(f"{origin}: item {n} is not an object with an 'id'")
         if "supervisions" in item or "tracks" in item:  # a Lhotse cut
             sups = _supervisions(item)
-            text = " ".join((s.get("text") or "") for s in sups)
-            first = sups[0] if sups else {}
         elif "text" in item:  # a Lhotse supervision, or a decode --format jsonl record
-            text, first = item.get("text") or "", item
+            sups = [item]
         else:
             raise UsrasrError(f"{origin}: item {n} ('{item['id']}') has no text or supervisions")
+        text = " ".join((s.get("text") or "") for s in sups)
+        customs = [s.get("custom") or {} for s in sups]
+        phones = " ".join(c["phones"] for c in customs) if customs and all("phones" in c for c in customs) else None
+        first = sups[0] if sups else {}
         voice = (first.get("custom") or {}).get("voice") or first.get("voice")
-        _add(out, origin, str(item["id"]), " ".join(text.split()), first.get("speaker"), voice)
+        _add(out, origin, str(item["id"]), " ".join(text.split()), first.get("speaker"), voice, phones)
     return out
 
 
