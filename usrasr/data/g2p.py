@@ -5,42 +5,29 @@ from __future__ import annotations
 import functools
 import shutil
 import subprocess
+import unicodedata
 from typing import Iterable
 
 from usrasr.data.phones import ARPABET, strip_stress
+from usrasr.data.tts_engines import IPA_TO_ARPABET
 from usrasr.utils.console import log
 from usrasr.utils.errors import UsrasrError
 
-# espeak-ng IPA phonemes (American English voice) -> ARPAbet.  Multi-symbol
-# entries come first in look-up by longest match, so diphthongs, affricates and
-# r-coloured vowels map as units.
-IPA_TO_ARPABET: dict[str, tuple[str, ...]] = {
-    "ə": ("AH",), "ɐ": ("AH",), "ʌ": ("AH",), "ᵻ": ("IH",), "æ": ("AE",), "a": ("AE",),
-    "ɑ": ("AA",), "ɒ": ("AA",), "ɔ": ("AO",), "ɛ": ("EH",), "e": ("EH",), "ɜ": ("ER",),
-    "ɚ": ("ER",), "ɝ": ("ER",), "ɪ": ("IH",), "i": ("IY",), "ʊ": ("UH",), "u": ("UW",),
-    "o": ("OW",), "aʊ": ("AW",), "aɪ": ("AY",), "eɪ": ("EY",), "oʊ": ("OW",), "əʊ": ("OW",),
-    "ɔɪ": ("OY",), "əl": ("AH", "L"), "ɑɹ": ("AA", "R"), "ɔɹ": ("AO", "R"), "ɛɹ": ("EH", "R"),
-    "ɪɹ": ("IH", "R"), "ʊɹ": ("UH", "R"), "oɹ": ("AO", "R"), "aɪɚ": ("AY", "ER"),
-    "aɪə": ("AY", "AH"), "iə": ("IY", "AH"), "eə": ("EH", "AH"), "ʊə": ("UH", "AH"),
-    "b": ("B",), "tʃ": ("CH",), "d": ("D",), "ð": ("DH",), "f": ("F",), "ɡ": ("G",), "g": ("G",),
-    "h": ("HH",), "dʒ": ("JH",), "k": ("K",), "x": ("K",), "l": ("L",), "ɫ": ("L",), "m": ("M",),
-    "n": ("N",), "ŋ": ("NG",), "p": ("P",), "ɹ": ("R",), "r": ("R",), "s": ("S",), "ʃ": ("SH",),
-    "t": ("T",), "ɾ": ("T",), "ʔ": ("T",), "θ": ("TH",), "v": ("V",), "w": ("W",), "j": ("Y",),
-    "z": ("Z",), "ʒ": ("ZH",),
-}
-_IPA_IGNORED = set("ˈˌːˑ‍̩̃") | {"-"}
+# The IPA table is the one the TTS alignments use, so lexicon pronunciations
+# and scoring alignments agree on how espeak-ng's phonemes become ARPAbet.
+_IPA_IGNORED = set("ˈˌ\u200d-")
 _MAX_KEY = max(map(len, IPA_TO_ARPABET))
 
 
 def ipa_to_arpabet(ipa: str) -> list[str]:
     """Map an IPA phoneme string (any segmentation) to ARPAbet by longest match."""
-    text = "".join(ch for ch in ipa if ch not in _IPA_IGNORED and not ch.isspace())
+    text = "".join(ch for ch in unicodedata.normalize("NFD", ipa) if ch not in _IPA_IGNORED and not ch.isspace())
     phones: list[str] = []
     i = 0
     while i < len(text):
         for width in range(min(_MAX_KEY, len(text) - i), 0, -1):
             mapped = IPA_TO_ARPABET.get(text[i : i + width])
-            if mapped:
+            if mapped is not None:
                 phones.extend(mapped)
                 i += width
                 break
