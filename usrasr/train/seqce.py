@@ -1,0 +1,276 @@
+"""Sequence-level cross-entropy training of categorical unit emissions.
+
+The model is ``q(x) = sum_c p_LM(c) q(x | c)`` over a graph (topology o phone
+LM, see :mod:`usrasr.graph.topo`) whose arcs consume one unit each; the
+emission of an arc is ``q(unit | label)``, a row of a table normalised over the
+units (never over the labels, see ``docs/method.md``).  The loss is
+``-sum_x log q(x) / sum_x |x|``: the cross-entropy per frame between the data
+and the model marginal, computed exactly with :func:`total_scores`.
+
+The loss is non-convex (a permutation-like search), so :func:`fit_seqce` runs
+several restarts and keeps the one with the lowest loss: selection needs no
+transcripts.  Each restart starts from a random, frequency-matched or
+moment-matched table and is refined by EM (the M-step normalises the expected
+counts, which are the gradient of the total log-likelihood wrt the log table)
+or by Adam, optionally with deterministic annealing (emission scores scaled by
+an inverse temperature that rises to one).
+
+All sequences of a batch run together as a ``(B, T)`` tensor.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+from dataclasses import dataclass, field
+from typing import Callable
+
+import torch
+from torch import Tensor
+
+from usrasr.graph.fsa import Fsa
+from usrasr.graph.marginals import BestPath, best_path, total_scores
+
+log = logging.getLogger("usrasr")
+
+INITS = ("random", "frequency", "moments")
+OPTIMIZERS = ("em", "adam")
+
+# (restart, iteration, log emission table (S, K), loss per frame of that table)
+IterationCallback = Callable[[int, int, Tensor, float], None]
+
+
+@dataclass
+class SeqCEConfig:
+    """How :func:`fit_seqce` searches.
+
+    ``init="moments"`` and ``"frequency"`` need the prior joint of the labels
+    of two consecutive frames (``label_pairs`` of :func:`fit_seqce`).
+    """
+
+    restarts: int = 5
+    iterations: int = 20  # EM steps or Adam steps per restart
+    optimizer: str = "em"
+    learning_rate: float = 0.1  # Adam only
+    init: str = "moments"
+    # Moment initialisation: EM on the unit bigram counts alone (cost
+    # independent of the data size), from a random start per restart.
+    moment_iterations: int = 300
+    # Deterministic annealing: inverse temperature rises linearly from
+    # anneal_start to 1 over the first anneal_iterations iterations.
+    anneal_start: float = 1.0
+    anneal_iterations: int = 0
+    smoothing: float = 1e-4  # pseudo-count added to every expected count in the M-step
+    tolerance: float = 1e-6  # stop a restart when the loss improves less than this per frame
+    seed: int = 0
+
+    def __post_init__(self) -> None:
+        if self.init not in INITS:
+            raise ValueError(f"init must be one of {INITS}, got {self.init!r}")
+        if self.optimizer not in OPTIMIZERS:
+            raise ValueError(f"optimizer must be one of {OPTIMIZERS}, got {self.optimizer!r}")
+        if self.restarts < 1 or self.iterations < 0:
+            raise ValueError("need restarts >= 1 and iterations >= 0")
+        if not 0 < self.anneal_start <= 1:
+            raise ValueError("anneal_start is an inverse temperature in (0, 1]")
+
+
+@dataclass
+class SeqCEResult:
+    """The selected model and what every restart reached."""
+
+    log_emissions: Tensor  # (S, K) log q(unit | label) of the lowest-loss restart
+    loss: float  # its loss per frame (nats)
+    best_restart: int
+    restart_losses: list[float]  # final loss per frame of every restart
+    restart_emissions: list[Tensor]  # final table of every restart
+    histories: list[list[float]] = field(default_factory=list)  # loss per iteration, per restart
+
+
+def emission_scores(log_emissions: Tensor, unit_seqs: Tensor) -> Tensor:
+    """Dense ``(B, T, S)`` scores ``log q(unit_seqs[b, t] | label)``; padding
+    (negative ids) reads unit 0, which the lengths mask out."""
+    return log_emissions.t()[unit_seqs.clamp(min=0)]
+
+
+def sequence_log_likelihood(unit_seqs: Tensor, lengths: Tensor, graph: Fsa, log_emissions: Tensor) -> Tensor:
+    """``log q(x)`` of every sequence, ``(B,)``."""
+    return total_scores(emission_scores(log_emissions, unit_seqs), lengths, graph)
+
+
+def loss_per_frame(unit_seqs: Tensor, lengths: Tensor, graph: Fsa, log_emissions: Tensor) -> float:
+    """``-sum_x log q(x) / sum_x |x|`` in nats."""
+    with torch.no_grad():
+        totals = sequence_log_likelihood(unit_seqs, lengths, graph, log_emissions)
+    return float(-totals.sum() / lengths.sum())
+
+
+def decode(unit_seqs: Tensor, lengths: Tensor, graph: Fsa, log_emissions: Tensor) -> BestPath:
+    """Viterbi ``argmax_c p_LM(c) q(x | c)``: per-frame labels and aux labels
+    (phone ids on the frames where a phone starts), ``-1`` past each length."""
+    with torch.no_grad():
+        return best_path(emission_scores(log_emissions, unit_seqs), lengths, graph)
+
+
+def unit_pair_counts(unit_seqs: Tensor, lengths: Tensor, num_units: int) -> Tensor:
+    """``(K, K)`` counts of consecutive unit pairs inside each sequence."""
+    frames = unit_seqs.shape[1]
+    inside = torch.arange(1, frames, device=unit_seqs.device)[None, :] < lengths[:, None]
+    left, right = unit_seqs[:, :-1][inside], unit_seqs[:, 1:][inside]
+    counts = torch.zeros(num_units * num_units, dtype=torch.float64, device=unit_seqs.device)
+    counts.index_add_(0, left * num_units + right, torch.ones_like(left, dtype=torch.float64))
+    return counts.view(num_units, num_units)
+
+
+def moment_fit(
+    pair_counts: Tensor, label_pairs: Tensor, start: Tensor, iterations: int, smoothing: float = 1e-4
+) -> tuple[Tensor, Tensor]:
+    """EM on the unit bigram statistics alone, for a batch of starting tables.
+
+    Fits ``M[u, v] ~ sum_{s,t} J[s, t] C[s, u] C[t, v]`` (``J`` = ``label_pairs``)
+    by maximum likelihood.  Condition (2), a full-rank ``J``, is what makes this
+    moment equation identify ``C``; its cost does not grow with the data.
+
+    Args:
+        pair_counts: ``(K, K)`` unit pair counts.
+        label_pairs: ``(S, S)`` prior joint of consecutive labels.
+        start: ``(R, S, K)`` starting emission probabilities.
+
+    Returns:
+        ``(R, S, K)`` fitted log emissions and ``(R,)`` loss per pair (nats).
+    """
+    target = (pair_counts / pair_counts.sum()).to(torch.float64)
+    joint = label_pairs.to(torch.float64)
+    used = joint.sum(0) + joint.sum(1) > 0  # labels the prior can emit at all
+    log_table = start.to(torch.float64).clamp_min(1e-12).log()
+    for _ in range(iterations + 1):
+        log_table = log_table.detach().requires_grad_()
+        table = log_table.exp()
+        model = torch.einsum("rsu,st,rtv->ruv", table, joint, table)
+        log_likelihood = (target * model.clamp_min(1e-300).log()).sum((1, 2))
+        (counts,) = torch.autograd.grad(log_likelihood.sum(), log_table)
+        counts = counts + smoothing / counts.shape[-1]
+        counts[:, ~used] = 1.0
+        log_table = (counts / counts.sum(-1, keepdim=True)).log()
+    return log_table.detach(), -log_likelihood.detach()
+
+
+def _initial_tables(
+    config: SeqCEConfig, unit_seqs: Tensor, lengths: Tensor, num_labels: int, num_units: int, label_pairs: Tensor | None
+) -> Tensor:
+    """``(R, S, K)`` starting log emission tables, one per restart."""
+    generator = torch.Generator().manual_seed(config.seed)
+    restarts = config.restarts
+    # Flat Dirichlet rows: normalised exponentials.
+    exponentials = -torch.rand((restarts, num_labels, num_units), generator=generator).clamp_min(1e-12).log()
+    random_start = exponentials / exponentials.sum(-1, keepdim=True)
+    if config.init == "random":
+        return random_start.log()
+    if label_pairs is None:
+        raise ValueError(f"init={config.init!r} needs the prior joint of consecutive labels (label_pairs)")
+    if config.init == "moments":
+        pairs = unit_pair_counts(unit_seqs, lengths, num_units)
+        tables, pair_losses = moment_fit(pairs, label_pairs, random_start, config.moment_iterations, config.smoothing)
+        log.debug("moment initialisation: loss per pair %s", [round(float(v), 4) for v in pair_losses])
+        return tables.float()
+    # Frequency matching: the i-th most frequent unit starts as the i-th most
+    # probable label's unit; later restarts jitter this with random mass.
+    inside = torch.arange(unit_seqs.shape[1])[None, :] < lengths[:, None]
+    unit_freq = torch.bincount(unit_seqs[inside], minlength=num_units).double()
+    label_prior = label_pairs.double().sum(1)
+    units_by_freq = unit_freq.argsort(descending=True)
+    labels_by_prior = label_prior.argsort(descending=True)[: int((label_prior > 0).sum())]
+    matched = torch.full((num_labels, num_units), 0.5 / num_units)
+    for rank, label in enumerate(labels_by_prior.tolist()):
+        matched[label, units_by_freq[rank % num_units]] += 0.5
+    jitter = torch.rand((restarts, 1, 1), generator=generator) * 0.5
+    jitter[0] = 0.0
+    start = (1 - jitter) * matched + jitter * random_start
+    return (start / start.sum(-1, keepdim=True)).log()
+
+
+def _inverse_temperature(config: SeqCEConfig, iteration: int) -> float:
+    if iteration >= config.anneal_iterations:
+        return 1.0
+    return config.anneal_start + (1 - config.anneal_start) * iteration / config.anneal_iterations
+
+
+def _train_restart(
+    restart: int,
+    log_table: Tensor,
+    unit_seqs: Tensor,
+    lengths: Tensor,
+    graph: Fsa,
+    config: SeqCEConfig,
+    callback: IterationCallback | None,
+) -> tuple[Tensor, float, list[float]]:
+    """Refine one table; returns the table, its loss per frame and the loss history."""
+    frames = float(lengths.sum())
+    logits = log_table.clone().requires_grad_()
+    adam = torch.optim.Adam([logits], lr=config.learning_rate) if config.optimizer == "adam" else None
+    history: list[float] = []
+    for iteration in range(config.iterations + 1):
+        beta = _inverse_temperature(config, iteration)
+        table = logits.log_softmax(-1) if adam is not None else logits
+        dense = emission_scores(table, unit_seqs)
+        totals = total_scores(dense * beta if beta != 1 else dense, lengths, graph)
+        if beta == 1:
+            loss = float(-totals.detach().sum() / frames)
+            history.append(loss)
+            if callback is not None:
+                callback(restart, iteration, table.detach(), loss)
+            converged = len(history) > 1 and history[-2] - history[-1] < config.tolerance
+            if iteration == config.iterations or converged:
+                return table.detach(), loss, history
+        if adam is not None:
+            adam.zero_grad()
+            (-totals.sum() / frames).backward()
+            adam.step()
+        else:
+            (counts,) = torch.autograd.grad(totals.sum(), logits)
+            # d/d(log table) of the annealed total is beta * expected counts.
+            counts = counts / beta + config.smoothing
+            logits = (counts / counts.sum(-1, keepdim=True)).log().requires_grad_()
+    raise AssertionError("unreachable: the last iteration always returns")
+
+
+def fit_seqce(
+    unit_seqs: Tensor,
+    lengths: Tensor,
+    graph: Fsa,
+    num_units: int,
+    config: SeqCEConfig | None = None,
+    label_pairs: Tensor | None = None,
+    callback: IterationCallback | None = None,
+) -> SeqCEResult:
+    """Train categorical emissions by the sequence-level cross-entropy.
+
+    Args:
+        unit_seqs: ``(B, T)`` unit ids (padding past ``lengths`` is ignored).
+        lengths: ``(B,)`` number of units of each sequence.
+        graph: topology o LM; arc labels are the rows of the emission table.
+        num_units: ``K``, the number of unit ids.
+        config: search settings (:class:`SeqCEConfig` defaults when None).
+        label_pairs: ``(S, S)`` prior joint probability of the labels of two
+            consecutive frames; needed by the moment and frequency inits.
+        callback: called after every evaluated iteration at temperature one.
+
+    Returns:
+        :class:`SeqCEResult`; ``log_emissions`` is the lowest-loss restart's.
+    """
+    config = config or SeqCEConfig()
+    unit_seqs, lengths = unit_seqs.long(), torch.as_tensor(lengths).long()
+    num_labels = int(graph.label.max()) + 1
+    if label_pairs is not None and label_pairs.shape != (num_labels, num_labels):
+        raise ValueError(f"label_pairs must be ({num_labels}, {num_labels}), got {tuple(label_pairs.shape)}")
+    starts = _initial_tables(config, unit_seqs, lengths, num_labels, num_units, label_pairs)
+    tables, losses, histories = [], [], []
+    for restart in range(config.restarts):
+        table, loss, history = _train_restart(restart, starts[restart], unit_seqs, lengths, graph, config, callback)
+        log.info("restart %d/%d: loss %.4f nats/frame after %d iterations",
+                 restart + 1, config.restarts, loss, len(history) - 1)
+        tables.append(table)
+        losses.append(loss)
+        histories.append(history)
+    best = min(range(config.restarts), key=lambda r: (losses[r] if math.isfinite(losses[r]) else math.inf))
+    return SeqCEResult(tables[best], losses[best], best, losses, tables, histories)
