@@ -7,6 +7,7 @@ costs only itself.
 
 from __future__ import annotations
 
+import functools
 import os
 from dataclasses import dataclass
 from pathlib import Path
@@ -39,10 +40,15 @@ class Utterance:
         return str(self.path) if self.path is not None else f"cut {self.id}"
 
 
-def _fbank(samples: np.ndarray) -> torch.Tensor:
+@functools.cache
+def _fbank_extractor():
     from lhotse import Fbank
 
-    feats = Fbank().extract(samples, SAMPLE_RATE)
+    return Fbank()  # building it computes the mel filterbank: do it once
+
+
+def _fbank(samples: np.ndarray) -> torch.Tensor:
+    feats = _fbank_extractor().extract(samples, SAMPLE_RATE)
     if feats.shape[0] == 0:
         raise BadInput("audio too short for one feature frame")
     return torch.from_numpy(feats).float()

@@ -35,6 +35,35 @@ def _compile_only(lang_dir: Path | None, lm: Path | None, phone_lm: Path | None,
         click.echo(str(path))
 
 
+def _collect_utterances(files: tuple[str, ...], wav_scp: Path | None, cuts: Path | None) -> list:
+    from usrasr.decode import audio
+
+    utterances = []
+    for item in files:
+        utterances += audio.utterances_from_stream(sys.stdin, "stdin") if item == "-" else audio.utterances_from_paths([item])
+    if wav_scp is not None:
+        utterances += audio.utterances_from_lines(wav_scp.read_text(encoding="utf-8").splitlines(), str(wav_scp))
+    if cuts is not None:
+        utterances += audio.utterances_from_cuts(cuts)
+    if not utterances:
+        raise UsrasrError("nothing to decode: give audio FILES, '-', --cuts or --wav-scp")
+    return utterances
+
+
+def _without_duplicate_ids(utterances: list) -> tuple[list, list]:
+    """(first utterance of each id, the later ones): a repeated id would make the output ambiguous."""
+    seen: set[str] = set()
+    unique, duplicates = [], []
+    for u in utterances:
+        if u.id in seen:
+            log.warning("skipping %s: duplicate id '%s'", u.source, u.id)
+            duplicates.append(u)
+        else:
+            seen.add(u.id)
+            unique.append(u)
+    return unique, duplicates
+
+
 def _record(decoded, unit: str, fmt: str) -> str:
     hyp = decoded.hypothesis
     if fmt == "text":
@@ -99,20 +128,10 @@ def decode(
         return
     if model_path is None:
         raise UsrasrError("--model is required (or use --compile-only)")
-    from usrasr.decode import audio
     from usrasr.decode.pipeline import build_recognizer, default_lm, resolve_device, resolve_lang_dir
     from usrasr.models.acoustic import load_model
 
-    utterances = []
-    for item in files:
-        utterances += audio.utterances_from_stream(sys.stdin, "stdin") if item == "-" else audio.utterances_from_paths([item])
-    if wav_scp is not None:
-        utterances += audio.utterances_from_lines(wav_scp.read_text(encoding="utf-8").splitlines(), str(wav_scp))
-    if cuts is not None:
-        utterances += audio.utterances_from_cuts(cuts)
-    if not utterances:
-        raise UsrasrError("nothing to decode: give audio FILES, '-', --cuts or --wav-scp")
-
+    utterances = _collect_utterances(files, wav_scp, cuts)
     torch_device = resolve_device(device)
     loaded = load_model(model_path, torch_device)
     lang_dir = resolve_lang_dir(model_path, loaded, lang_dir)
@@ -120,17 +139,9 @@ def decode(
     chosen_lm = (lm if unit == "word" else phone_lm) or default_lm(lang_dir, unit)
     recognizer = build_recognizer(loaded, lang_dir, unit, chosen_lm, graph_dir, options, torch_device, force)
 
-    seen: set[str] = set()
-    unique = []
-    failed = []
-    for u in utterances:
-        if u.id in seen:
-            log.warning("skipping %s: duplicate id '%s'", u.source, u.id)
-            failed.append(u)
-        else:
-            seen.add(u.id)
-            unique.append(u)
+    unique, failed = _without_duplicate_ids(utterances)
     lines: list[str] = []
+    partial = 0
     with progress() as bar:
         task = bar.add_task("decode", total=len(unique), status="")
         for decoded in recognizer.decode(unique, batch_size):
@@ -139,11 +150,15 @@ def decode(
                 log.warning("skipping %s: %s", decoded.utterance.source, decoded.error)
                 failed.append(decoded.utterance)
                 continue
+            partial += not decoded.hypothesis.reached_final
             line = _record(decoded, unit, fmt)
             if output is None:
                 click.echo(line)  # flushes, so pipelines see each utterance at once
             else:
                 lines.append(line if fmt == "jsonl" else line.replace("\t", " ", 1).rstrip())
+    if partial:
+        log.warning("%d utterance(s) reached no final graph state; their best partial path was used "
+                    "(a larger --beam may help)", partial)
     if output is not None:
         with atomic_open(output) as f:
             f.writelines(line + "\n" for line in lines)

@@ -8,7 +8,7 @@
 * **L**, the lexicon with disambiguation symbols and optional silence.
 * **G**, the word n-gram (ARPA -> FST with ``#0`` on back-off arcs).
 
-``HLG = min(rmdisambig(det(H o det(min(L o G)))))``, the usual Kaldi recipe:
+``HLG = min(rmdisambig(det(H o min(det(L o G)))))``, the usual Kaldi recipe:
 determinise while the disambiguation symbols still make it possible, then
 replace them by epsilon.  ``HP`` is the phone-level counterpart ``H o P`` with
 a phone n-gram P.  Graphs are standard OpenFst binaries (tropical), cached in
