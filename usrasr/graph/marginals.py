@@ -9,8 +9,9 @@ its final weight.
 
 * :func:`total_scores` — log-semiring (sum over paths) or tropical (best path)
   totals, differentiable wrt the dense scores, the arc scores and the final
-  weights.  The log-semiring backward pass runs the beta recursion and returns
-  occupation posteriors; only the alphas are saved (O(T x states) memory).
+  weights.  The log-semiring backward pass is a custom backward (beta)
+  recursion that returns occupation posteriors; only the alphas are saved
+  (O(T x states) memory, not O(T x arcs) of autograd nodes).
 * :func:`best_path` — Viterbi path per utterance: arc ids, labels, aux labels.
 * :func:`arc_posteriors` — expected arc counts and per-frame label and state
   occupancies.
@@ -19,7 +20,9 @@ Implementation: the batch is flattened into one big graph whose states are
 (utterance, state) pairs, so shared and per-utterance graphs run the same
 kernel.  One time step is a gather over arcs and a scatter-logsumexp (or
 scatter-max) into destination states; the loop is over time only.
-Utterances past their length keep their alphas (and betas) frozen.
+Utterances past their length keep their alphas frozen (and carry no
+posterior back).  Alphas are rescaled per frame with float64 offsets, so
+float32 keeps its precision on long utterances.
 
 An utterance that no path can explain (a final state unreachable in exactly
 ``length`` frames) gets total ``-inf`` and zero gradient, and a warning is
@@ -152,13 +155,23 @@ def _frames(dense: Tensor) -> Tensor:
 
 def _forward_scan(
     flat: _FlatBatch, dense: Tensor, arc_score: Tensor, lengths: Tensor, tropical: bool
-) -> tuple[Tensor, Tensor]:
+) -> tuple[Tensor, Tensor, Tensor]:
     """Run the alpha recursion over time.
 
-    Returns the alphas after each utterance's last frame ``(N,)`` and either
-    the alphas before every frame and after the last, ``(steps + 1, N)`` (log
-    semiring, for the backward pass), or the best incoming flat arc of every
-    state at every frame ``(steps, N)`` (tropical, for backtracking).
+    The alphas are kept scaled: after every frame each utterance's largest
+    alpha is subtracted and added to a float64 per-utterance offset instead.
+    Unscaled alphas of a long utterance reach thousands, where a float32 ulp
+    is ~1e-4; scaled ones stay near 0 for the states that matter, so totals
+    and posteriors keep float32 precision over any length.
+
+    Returns:
+        the scaled alphas after each utterance's last frame ``(N,)``;
+        the history: scaled alphas before every frame and after the last,
+        ``(steps + 1, N)`` (log semiring, for the backward pass), or the best
+        incoming flat arc of every state at every frame ``(steps, N)``
+        (tropical, for backtracking);
+        the offsets, float64 ``(steps + 1, B)``: true alpha = scaled alpha +
+        offset of its utterance, before every frame and after the last.
     """
     frames = _frames(dense)
     steps = int(lengths.max()) if lengths.numel() else 0
@@ -170,6 +183,7 @@ def _forward_scan(
         if tropical
         else dense.new_empty((steps + 1, flat.num_states))
     )
+    offsets = torch.zeros((steps + 1, flat.batch_size), dtype=torch.float64, device=dense.device)
     arc_value, scratch = torch.empty_like(arc_score), torch.empty_like(arc_score)
     for t in range(steps):
         torch.index_select(alpha, 0, flat.src, out=arc_value)
@@ -180,10 +194,13 @@ def _forward_scan(
         else:
             history[t] = alpha
             new_alpha = _scatter_logsumexp_(arc_value, flat.dst, flat.num_states, scratch)
-        alpha = torch.where(t < state_len, new_alpha, alpha)
+        shift = new_alpha.new_full((flat.batch_size,), NEG_INF).scatter_reduce_(0, flat.state_utt, new_alpha, "amax")
+        shift = torch.where((t < lengths) & (shift > NEG_INF), shift, 0.0)
+        alpha = torch.where(t < state_len, new_alpha - shift.index_select(0, flat.state_utt), alpha)
+        offsets[t + 1] = offsets[t] + shift
     if not tropical:
         history[steps] = alpha
-    return alpha, history
+    return alpha, history, offsets
 
 
 def _warn_impossible(totals: Tensor) -> None:
@@ -214,6 +231,7 @@ def _backward_scan(
     final: Tensor,
     lengths: Tensor,
     alphas: Tensor,
+    offsets: Tensor,
     totals: Tensor,
     weights: Tensor,
     with_arcs: bool,
@@ -226,12 +244,17 @@ def _backward_scan(
     ``occupancy[s]`` is the weighted posterior of being in state ``s`` after
     frame ``t``; an arc into ``s`` at frame ``t`` takes the share
     ``exp(alpha_t[src] + arc + frame - alpha_{t+1}[s])`` (<= 1) of it, and
-    the occupancy before frame ``t`` sums these shares by source state.  No
-    logsumexp is needed, and every quantity stays in [0, weight].
+    the occupancy before frame ``t`` sums these shares by source state.  This
+    is the beta recursion in disguise (``occupancy = exp(alpha + beta -
+    total)``), but needs no logsumexp and every quantity stays in [0, weight].
+    ``alphas`` are scaled as returned by :func:`_forward_scan`; ``totals``
+    are float64.
     """
     possible = totals > NEG_INF
-    log_norm = torch.where(possible, totals, 0.0)
     weights = torch.where(possible, weights, 0.0)
+    # Log-normaliser relative to the last offset: small, so exact enough in float32.
+    scaled_norm = torch.where(possible, totals - offsets[-1], 0.0).to(dense.dtype)
+    growth = offsets.diff(dim=0).to(dense.dtype)  # (steps, B): offset added by each frame
     state_len = lengths.index_select(0, flat.state_utt)
     frames = _frames(dense)
     steps = alphas.shape[0] - 1
@@ -239,7 +262,7 @@ def _backward_scan(
     grad_frames = torch.zeros_like(frames)
     arc_counts = torch.zeros_like(arc_score) if with_arcs else None
     state_counts = dense.new_zeros((steps, flat.num_states)) if with_states else None
-    end_value = alphas[steps] + final - log_norm.index_select(0, flat.state_utt)
+    end_value = alphas[steps] + final - scaled_norm.index_select(0, flat.state_utt)
     final_counts = end_value.exp() * weights.index_select(0, flat.state_utt)
     occupancy = final_counts
     post, scratch = torch.empty_like(arc_score), torch.empty_like(arc_score)
@@ -248,7 +271,7 @@ def _backward_scan(
         occupancy = torch.where(t < state_len, occupancy, 0.0)
         if state_counts is not None:
             state_counts[t] = occupancy
-        after = alphas[t + 1]
+        after = alphas[t + 1] + growth[t].index_select(0, flat.state_utt)  # on frame t's scale
         # An unreachable destination has no occupancy; +inf makes its share exp(-inf) = 0.
         after = after.masked_fill(after == NEG_INF, math.inf)
         torch.index_select(alphas[t], 0, flat.src, out=post)
@@ -268,26 +291,44 @@ def _backward_scan(
     return _Statistics(grad_dense, arc_counts, final_counts, state_counts)
 
 
+def _log_forward(
+    flat: _FlatBatch, dense: Tensor, flat_score: Tensor, flat_final: Tensor, lengths: Tensor
+) -> tuple[Tensor, Tensor, Tensor]:
+    """Float64 log-semiring totals ``(B,)``, scaled alphas and their offsets."""
+    last_alpha, alphas, offsets = _forward_scan(flat, dense, flat_score, lengths, tropical=False)
+    scaled_totals = _scatter_logsumexp_(last_alpha + flat_final, flat.state_utt, flat.batch_size)
+    return scaled_totals.double() + offsets[-1], alphas, offsets
+
+
 class _LogTotals(torch.autograd.Function):
-    """Log-semiring totals; backward = beta recursion (occupation posteriors)."""
+    """Log-semiring totals; the backward pass is the backward recursion,
+    returning occupation posteriors."""
 
     @staticmethod
     def forward(ctx, dense, arc_score, final, flat: _FlatBatch, lengths):
         flat_score = arc_score.index_select(0, flat.graph_arc)
         flat_final = final.index_select(0, flat.graph_state)
-        last_alpha, alphas = _forward_scan(flat, dense, flat_score, lengths, tropical=False)
-        totals = _scatter_logsumexp_(last_alpha + flat_final, flat.state_utt, flat.batch_size)
+        totals, alphas, offsets = _log_forward(flat, dense, flat_score, flat_final, lengths)
         ctx.flat = flat
-        ctx.save_for_backward(dense, flat_score, flat_final, lengths, alphas, totals)
-        return totals
+        ctx.save_for_backward(dense, flat_score, flat_final, lengths, alphas, offsets, totals)
+        return totals.to(dense.dtype)
 
     @staticmethod
     def backward(ctx, grad_totals):
-        dense, flat_score, flat_final, lengths, alphas, totals = ctx.saved_tensors
+        dense, flat_score, flat_final, lengths, alphas, offsets, totals = ctx.saved_tensors
         flat: _FlatBatch = ctx.flat
         weights = grad_totals.to(dense.dtype)
         stats = _backward_scan(
-            flat, dense, flat_score, flat_final, lengths, alphas, totals, weights, with_arcs=ctx.needs_input_grad[1]
+            flat,
+            dense,
+            flat_score,
+            flat_final,
+            lengths,
+            alphas,
+            offsets,
+            totals,
+            weights,
+            with_arcs=ctx.needs_input_grad[1],
         )
         return (
             stats.dense if ctx.needs_input_grad[0] else None,
@@ -312,8 +353,9 @@ class _ViterbiTotals(torch.autograd.Function):
     def forward(ctx, dense, arc_score, final, flat: _FlatBatch, lengths):
         flat_score = arc_score.index_select(0, flat.graph_arc)
         flat_final = final.index_select(0, flat.graph_state)
-        last_alpha, backpointers = _forward_scan(flat, dense, flat_score, lengths, tropical=True)
-        totals, best_end = _scatter_max(last_alpha + flat_final, flat.state_utt, flat.batch_size)
+        last_alpha, backpointers, offsets = _forward_scan(flat, dense, flat_score, lengths, tropical=True)
+        scaled_totals, best_end = _scatter_max(last_alpha + flat_final, flat.state_utt, flat.batch_size)
+        totals = (scaled_totals.double() + offsets[-1]).to(dense.dtype)
         best_end = torch.where(totals > NEG_INF, best_end, -1)
         path = _backtrack(flat, backpointers, best_end, lengths, dense.shape[1])
         ctx.flat = flat
@@ -473,12 +515,11 @@ def arc_posteriors(dense: Tensor, lengths: Tensor, graph: Fsa | FsaVec) -> ArcPo
     flat, lengths, arc_score, final = _prepare(dense, lengths, graph)
     flat_score = arc_score.index_select(0, flat.graph_arc)
     flat_final = final.index_select(0, flat.graph_state)
-    last_alpha, alphas = _forward_scan(flat, dense, flat_score, lengths, tropical=False)
-    totals = _scatter_logsumexp_(last_alpha + flat_final, flat.state_utt, flat.batch_size)
+    totals, alphas, offsets = _log_forward(flat, dense, flat_score, flat_final, lengths)
     _warn_impossible(totals)
-    weights = torch.ones_like(totals)
+    weights = torch.ones_like(totals, dtype=dense.dtype)
     stats = _backward_scan(
-        flat, dense, flat_score, flat_final, lengths, alphas, totals, weights, with_arcs=True, with_states=True
+        flat, dense, flat_score, flat_final, lengths, alphas, offsets, totals, weights, with_arcs=True, with_states=True
     )
     batch, frames = dense.shape[:2]
     arc_slot = flat.arc_utt * flat.max_arcs + flat.arc_local
@@ -488,7 +529,7 @@ def arc_posteriors(dense: Tensor, lengths: Tensor, graph: Fsa | FsaVec) -> ArcPo
     state_occupancy = dense.new_zeros((frames, batch * flat.max_states))
     state_occupancy[: stats.states.shape[0]].index_copy_(1, state_slot, stats.states)
     return ArcPosteriors(
-        totals=totals,
+        totals=totals.to(dense.dtype),
         arc_counts=arc_counts.view(batch, flat.max_arcs),
         final_probs=final_probs.view(batch, flat.max_states),
         label_occupancy=stats.dense,
