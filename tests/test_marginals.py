@@ -147,6 +147,16 @@ def test_padding_frames_are_ignored():
     assert (dense.grad[1, 3:] == 0).all()
 
 
+def test_invalid_inputs_are_rejected():
+    fsa = random_fsa(2)  # labels 0..2
+    with pytest.raises(ValueError, match="out of range"):
+        total_scores(torch.zeros(1, 3, 2), torch.tensor([3]), fsa)
+    with pytest.raises(ValueError, match="lengths"):
+        total_scores(torch.zeros(1, 3, 3), torch.tensor([4]), fsa)
+    with pytest.raises(ValueError, match="2 graphs for a batch of 3"):
+        total_scores(torch.zeros(3, 3, 3), torch.tensor([3, 3, 3]), FsaVec([fsa, fsa]))
+
+
 # ---------------------------------------------------------------- gradients and posteriors
 
 

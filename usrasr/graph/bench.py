@@ -69,7 +69,6 @@ def _measure(method: str, graph: Fsa, batch: int, frames: int, repeat: int, devi
         base = _rss_bytes()
     best = float("inf")
     for _ in range(repeat):
-        dense.grad = None
         inputs = dense.detach().requires_grad_()
         start = time.perf_counter()
         totals = METHODS[method](inputs, lengths, graph)

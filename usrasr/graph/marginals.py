@@ -402,23 +402,6 @@ def _backtrack(flat: _FlatBatch, backpointers: Tensor, best_end: Tensor, lengths
 
 
 def _prepare(dense: Tensor, lengths: Tensor, graph: Fsa | FsaVec) -> tuple[_FlatBatch, Tensor, Tensor, Tensor]:
-    if dense.dim() != 3 or not dense.is_floating_point():
-        raise ValueError(f"dense scores must be a float tensor of shape (B, T, S), got {tuple(dense.shape)} {dense.dtype}")
-    if graph.device != dense.device:
-        raise ValueError(f"graph is on {graph.device} but the dense scores are on {dense.device}; use graph.to(device)")
-    batch, frames, labels = dense.shape
-    lengths = torch.as_tensor(lengths, device=dense.device).long()
-    if lengths.shape != (batch,):
-        raise ValueError(f"lengths must have shape ({batch},), got {tuple(lengths.shape)}")
-    if batch and (int(lengths.min()) < 0 or int(lengths.max()) > frames):
-        raise ValueError(f"lengths must lie in [0, {frames}]")
-    if graph.num_arcs and int(graph.label.max()) >= labels:
-        raise ValueError(f"graph label {int(graph.label.max())} is out of range for dense scores with {labels} columns")
-    flat = _flatten(graph, batch, labels)
-    return flat, lengths, graph.score.to(dense.dtype), graph.final.to(dense.dtype)
-
-
-def _prepare(dense: Tensor, lengths: Tensor, graph: Fsa | FsaVec) -> tuple[_FlatBatch, Tensor, Tensor, Tensor]:
     """Validate inputs; return the flat batch, lengths, arc scores and final
     weights (in the dtype of ``dense``, differentiably)."""
     if dense.dim() != 3 or not dense.is_floating_point():
