@@ -19,7 +19,7 @@ from click.testing import CliRunner
 
 from usrasr.cli import cli
 from usrasr.decode.audio import Utterance, load_features
-from usrasr.decode.search import GraphSearch, SearchOptions
+from usrasr.decode.search import GraphSearch
 from usrasr.graph.hlg import ensure_graph, load_graph, read_lang
 from usrasr.models.acoustic import AcousticModelConfig, build_model, load_model, save_model
 from usrasr.models.ctc_train import train_ctc

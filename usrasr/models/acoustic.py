@@ -16,7 +16,7 @@ output alone or inside a padded batch.
 from __future__ import annotations
 
 import math
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import NamedTuple
 
@@ -48,7 +48,6 @@ class AcousticModelConfig:
     num_heads: int = 4
     conv_kernel_size: int = 15
     ff_multiplier: int = 4
-    extra: dict = field(default_factory=dict)  # free-form notes (e.g. how it was trained)
 
     def __post_init__(self) -> None:
         if self.arch not in ARCHITECTURES:
