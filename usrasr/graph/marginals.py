@@ -33,7 +33,7 @@ from __future__ import annotations
 
 import logging
 import math
-from dataclasses import dataclass
+from dataclasses import dataclass, fields, replace
 
 import torch
 from torch import Tensor
@@ -309,14 +309,12 @@ class _LogTotals(torch.autograd.Function):
         flat_score = arc_score.index_select(0, flat.graph_arc)
         flat_final = final.index_select(0, flat.graph_state)
         totals, alphas, offsets = _log_forward(flat, dense, flat_score, flat_final, lengths)
-        ctx.flat = flat
-        ctx.save_for_backward(dense, flat_score, flat_final, lengths, alphas, offsets, totals)
+        _save(ctx, flat, dense, flat_score, flat_final, lengths, alphas, offsets, totals)
         return totals.to(dense.dtype)
 
     @staticmethod
     def backward(ctx, grad_totals):
-        dense, flat_score, flat_final, lengths, alphas, offsets, totals = ctx.saved_tensors
-        flat: _FlatBatch = ctx.flat
+        flat, (dense, flat_score, flat_final, lengths, alphas, offsets, totals) = _saved(ctx)
         weights = grad_totals.to(dense.dtype)
         stats = _backward_scan(
             flat,
@@ -339,6 +337,22 @@ class _LogTotals(torch.autograd.Function):
         )
 
 
+def _save(ctx, flat: _FlatBatch, *tensors: Tensor) -> None:
+    """``save_for_backward`` for ``tensors`` and the flat batch's tensors, so
+    that autograd frees them after the backward pass even while the caller
+    still holds the output (a plain ctx attribute would live on with it)."""
+    names = [f.name for f in fields(flat) if isinstance(getattr(flat, f.name), Tensor)]
+    ctx.flat_names, ctx.flat_sizes = names, replace(flat, **dict.fromkeys(names))
+    ctx.save_for_backward(*tensors, *(getattr(flat, name) for name in names))
+
+
+def _saved(ctx) -> tuple[_FlatBatch, tuple[Tensor, ...]]:
+    """The flat batch and the other tensors given to :func:`_save`."""
+    saved = ctx.saved_tensors
+    count = len(saved) - len(ctx.flat_names)
+    return replace(ctx.flat_sizes, **dict(zip(ctx.flat_names, saved[count:]))), saved[:count]
+
+
 def _gather_back(flat_grad: Tensor, index: Tensor, needed: bool, size: int) -> Tensor | None:
     """Sum flat (per-utterance) gradients back onto the graph's own arcs/states."""
     if not needed:
@@ -358,15 +372,13 @@ class _ViterbiTotals(torch.autograd.Function):
         totals = (scaled_totals.double() + offsets[-1]).to(dense.dtype)
         best_end = torch.where(totals > NEG_INF, best_end, -1)
         path = _backtrack(flat, backpointers, best_end, lengths, dense.shape[1])
-        ctx.flat = flat
-        ctx.save_for_backward(path, best_end)
+        _save(ctx, flat, path, best_end)
         ctx.mark_non_differentiable(path, best_end)
         return totals, path, best_end
 
     @staticmethod
     def backward(ctx, grad_totals, _grad_path, _grad_end):
-        path, best_end = ctx.saved_tensors
-        flat: _FlatBatch = ctx.flat
+        flat, (path, best_end) = _saved(ctx)
         on_path = path >= 0
         arcs = path[on_path]
         weights = grad_totals[:, None].expand_as(path)[on_path]
