@@ -137,6 +137,21 @@ def test_hlg_is_openfst_and_decodes_a_posteriorgram(corpus, tmp_path):
     assert homophone.text in ("LEFT RIGHT", "LEFT WRITE")
 
 
+def test_lang_dir_written_by_prepare_compiles_and_decodes(tmp_path):
+    """Guards the format contract with usrasr.data.lang (homophones and a prefix get #k)."""
+    from usrasr.data.lang import write_lang_dir
+
+    lexicon = {"READ": ("R", "IY", "D"), "REED": ("R", "IY", "D"), "RED": ("R", "EH", "D"), "A": ("AH",), "AN": ("AH", "N")}
+    lang = read_lang(write_lang_dir(tmp_path / "lang", lexicon))
+    unigrams = ["<s>", "</s>", *lexicon]
+    arpa = tmp_path / "unigram.arpa"
+    arpa.write_text("\\data\\\n" + f"ngram 1={len(unigrams)}\n\n\\1-grams:\n"
+                    + "".join(f"-1.0\t{w}\n" for w in unigrams) + "\n\\end\\\n")
+    search = GraphSearch(load_graph(ensure_graph("HLG", lang, arpa)), lang, "word")
+    assert search.search(posteriorgram(lang, ["AH", "N", "R", "EH", "D"])).text == "AN RED"
+    assert search.search(posteriorgram(lang, ["AH", "R", "IY", "D"])).text in ("A READ", "A REED")
+
+
 def test_repeated_token_needs_a_blank(corpus, tmp_path):
     """CTC: 'NO NO' is N OW <b> N OW; without blanks between tokens, repeats merge."""
     lang = read_lang(corpus / "lang")
