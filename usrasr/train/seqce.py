@@ -56,6 +56,7 @@ class SeqCEConfig:
     # Moment initialisation: EM on the unit bigram counts alone (cost
     # independent of the data size), from a random start per restart.
     moment_iterations: int = 300
+    moment_candidates: int = 16  # moment fits per restart; the lowest moment loss starts the restart
     # Deterministic annealing: inverse temperature rises linearly from
     # anneal_start to 1 over the first anneal_iterations iterations.
     anneal_start: float = 1.0
@@ -162,7 +163,9 @@ def _initial_tables(
     generator = torch.Generator().manual_seed(config.seed)
     restarts = config.restarts
     # Flat Dirichlet rows: normalised exponentials.
-    exponentials = -torch.rand((restarts, num_labels, num_units), generator=generator).clamp_min(1e-12).log()
+    candidates = config.moment_candidates if config.init == "moments" else 1
+    shape = (restarts * candidates, num_labels, num_units)
+    exponentials = -torch.rand(shape, generator=generator).clamp_min(1e-12).log()
     random_start = exponentials / exponentials.sum(-1, keepdim=True)
     if config.init == "random":
         return random_start.log()
@@ -171,8 +174,9 @@ def _initial_tables(
     if config.init == "moments":
         pairs = unit_pair_counts(unit_seqs, lengths, num_units)
         tables, pair_losses = moment_fit(pairs, label_pairs, random_start, config.moment_iterations, config.smoothing)
-        log.debug("moment initialisation: loss per pair %s", [round(float(v), 4) for v in pair_losses])
-        return tables.float()
+        best = pair_losses.view(restarts, candidates).argmin(1) + torch.arange(restarts) * candidates
+        log.debug("moment initialisation: loss per pair %s", [round(float(v), 4) for v in pair_losses[best]])
+        return tables[best].float()
     # Frequency matching: the i-th most frequent unit starts as the i-th most
     # probable label's unit; later restarts jitter this with random mass.
     inside = torch.arange(unit_seqs.shape[1])[None, :] < lengths[:, None]
