@@ -22,8 +22,8 @@ COMMANDS: dict[str, tuple[str | None, str]] = {
     "decode": ("usrasr.decode.commands:decode", "Decode audio to text with an HLG graph."),
     "evaluate": ("usrasr.evaluate.commands:evaluate", "Score hypotheses against references (WER/PER)."),
     "bench": ("usrasr.bench:bench", "Speed and memory benchmarks."),
-    "simulate": (None, "Synthetic worlds that test the method's conditions."),
-    "check": (None, "Check a prepared corpus against the method's conditions."),
+    "simulate": ("usrasr.simulate.commands:simulate", "Synthetic worlds that test the method's conditions."),
+    "check": ("usrasr.simulate.commands:check", "Check a prepared corpus against the method's conditions."),
     "pretrain": (None, "Self-supervised encoder pretraining for acoustic units."),
 }
 
