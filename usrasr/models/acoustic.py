@@ -243,8 +243,11 @@ def load_model(path: str | Path, device: str | torch.device = "cpu") -> LoadedMo
         raise UsrasrError(f"cannot read model {path}: {e}") from None
     if not isinstance(checkpoint, dict) or checkpoint.get("format") != CHECKPOINT_FORMAT:
         raise UsrasrError(f"{path} is not a usrasr acoustic model checkpoint")
-    model = build_model(AcousticModelConfig(**checkpoint["config"]))
-    model.load_state_dict(checkpoint["state_dict"])
+    try:
+        model = build_model(AcousticModelConfig(**checkpoint["config"]))
+        model.load_state_dict(checkpoint["state_dict"])
+    except (TypeError, RuntimeError) as e:  # fields or weights this version does not know
+        raise UsrasrError(f"{path} does not match this version of the model code: {str(e).splitlines()[0]}") from None
     model.to(device).eval()
     lang_dir = Path(checkpoint["lang_dir"]) if checkpoint.get("lang_dir") else None
     return LoadedModel(model, list(checkpoint["tokens"]), lang_dir)
