@@ -18,7 +18,7 @@ from usrasr.utils.console import seed_everything, setup_logging
 # shown by ``usrasr --help`` without importing the stage).
 COMMANDS: dict[str, tuple[str | None, str]] = {
     "prepare": ("usrasr.data.commands:prepare", "Build corpora, lang dir, LMs and features."),
-    "train": (None, "Unsupervised sequence-level training and self-training."),
+    "train": ("usrasr.train.commands:train", "Unsupervised sequence-level training and self-training."),
     "decode": ("usrasr.decode.commands:decode", "Decode audio to text with an HLG graph."),
     "evaluate": ("usrasr.evaluate.commands:evaluate", "Score hypotheses against references (WER/PER)."),
     "bench": ("usrasr.bench:bench", "Speed and memory benchmarks."),

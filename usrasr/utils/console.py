@@ -39,7 +39,6 @@ def setup_logging(verbose: int = 0, quiet: bool = False) -> None:
         handler.setFormatter(logging.Formatter("usrasr %(levelname)s: %(message)s"))
     log.handlers[:] = [handler]
     log.setLevel(level)
-    log.propagate = False
 
 
 def progress(**kwargs) -> Progress:

@@ -1,0 +1,78 @@
+"""What training may read of a prepared corpus, and (apart) what only scoring may read.
+
+:func:`load_audio` opens the blind manifests: features and speaker ids, never
+text.  :class:`ScoringData` is the one door to transcripts and alignments; the
+unsupervised path never constructs it, which the no-leak test checks by
+poisoning those files.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from usrasr.utils.errors import UsrasrError
+
+
+@dataclass
+class AudioSplit:
+    ids: list[str]
+    feats: list[torch.Tensor]  # (T, 80) fbank per utterance
+    speakers: list[str]
+    voices: list[str]
+
+
+def load_audio(corpus: str | Path, split: str) -> AudioSplit:
+    from lhotse import load_manifest
+
+    path = Path(corpus) / "manifests" / f"cuts_{split}.jsonl.gz"
+    if not path.exists():
+        raise UsrasrError(f"{path} not found: run `usrasr prepare` first")
+    ids, feats, speakers, voices = [], [], [], []
+    for cut in load_manifest(path):
+        if not cut.has_features:
+            raise UsrasrError(f"cut {cut.id} in {path} has no features")
+        ids.append(cut.id)
+        feats.append(torch.from_numpy(cut.load_features()).float())
+        sup = cut.supervisions[0] if cut.supervisions else None
+        speakers.append(sup.speaker if sup and sup.speaker else cut.id)
+        voices.append((sup.custom or {}).get("voice", speakers[-1]) if sup else cut.id)
+    if not ids:
+        raise UsrasrError(f"{path} has no cuts")
+    return AudioSplit(ids, feats, speakers, voices)
+
+
+class ScoringData:
+    """Transcripts, reference phones and phone alignments, for scoring and oracles only."""
+
+    def __init__(self, corpus: str | Path):
+        self.corpus = Path(corpus)
+        self._cache: dict[str, dict] = {}
+
+    def _supervisions(self, split: str) -> dict:
+        if split not in self._cache:
+            from lhotse import load_manifest
+
+            folder = "scoring" if split == "train_audio" else "manifests"
+            path = self.corpus / folder / f"supervisions_{split}.jsonl.gz"
+            if not path.exists():
+                raise UsrasrError(f"{path} not found: scoring needs the corpus transcripts")
+            self._cache[split] = {s.recording_id: s for s in load_manifest(path)}
+        return self._cache[split]
+
+    def texts(self, split: str) -> dict[str, str]:
+        return {k: s.text for k, s in self._supervisions(split).items() if s.text}
+
+    def phones(self, split: str) -> dict[str, str]:
+        """Reference phone strings (the lexicon pronunciation of the transcript)."""
+        return {k: s.custom["phones"] for k, s in self._supervisions(split).items() if s.custom and "phones" in s.custom}
+
+    def frame_phones(self, split: str, num_frames: dict[str, int]) -> dict[str, np.ndarray]:
+        """Phone index per 10 ms frame from the engines' alignments (utterances that have one)."""
+        from usrasr.train.units import frame_phones
+
+        return {k: frame_phones(s.alignment["phone"], num_frames[k])
+                for k, s in self._supervisions(split).items() if s.alignment and k in num_frames}

@@ -1,0 +1,172 @@
+"""``usrasr train`` end to end: units, sequence-level training, oracles and scores.
+
+Outputs under the experiment dir::
+
+    config.yaml           the configuration used (resume checks it)
+    units/                codebook.pt, units per split
+    seqce/restart_*.pt    one checkpoint per finished restart
+    seqce/model.pt        the lowest-loss restart: emissions + graph settings
+    pseudo_labels/round0.txt   Viterbi phone sequences of train-audio
+    metrics.jsonl         every loss, per iteration / step
+    losses.png            loss curves
+    summary.json          the results table
+"""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+
+import torch
+import yaml
+
+from usrasr.data.phones import PHONES
+from usrasr.evaluate.scoring import compute_error_rate
+from usrasr.train.config import TrainConfig
+from usrasr.train.corpus import AudioSplit, ScoringData, load_audio
+from usrasr.train.metrics import MetricsLog, plot_losses
+from usrasr.train.seqce_stage import (
+    label_pairs, oracle_hmm, run_restarts, save_phone_text, sequence_loss, training_graph, viterbi_phones,
+    write_summary,
+)
+from usrasr.train.units import (
+    Codebook, UnitSequences, alignment_units, kmeans, normalize_features, to_sequences, unit_quality,
+)
+from usrasr.utils.console import log
+from usrasr.utils.errors import UsrasrError
+from usrasr.utils.io import atomic_path, write_text_atomic
+
+EVAL_SPLIT = "test"
+
+
+def _check_config(out: Path, config: TrainConfig, resume: bool) -> None:
+    """A resumed run must use the configuration it started with."""
+    path = out / "config.yaml"
+    if path.exists():
+        previous = yaml.safe_load(path.read_text(encoding="utf-8"))
+        if resume and previous != config.to_dict():
+            changed = sorted(k for k in config.to_dict() if previous.get(k) != config.to_dict()[k])
+            raise UsrasrError(f"--resume with a different config ({', '.join(changed)}); use a new --out")
+        if not resume:
+            raise UsrasrError(f"{out} already holds a run: pass --resume to continue it, or use a new --out")
+    write_text_atomic(path, yaml.safe_dump(config.to_dict(), sort_keys=True))
+
+
+def _fbank_units(config: TrainConfig, splits: dict[str, AudioSplit], out: Path) -> dict[str, UnitSequences]:
+    def normalized(split: AudioSplit):
+        return normalize_features(split.feats, split.speakers if config.cmvn == "speaker" else None)
+
+    codebook_path = out / "units" / "codebook.pt"
+    train = normalized(splits["train_audio"])
+    if codebook_path.exists():
+        codebook = Codebook.load(codebook_path)
+    else:
+        codebook = kmeans(torch.cat(train), config.num_units, config.kmeans_iterations, seed=config.seed)
+        codebook.save(codebook_path)
+    result = {}
+    for name, split in splits.items():
+        feats = train if name == "train_audio" else normalized(split)
+        frame_units = [codebook.assign(f).numpy() for f in feats]
+        result[name] = to_sequences(split.ids, frame_units, codebook.num_units, config.merge_runs, config.mode_width)
+    return result
+
+
+def _diagnostic_units(config: TrainConfig, splits: dict[str, AudioSplit], scoring: ScoringData) -> dict[str, UnitSequences]:
+    log.warning("DIAGNOSTIC units: made from the scoring alignments (unit = phone id); "
+                "for checking the search only, never a recogniser")
+    result = {}
+    for name, split in splits.items():
+        frames = scoring.frame_phones(name, {i: len(f) for i, f in zip(split.ids, split.feats)})
+        ids = [i for i in split.ids if i in frames]
+        voices = dict(zip(split.ids, split.voices)) if config.diagnostic_voice_dependent else None
+        if voices and name != "train_audio":
+            continue  # voice-dependent units of unseen voices have no trained emissions
+        frame_units, num_units = alignment_units(ids, frames, config.diagnostic_noise, voices, seed=config.seed)
+        result[name] = to_sequences(ids, frame_units, num_units, config.merge_runs, config.mode_width)
+    return result
+
+
+def _per(references: dict[str, str], hypotheses: dict[str, str]) -> float:
+    refs = {k: v for k, v in references.items() if k in hypotheses}
+    return compute_error_rate(refs, hypotheses, unit="phone").error_rate * 100
+
+
+def train(corpus: str | Path, out: str | Path, config: TrainConfig, resume: bool = False,
+          score: bool = True) -> dict:
+    """Run unsupervised training on a prepared corpus; return the summary.
+
+    ``score=False`` skips everything that reads transcripts (oracles, PER):
+    the unsupervised result is then computed from audio and text alone.
+    """
+    corpus, out = Path(corpus), Path(out)
+    out.mkdir(parents=True, exist_ok=True)
+    _check_config(out, config, resume)
+    torch.manual_seed(config.seed)
+    metrics = MetricsLog(out / "metrics.jsonl")
+    scoring = ScoringData(corpus) if (score or config.units == "diagnostic") else None
+    timings: dict[str, float] = {}
+    summary: dict = {"config": config.to_dict()}
+    try:
+        t0 = time.time()
+        splits = {name: load_audio(corpus, name) for name in ("train_audio", EVAL_SPLIT)}
+        units = (_diagnostic_units(config, splits, scoring) if config.units == "diagnostic"
+                 else _fbank_units(config, splits, out))
+        timings["units"] = time.time() - t0
+        if score:
+            for name, seqs in units.items():
+                frames = scoring.frame_phones(name, {i: len(f) for i, f in zip(splits[name].ids, splits[name].feats)})
+                quality = unit_quality(seqs, frames)
+                summary.setdefault("unit_quality", {})[name] = quality.__dict__
+                log.info("units on %s: %s", name, quality)
+
+        t0 = time.time()
+        graph = training_graph(corpus, config)
+        num_labels = int(graph.label.max()) + 1
+        pairs = label_pairs(corpus, config, num_labels)
+        restarts = run_restarts(units["train_audio"], graph, pairs, config, out / "seqce", metrics)
+        best = min(restarts, key=lambda r: r.loss)
+        with atomic_path(out / "seqce" / "model.pt") as tmp:
+            torch.save({"log_emissions": best.log_emissions, "loss": best.loss, "restart": best.restart,
+                        "config": config.to_dict()}, tmp)
+        pseudo = viterbi_phones(units["train_audio"], graph, best.log_emissions)
+        save_phone_text(out / "pseudo_labels" / "round0.txt", pseudo)
+        timings["seqce"] = time.time() - t0
+        summary["seqce"] = {"loss": best.loss, "best_restart": best.restart,
+                            "restart_losses": [r.loss for r in restarts]}
+
+        if score:
+            t0 = time.time()
+            train_refs = scoring.phones("train_audio")
+            eval_refs = scoring.phones(EVAL_SPLIT)
+            per_restart = []
+            for r in restarts:
+                row = {"restart": r.restart, "loss": r.loss,
+                       "per_train": _per(train_refs, viterbi_phones(units["train_audio"], graph, r.log_emissions))}
+                if EVAL_SPLIT in units:
+                    row["per_test"] = _per(eval_refs, viterbi_phones(units[EVAL_SPLIT], graph, r.log_emissions))
+                per_restart.append(row)
+                log.info("restart %d: loss %.4f, PER train %.1f%s", r.restart, r.loss, row["per_train"],
+                         f", test {row['per_test']:.1f}" if "per_test" in row else "")
+            summary["seqce"]["restarts"] = per_restart
+            summary["seqce"].update({k: v for k, v in per_restart[best.restart].items() if k.startswith("per")})
+            oracle, used = oracle_hmm(units["train_audio"], train_refs, config, num_labels)
+            summary["oracle_hmm"] = {
+                "loss": sequence_loss(units["train_audio"], graph, oracle),
+                "per_train": _per(train_refs, viterbi_phones(units["train_audio"], graph, oracle)),
+                "utterances": used,
+            }
+            if EVAL_SPLIT in units:
+                summary["oracle_hmm"]["per_test"] = _per(eval_refs, viterbi_phones(units[EVAL_SPLIT], graph, oracle))
+            verdict = ("misspecified: the model prefers a wrong mapping; better units are needed"
+                       if best.loss < summary["oracle_hmm"]["loss"] - 1e-3 else
+                       "search failure: a better solution exists than the search found"
+                       if best.loss > summary["oracle_hmm"]["loss"] + 1e-3 else "at the oracle's loss")
+            summary["diagnosis"] = verdict
+            log.info("seq-CE loss %.4f vs oracle HMM loss %.4f: %s", best.loss, summary["oracle_hmm"]["loss"], verdict)
+            timings["scoring"] = time.time() - t0
+    finally:
+        metrics.close()
+    summary["seconds"] = {k: round(v, 1) for k, v in timings.items()}
+    write_summary(out / "summary.json", summary)
+    plot_losses(out / "metrics.jsonl", out / "losses.png")
+    return summary

@@ -1,0 +1,193 @@
+"""The sequence-level stage of ``usrasr train``: units -> HMM o phone LM -> restarts.
+
+Everything here that is unsupervised reads only the blind manifests and the
+text side (phone LM).  The oracle HMM and the scores read :class:`ScoringData`.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+from torch import Tensor
+
+from usrasr.data.lm import read_arpa
+from usrasr.data.phones import PHONES, SILENCE, SPOKEN_NOISE
+from usrasr.graph.fsa import Fsa, FsaVec
+from usrasr.graph.topo import compose_topo_lm, hmm_lm_graph, hmm_topo
+from usrasr.train.config import TrainConfig
+from usrasr.train.seqce import SeqCEConfig, decode, fit_seqce, loss_per_frame
+from usrasr.train.units import UnitSequences
+from usrasr.utils.console import log
+from usrasr.utils.errors import UsrasrError
+from usrasr.utils.io import atomic_path, write_json_atomic
+
+# Phone ids are tokens.txt's: <eps> = 0, then PHONES in order.
+PHONE_IDS = {p: i + 1 for i, p in enumerate(PHONES)}
+SILENCE_ID = PHONE_IDS[SILENCE]
+_NOT_SCORED = {SILENCE_ID, PHONE_IDS[SPOKEN_NOISE]}
+DECODE_CHUNK = 256  # utterances per Viterbi batch (backpointers are B x T x states)
+
+
+def phone_lm_path(corpus: Path) -> Path:
+    found = sorted((corpus / "lm").glob("phone_*gram.arpa"))
+    if not found:
+        raise UsrasrError(f"no phone LM in {corpus / 'lm'}: run `usrasr prepare` first")
+    return found[0]
+
+
+def training_graph(corpus: Path, config: TrainConfig) -> Fsa:
+    """HMM topology o phone LM, with optional silence between phones."""
+    return hmm_lm_graph(
+        phone_lm_path(corpus), num_phones=len(PHONES), states_per_phone=config.states_per_phone,
+        self_loop_prob=config.self_loop_prob, silence_phone=SILENCE_ID if config.silence else None,
+        silence_prob=config.silence_prob, symbols=PHONE_IDS)
+
+
+def label_pairs(corpus: Path, config: TrainConfig, num_labels: int) -> Tensor | None:
+    """Prior joint of the emission labels of two consecutive steps, from the LM and topology.
+
+    One state per phone: the label chain stays with the self-loop probability,
+    else moves to silence (if enabled) or to the LM's next phone.  Used by the
+    moment initialisation; ``None`` for multi-state topologies.
+    """
+    if config.states_per_phone != 1:
+        return None
+    lm = read_arpa(phone_lm_path(corpus))
+    size = len(PHONES)
+    move = np.zeros((size, size))
+    unigram = np.zeros(size)
+    for phone, pid in PHONE_IDS.items():
+        lp = lm.logprob.get((phone,))
+        if lp is None or phone in (SILENCE, SPOKEN_NOISE):
+            continue
+        unigram[pid - 1] = math.exp(lp)
+        for other, oid in PHONE_IDS.items():
+            if other not in (SILENCE, SPOKEN_NOISE):
+                move[pid - 1, oid - 1] = math.exp(lm.conditional((phone,), other))
+    unigram /= unigram.sum()
+    move /= np.maximum(move.sum(1, keepdims=True), 1e-300)
+    silence = SILENCE_ID - 1
+    if config.silence:
+        move *= 1 - config.silence_prob
+        move[:, silence] = np.where(unigram > 0, config.silence_prob, 0.0)
+        move[silence] = unigram
+    chain = config.self_loop_prob * np.eye(size) + (1 - config.self_loop_prob) * move
+    used = chain.sum(1) > 0
+    stationary = np.where(used, 1.0, 0.0) / used.sum()
+    for _ in range(200):
+        stationary = stationary @ chain
+    joint = (stationary[:, None] * chain)[:num_labels, :num_labels]
+    return torch.from_numpy(joint / joint.sum())
+
+
+def _seqce_config(config: TrainConfig, seed: int, **changes) -> SeqCEConfig:
+    values = dict(restarts=1, iterations=config.iterations, optimizer=config.optimizer, init=config.init,
+                  learning_rate=config.learning_rate, anneal_start=config.anneal_start,
+                  anneal_iterations=config.anneal_iterations, seed=seed)
+    values.update(changes)
+    return SeqCEConfig(**values)
+
+
+@dataclass
+class Restart:
+    restart: int
+    loss: float
+    log_emissions: Tensor
+    history: list[float]
+
+
+def run_restarts(units: UnitSequences, graph: Fsa, pairs: Tensor | None, config: TrainConfig,
+                 checkpoint_dir: Path, metrics) -> list[Restart]:
+    """All restarts, each checkpointed when done so an interrupted run resumes at the next."""
+    seqs, lengths = units.padded()
+    checkpoint_dir.mkdir(parents=True, exist_ok=True)
+    restarts = []
+    init = config.init if pairs is not None or config.init == "random" else "random"
+    for r in range(config.restarts):
+        path = checkpoint_dir / f"restart_{r:02d}.pt"
+        if path.exists():
+            restarts.append(Restart(**torch.load(path)))
+            log.info("restart %d/%d: resumed, loss %.4f", r + 1, config.restarts, restarts[-1].loss)
+            continue
+
+        def record(_restart, iteration, _table, loss, r=r):
+            metrics.write(stage="seqce", restart=r, iteration=iteration, loss=loss)
+
+        result = fit_seqce(seqs, lengths, graph, units.num_units,
+                           _seqce_config(config, config.seed * 1000 + r, init=init),
+                           label_pairs=pairs, callback=record)
+        restart = Restart(r, result.loss, result.log_emissions, result.histories[0])
+        with atomic_path(path) as tmp:
+            torch.save(restart.__dict__, tmp)
+        restarts.append(restart)
+    return restarts
+
+
+def viterbi_phones(units: UnitSequences, graph: Fsa, log_emissions: Tensor) -> dict[str, str]:
+    """Most likely phone sequence of every utterance (silence and noise left out)."""
+    out: dict[str, str] = {}
+    names = {i: p for p, i in PHONE_IDS.items()}
+    for begin in range(0, len(units.ids), DECODE_CHUNK):
+        chunk = units.subset(units.ids[begin:begin + DECODE_CHUNK])
+        seqs, lengths = chunk.padded()
+        aux = decode(seqs, lengths, graph, log_emissions).aux_labels
+        for uid, row in zip(chunk.ids, aux.tolist()):
+            out[uid] = " ".join(names[p] for p in row if p > 0 and p not in _NOT_SCORED)
+    return out
+
+
+def _transcript_graph(topo, phones: str, config: TrainConfig) -> Fsa:
+    ids = [PHONE_IDS[p] for p in phones.split()]
+    n = len(ids)
+    linear = Fsa(torch.arange(n), torch.arange(1, n + 1), torch.tensor(ids), torch.tensor(ids),
+                 torch.zeros(n), torch.tensor([-math.inf] * n + [0.0]), start=0)
+    return compose_topo_lm(topo, linear, SILENCE_ID if config.silence else None)
+
+
+def oracle_hmm(units: UnitSequences, references: dict[str, str], config: TrainConfig,
+               num_labels: int) -> tuple[Tensor, int]:
+    """Emissions estimated from the true transcripts: EM on each utterance's own
+    transcript graph (same topology).  Returns the table and how many
+    utterances were usable (those with fewer unit steps than phones are not)."""
+    topo = hmm_topo(len(PHONES), config.states_per_phone, config.self_loop_prob,
+                    SILENCE_ID if config.silence else None, config.silence_prob)
+    keep = [uid for uid, seq in zip(units.ids, units.units)
+            if uid in references and references[uid] and len(seq) >= len(references[uid].split())]
+    if not keep:
+        raise UsrasrError("no utterance is long enough for its transcript: the oracle HMM cannot be estimated")
+    subset = units.subset(keep)
+    graphs = FsaVec([_transcript_graph(topo, references[uid], config) for uid in subset.ids])
+    seqs, lengths = subset.padded()
+    result = fit_seqce(seqs, lengths, graphs, units.num_units,
+                       _seqce_config(config, config.seed, init="random", iterations=config.oracle_iterations))
+    table = result.log_emissions[:num_labels]
+    if table.shape[0] < num_labels:  # labels no transcript used: uniform rows
+        pad = torch.full((num_labels - table.shape[0], table.shape[1]), -math.log(table.shape[1]))
+        table = torch.cat([table, pad])
+    return table, len(keep)
+
+
+def sequence_loss(units: UnitSequences, graph: Fsa, log_emissions: Tensor) -> float:
+    seqs, lengths = units.padded()
+    return loss_per_frame(seqs, lengths, graph, log_emissions)
+
+
+def save_phone_text(path: Path, phones: dict[str, str]) -> None:
+    from usrasr.utils.io import atomic_open
+
+    with atomic_open(path) as f:
+        f.writelines(f"{uid} {text}\n" for uid, text in sorted(phones.items()))
+
+
+def read_phone_text(path: Path) -> dict[str, str]:
+    rows = (line.split(maxsplit=1) for line in path.read_text(encoding="utf-8").splitlines() if line.strip())
+    return {r[0]: (r[1] if len(r) > 1 else "") for r in rows}
+
+
+def write_summary(path: Path, summary: dict) -> None:
+    write_json_atomic(path, json.loads(json.dumps(summary, default=float)))
