@@ -7,14 +7,16 @@ targets are pseudo-labels (phone ids of ``tokens.txt``, never the blank 0).
 from __future__ import annotations
 
 import math
-from typing import Mapping, Sequence
+from pathlib import Path
+from typing import Callable, Mapping, Sequence
 
 import torch
 from torch.nn.utils.rnn import pad_sequence
 
 from usrasr.models.acoustic import CtcAcousticModel
-from usrasr.utils.console import log
+from usrasr.utils.console import log, progress
 from usrasr.utils.errors import UsrasrError
+from usrasr.utils.io import atomic_path
 
 
 def cut_features(cuts) -> tuple[list[torch.Tensor], list[str]]:
@@ -52,6 +54,22 @@ def _resolve(utterances, targets) -> tuple[list[torch.Tensor], list[list[int]]]:
     return feats, labels
 
 
+def _save_checkpoint(path: Path, step: int, model, optimizer, scheduler, generator, order, losses) -> None:
+    """Everything needed to continue exactly where training stopped."""
+    state = {
+        "step": step,
+        "model": model.state_dict(),
+        "optimizer": optimizer.state_dict(),
+        "scheduler": scheduler.state_dict(),
+        "generator": generator.get_state(),
+        "torch_rng": torch.get_rng_state(),
+        "order": list(order),
+        "losses": list(losses),
+    }
+    with atomic_path(path) as tmp:
+        torch.save(state, tmp)
+
+
 def train_ctc(
     model: CtcAcousticModel,
     utterances,
@@ -62,6 +80,10 @@ def train_ctc(
     batch_size: int = 8,
     grad_clip: float = 5.0,
     seed: int = 0,
+    checkpoint: str | Path | None = None,
+    checkpoint_every: int = 100,
+    on_step: Callable[[int, float], None] | None = None,
+    description: str = "ctc",
 ) -> CtcAcousticModel:
     """Train ``model`` with CTC for ``steps`` mini-batch updates (Adam, linear warm-up).
 
@@ -69,6 +91,13 @@ def train_ctc(
       utterances: feature tensors ``(T, feat_dim)``, or a Lhotse CutSet with stored features.
       targets: token-id sequences, by position for tensors, or ``{cut_id: ids}`` for a CutSet.
       steps: number of optimizer updates; batches are drawn by shuffling epochs.
+      checkpoint: file for a resumable state (model, optimizer, scheduler, RNGs,
+        batch order), written atomically every ``checkpoint_every`` steps; if
+        it exists, training continues from it and ends exactly as an
+        uninterrupted run would.
+      on_step: called with (step, loss) after every update (metrics logging).
+    Under ``torch.distributed``, the model is wrapped in DDP and each process
+    takes its share of every batch.
     Returns the same model, trained and in eval mode.
     """
     feats, labels = _resolve(utterances, targets)
@@ -78,27 +107,48 @@ def train_ctc(
     scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda s: min(1.0, (s + 1) / warmup))
     generator = torch.Generator().manual_seed(seed)
     order: list[int] = []
-    log_every = max(1, steps // 10)
-    for step in range(steps):
-        if len(order) < batch_size:
-            order += torch.randperm(len(feats), generator=generator).tolist()
-        batch, order = order[:batch_size], order[batch_size:]
-        x = pad_sequence([feats[i] for i in batch], batch_first=True).to(device)
-        x_lens = torch.tensor([len(feats[i]) for i in batch], device=device)
-        y = torch.tensor([t for i in batch for t in labels[i]], dtype=torch.long)
-        y_lens = torch.tensor([len(labels[i]) for i in batch], dtype=torch.long)
-        log_probs, out_lens = model(x, x_lens)
-        # zero_infinity: an utterance too short for its labels contributes nothing instead of inf.
-        loss = torch.nn.functional.ctc_loss(
-            log_probs.transpose(0, 1), y, out_lens.cpu(), y_lens, blank=0, reduction="mean", zero_infinity=True
-        )
-        optimizer.zero_grad()
-        loss.backward()
-        torch.nn.utils.clip_grad_norm_(model.parameters(), grad_clip)
-        optimizer.step()
-        scheduler.step()
-        if not math.isfinite(loss.item()):
-            raise UsrasrError(f"CTC loss became {loss.item()} at step {step}; lower the learning rate")
-        if (step + 1) % log_every == 0 or step == steps - 1:
-            log.debug("ctc step %d/%d loss %.3f", step + 1, steps, loss.item())
+    losses: list[float] = []
+    first = 0
+    checkpoint = Path(checkpoint) if checkpoint is not None else None
+    if checkpoint is not None and checkpoint.exists():
+        state = torch.load(checkpoint, map_location="cpu", weights_only=False)
+        model.load_state_dict(state["model"])
+        optimizer.load_state_dict(state["optimizer"])
+        scheduler.load_state_dict(state["scheduler"])
+        generator.set_state(state["generator"])
+        torch.set_rng_state(state["torch_rng"])
+        order, losses, first = state["order"], state["losses"], state["step"]
+        log.info("%s: resumed from %s at step %d/%d", description, checkpoint, first, steps)
+    distributed = torch.distributed.is_available() and torch.distributed.is_initialized()
+    rank, world = (torch.distributed.get_rank(), torch.distributed.get_world_size()) if distributed else (0, 1)
+    network = torch.nn.parallel.DistributedDataParallel(model) if distributed else model
+    with progress() as bar:
+        task = bar.add_task(description, total=steps, completed=first, status="")
+        for step in range(first, steps):
+            if len(order) < batch_size:
+                order += torch.randperm(len(feats), generator=generator).tolist()
+            batch, order = order[:batch_size], order[batch_size:]
+            batch = batch[rank::world] or batch[:1]  # this process's share
+            x = pad_sequence([feats[i] for i in batch], batch_first=True).to(device)
+            x_lens = torch.tensor([len(feats[i]) for i in batch], device=device)
+            y = torch.tensor([t for i in batch for t in labels[i]], dtype=torch.long)
+            y_lens = torch.tensor([len(labels[i]) for i in batch], dtype=torch.long)
+            log_probs, out_lens = network(x, x_lens)
+            # zero_infinity: an utterance too short for its labels contributes nothing instead of inf.
+            loss = torch.nn.functional.ctc_loss(
+                log_probs.transpose(0, 1), y, out_lens.cpu(), y_lens, blank=0, reduction="mean", zero_infinity=True
+            )
+            optimizer.zero_grad()
+            loss.backward()
+            torch.nn.utils.clip_grad_norm_(model.parameters(), grad_clip)
+            optimizer.step()
+            scheduler.step()
+            if not math.isfinite(loss.item()):
+                raise UsrasrError(f"CTC loss became {loss.item()} at step {step}; lower the learning rate")
+            losses.append(loss.item())
+            if on_step is not None:
+                on_step(step + 1, loss.item())
+            bar.update(task, advance=1, status=f"loss {loss.item():.3f}")
+            if checkpoint is not None and rank == 0 and ((step + 1) % checkpoint_every == 0 or step + 1 == steps):
+                _save_checkpoint(checkpoint, step + 1, model, optimizer, scheduler, generator, order, losses)
     return model.eval()
