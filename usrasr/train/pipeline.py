@@ -26,9 +26,10 @@ from usrasr.train.config import TrainConfig
 from usrasr.train.corpus import AudioSplit, ScoringData, load_audio
 from usrasr.train.metrics import MetricsLog, plot_losses
 from usrasr.train.seqce_stage import (
-    label_pairs, oracle_hmm, run_restarts, save_phone_text, sequence_loss, training_graph, viterbi_phones,
-    write_summary,
+    label_pairs, oracle_hmm, read_phone_text, run_restarts, save_phone_text, sequence_loss, training_graph,
+    viterbi_phones, write_summary,
 )
+from usrasr.train.self_training import decode_split, train_neural
 from usrasr.train.units import (
     Codebook, UnitSequences, alignment_units, kmeans, normalize_features, to_sequences, unit_quality,
 )
@@ -88,7 +89,19 @@ def _diagnostic_units(config: TrainConfig, splits: dict[str, AudioSplit], scorin
 
 def _per(references: dict[str, str], hypotheses: dict[str, str]) -> float:
     refs = {k: v for k, v in references.items() if k in hypotheses}
-    return compute_error_rate(refs, hypotheses, unit="phone").error_rate * 100
+    return compute_error_rate(refs, hypotheses, unit="phone").error_rate
+
+
+def _score_model(model: Path, corpus: Path, out: Path, config: TrainConfig, scoring: ScoringData) -> dict:
+    """PER (HP graph) and WER (HLG graph) of a CTC model on the evaluation split."""
+    phones = decode_split(model, corpus, EVAL_SPLIT, "phone", out / "graphs", config.device)
+    words = decode_split(model, corpus, EVAL_SPLIT, "word", out / "graphs", config.device)
+    texts = scoring.texts(EVAL_SPLIT)
+    scores = {"per_test": _per(scoring.phones(EVAL_SPLIT), phones),
+              "wer_test": compute_error_rate({k: v for k, v in texts.items() if k in words}, words,
+                                             unit="word").error_rate}
+    log.info("%s: PER %.1f, WER %.1f on %s", model, scores["per_test"], scores["wer_test"], EVAL_SPLIT)
+    return scores
 
 
 def train(corpus: str | Path, out: str | Path, config: TrainConfig, resume: bool = False,
@@ -164,6 +177,32 @@ def train(corpus: str | Path, out: str | Path, config: TrainConfig, resume: bool
             summary["diagnosis"] = verdict
             log.info("seq-CE loss %.4f vs oracle HMM loss %.4f: %s", best.loss, summary["oracle_hmm"]["loss"], verdict)
             timings["scoring"] = time.time() - t0
+
+        labels = pseudo
+        for round_ in range(1, config.self_training_rounds + 1):
+            t0 = time.time()
+            name = f"round{round_}"
+            model = train_neural(config, splits["train_audio"], labels, out / name, corpus / "lang", metrics,
+                                 f"self-training {name}")
+            labels_path = out / "pseudo_labels" / f"{name}.txt"
+            if not labels_path.exists():
+                save_phone_text(labels_path, decode_split(model, corpus, "train_audio", "phone", out / "graphs",
+                                                          config.device))
+            labels = read_phone_text(labels_path)
+            timings[f"self_training_{name}"] = time.time() - t0
+            summary.setdefault("self_training", []).append({"round": round_, "model": str(model)})
+            if score:
+                summary["self_training"][-1].update(_score_model(model, corpus, out, config, scoring))
+        if config.self_training_rounds:
+            final = out / f"round{config.self_training_rounds}" / "model.pt"
+            summary["model"] = str(final)
+
+        if score and config.supervised_oracle:
+            t0 = time.time()
+            model = train_neural(config, splits["train_audio"], scoring.phones("train_audio"), out / "supervised",
+                                 corpus / "lang", metrics, "supervised oracle")
+            summary["supervised"] = {"model": str(model), **_score_model(model, corpus, out, config, scoring)}
+            timings["supervised"] = time.time() - t0
     finally:
         metrics.close()
     summary["seconds"] = {k: round(v, 1) for k, v in timings.items()}

@@ -1,0 +1,61 @@
+"""Self-training: neural CTC models on fbank, trained on pseudo-labels (or, for
+the supervised oracle, on the true transcripts), and decoded with the HP/HLG
+graphs of :mod:`usrasr.decode`."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import torch
+
+from usrasr.data.phones import PHONES
+from usrasr.decode.audio import utterances_from_cuts
+from usrasr.decode.pipeline import build_recognizer, resolve_device
+from usrasr.decode.search import SearchOptions
+from usrasr.models.acoustic import AcousticModelConfig, build_model, load_model, save_model
+from usrasr.models.ctc_train import train_ctc
+from usrasr.train.config import TrainConfig
+from usrasr.train.corpus import AudioSplit
+from usrasr.train.seqce_stage import PHONE_IDS
+from usrasr.utils.console import log
+from usrasr.utils.errors import UsrasrError
+
+TOKENS = ["<eps>", *PHONES]  # tokens.txt order without disambiguation symbols
+
+
+def train_neural(config: TrainConfig, audio: AudioSplit, targets: dict[str, str], model_dir: Path,
+                 lang_dir: Path, metrics, name: str) -> Path:
+    """Train one CTC model on ``targets`` (phone strings by utterance id); resumable."""
+    model_path = model_dir / "model.pt"
+    if model_path.exists():
+        log.info("%s: done already (%s)", name, model_path)
+        return model_path
+    rows = [(f, [PHONE_IDS[p] for p in targets[uid].split()])
+            for uid, f in zip(audio.ids, audio.feats) if targets.get(uid, "").strip()]
+    if not rows:
+        raise UsrasrError(f"{name}: no utterance has a non-empty label sequence")
+    dropped = len(audio.ids) - len(rows)
+    if dropped:
+        log.warning("%s: %d utterance(s) without labels are left out", name, dropped)
+    model = build_model(AcousticModelConfig(num_tokens=len(TOKENS), arch=config.arch))
+    device = resolve_device(config.device)
+    train_ctc(model, [f for f, _ in rows], [t for _, t in rows], steps=config.ctc_steps, lr=config.ctc_lr,
+              device=device, batch_size=config.ctc_batch_size, seed=config.seed,
+              checkpoint=model_dir / "train_state.pt", checkpoint_every=config.checkpoint_every,
+              on_step=lambda step, loss: metrics.write(stage="ctc", model=name, step=step, loss=loss),
+              description=name)
+    save_model(model_path, model.cpu(), TOKENS, lang_dir=lang_dir)
+    return model_path
+
+
+def decode_split(model_path: Path, corpus: Path, split: str, unit: str, graph_dir: Path,
+                 device: str = "auto") -> dict[str, str]:
+    """Decode a split's cuts with a CTC model: phones (HP graph) or words (HLG graph)."""
+    loaded = load_model(model_path)
+    lm = sorted((corpus / "lm").glob(("phone" if unit == "phone" else "word") + "_*gram.arpa"))[0]
+    recognizer = build_recognizer(loaded, corpus / "lang", unit, lm, graph_dir, SearchOptions(),
+                                  resolve_device(device))
+    utterances = utterances_from_cuts(corpus / "manifests" / f"cuts_{split}.jsonl.gz")
+    with torch.inference_mode():
+        return {d.utterance.id: d.hypothesis.text for d in recognizer.decode(utterances, batch_size=16)
+                if d.hypothesis is not None}
