@@ -342,7 +342,7 @@ def _save(ctx, flat: _FlatBatch, *tensors: Tensor) -> None:
     that autograd frees them after the backward pass even while the caller
     still holds the output (a plain ctx attribute would live on with it)."""
     names = [f.name for f in fields(flat) if isinstance(getattr(flat, f.name), Tensor)]
-    ctx.flat_names, ctx.flat_sizes = names, replace(flat, **dict.fromkeys(names))
+    ctx.flat_names, ctx.flat_template = names, replace(flat, **dict.fromkeys(names))
     ctx.save_for_backward(*tensors, *(getattr(flat, name) for name in names))
 
 
@@ -350,7 +350,7 @@ def _saved(ctx) -> tuple[_FlatBatch, tuple[Tensor, ...]]:
     """The flat batch and the other tensors given to :func:`_save`."""
     saved = ctx.saved_tensors
     count = len(saved) - len(ctx.flat_names)
-    return replace(ctx.flat_sizes, **dict(zip(ctx.flat_names, saved[count:]))), saved[:count]
+    return replace(ctx.flat_template, **dict(zip(ctx.flat_names, saved[count:]))), saved[:count]
 
 
 def _gather_back(flat_grad: Tensor, index: Tensor, needed: bool, size: int) -> Tensor | None:
