@@ -35,6 +35,7 @@ class DenseChain:
     final: Tensor  # (N,) exp(final weight)
     state_label: Tensor  # (N,) label emitted on entering each state (0 for states never entered)
     label_onehot: Tensor  # (N, L) state -> label indicator
+    start_final: float  # final weight of the start state: the total of an empty sequence
 
     @classmethod
     def from_fsa(cls, fsa: Fsa, num_labels: int) -> "DenseChain | None":
@@ -54,7 +55,8 @@ class DenseChain:
         state_label = state_label.clamp(min=0)
         onehot = torch.zeros(n, num_labels, dtype=torch.float64, device=fsa.src.device)
         onehot[entered.nonzero().squeeze(1), state_label[entered]] = 1.0
-        return cls(transition, transition[fsa.start].clone(), fsa.final.double().exp(), state_label, onehot)
+        return cls(transition, transition[fsa.start].clone(), fsa.final.double().exp(), state_label, onehot,
+                   float(fsa.final[fsa.start]))
 
 
 class _ChainTotals(torch.autograd.Function):
@@ -86,7 +88,7 @@ class _ChainTotals(torch.autograd.Function):
             alphas[t] = alpha
         closing = (alpha * chain.final.to(dtype)).sum(1)
         totals = log_scale + closing.double().log()
-        totals = torch.where(lengths > 0, totals, chain.final[0:0].new_tensor(float("-inf")).double())
+        totals = torch.where(lengths > 0, totals, torch.full_like(totals, chain.start_final))
         ctx.save_for_backward(alphas, scales, emissions, lengths, closing)
         ctx.chain = chain
         return totals.to(dtype)

@@ -38,6 +38,7 @@ from dataclasses import dataclass, fields, replace
 import torch
 from torch import Tensor
 
+from usrasr.graph.dense_chain import DenseChain, chain_total_scores
 from usrasr.graph.fsa import Fsa, FsaVec
 
 log = logging.getLogger("usrasr")
@@ -432,6 +433,17 @@ def _prepare(dense: Tensor, lengths: Tensor, graph: Fsa | FsaVec) -> tuple[_Flat
     return flat, lengths, graph.score.to(dense.dtype), graph.final.to(dense.dtype)
 
 
+def _dense_chain(graph: Fsa | FsaVec, num_labels: int) -> DenseChain | None:
+    """The dense-chain form of a small HMM-style shared graph (cached on the graph), else None."""
+    if not isinstance(graph, Fsa):
+        return None
+    cached = graph.__dict__.get("_dense_chain")
+    if cached is None or cached[0] != num_labels:
+        cached = (num_labels, DenseChain.from_fsa(graph, num_labels))
+        graph.__dict__["_dense_chain"] = cached
+    return cached[1]
+
+
 def total_scores(dense: Tensor, lengths: Tensor, graph: Fsa | FsaVec, log_semiring: bool = True) -> Tensor:
     """Total score of each utterance over all paths of exactly ``length`` frames.
 
@@ -449,7 +461,16 @@ def total_scores(dense: Tensor, lengths: Tensor, graph: Fsa | FsaVec, log_semiri
         ``dense``, ``graph.score`` and ``graph.final``.  The log-semiring
         gradient wrt ``dense`` is the per-frame label occupancy (posterior);
         the tropical one is the best path's indicator.
+
+    A small shared graph whose arc labels depend only on the destination state
+    (HMM topologies) with fixed weights runs as a dense Markov chain
+    (:mod:`usrasr.graph.dense_chain`): same result, matrix products per frame.
     """
+    chain = _dense_chain(graph, dense.shape[2]) if log_semiring else None
+    if chain is not None:
+        totals = chain_total_scores(dense, lengths, chain)
+        _warn_impossible(totals)
+        return totals
     flat, lengths, arc_score, final = _prepare(dense, lengths, graph)
     if log_semiring:
         totals = _LogTotals.apply(dense, arc_score, final, flat, lengths)
