@@ -26,9 +26,9 @@ class TrainConfig:
     diagnostic_voice_dependent: bool = False
     # graph: HMM topology o phone LM
     states_per_phone: int = 1
-    self_loop_prob: float = 0.5
+    self_loop_prob: float = 0.1  # merged units: a phone rarely spans two different units
     silence: bool = True
-    silence_prob: float = 0.2
+    silence_prob: float = 0.05
     # sequence-level cross-entropy search
     restarts: int = 5
     iterations: int = 30

@@ -170,12 +170,16 @@ def train(corpus: str | Path, out: str | Path, config: TrainConfig, resume: bool
             }
             if EVAL_SPLIT in units:
                 summary["oracle_hmm"]["per_test"] = _per(eval_refs, viterbi_phones(units[EVAL_SPLIT], graph, oracle))
-            verdict = ("misspecified: the model prefers a wrong mapping; better units are needed"
-                       if best.loss < summary["oracle_hmm"]["loss"] - 1e-3 else
-                       "search failure: a better solution exists than the search found"
-                       if best.loss > summary["oracle_hmm"]["loss"] + 1e-3 else "at the oracle's loss")
+            oracle_loss, oracle_per = summary["oracle_hmm"]["loss"], summary["oracle_hmm"]["per_train"]
+            if summary["seqce"]["per_train"] <= 2 * oracle_per + 1:
+                verdict = "the search reached the oracle's solution (PER within 2x of the oracle HMM)"
+            elif best.loss < oracle_loss:
+                verdict = ("misspecified: the model prefers a wrong mapping to the true one "
+                           "(loss below the oracle's, PER far above); the units need fixing")
+            else:
+                verdict = "search failure: the oracle's solution has a lower loss than the search found"
             summary["diagnosis"] = verdict
-            log.info("seq-CE loss %.4f vs oracle HMM loss %.4f: %s", best.loss, summary["oracle_hmm"]["loss"], verdict)
+            log.info("seq-CE loss %.4f vs oracle HMM loss %.4f: %s", best.loss, oracle_loss, verdict)
             timings["scoring"] = time.time() - t0
 
         labels = pseudo
