@@ -24,6 +24,8 @@ class TrainConfig:
     merge_runs: bool = True
     diagnostic_noise: float = 0.0  # share of frames replaced by random units (diagnostic units)
     diagnostic_voice_dependent: bool = False
+    # one emission table per speaker (needs speaker labels; decodes only speakers seen in training)
+    speaker_emissions: bool = False
     # graph: HMM topology o phone LM
     states_per_phone: int = 1
     self_loop_prob: float = 0.1  # merged units: a phone rarely spans two different units

@@ -124,6 +124,14 @@ def train(corpus: str | Path, out: str | Path, config: TrainConfig, resume: bool
         splits = {name: load_audio(corpus, name) for name in ("train_audio", EVAL_SPLIT)}
         units = (_diagnostic_units(config, splits, scoring) if config.units == "diagnostic"
                  else _fbank_units(config, splits, out))
+        if config.speaker_emissions:
+            speakers = sorted(set(splits["train_audio"].speakers))
+            log.info("one emission table per speaker (%d); needs speaker labels, evaluates on training speakers only",
+                     len(speakers))
+            index = {s: i for i, s in enumerate(speakers)}
+            by_id = dict(zip(splits["train_audio"].ids, splits["train_audio"].speakers))
+            units = {"train_audio": units["train_audio"]}
+            units["train_audio"].groups = [index[by_id[i]] for i in units["train_audio"].ids]
         timings["units"] = time.time() - t0
         if score:
             for name, seqs in units.items():

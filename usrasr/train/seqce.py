@@ -22,7 +22,7 @@ from __future__ import annotations
 
 import logging
 import math
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Callable
 
 import torch
@@ -80,7 +80,7 @@ class SeqCEConfig:
 class SeqCEResult:
     """The selected model and what every restart reached."""
 
-    log_emissions: Tensor  # (S, K) log q(unit | label) of the lowest-loss restart
+    log_emissions: Tensor  # (S, K), or (G, S, K) per group: log q(unit | label) of the lowest-loss restart
     loss: float  # its loss per frame (nats)
     best_restart: int
     restart_losses: list[float]  # final loss per frame of every restart
@@ -88,29 +88,38 @@ class SeqCEResult:
     histories: list[list[float]] = field(default_factory=list)  # loss per iteration, per restart
 
 
-def emission_scores(log_emissions: Tensor, unit_seqs: Tensor) -> Tensor:
+def emission_scores(log_emissions: Tensor, unit_seqs: Tensor, groups: Tensor | None = None) -> Tensor:
     """Dense ``(B, T, S)`` scores ``log q(unit_seqs[b, t] | label)``; padding
-    (negative ids) reads unit 0, which the lengths mask out."""
+    (negative ids) reads unit 0, which the lengths mask out.
+
+    With per-group tables ``(G, S, K)`` (e.g. one per speaker), sequence ``b``
+    reads table ``groups[b]``.
+    """
+    if log_emissions.dim() == 3:
+        return log_emissions.transpose(1, 2)[groups[:, None], unit_seqs.clamp(min=0)]
     return log_emissions.t()[unit_seqs.clamp(min=0)]
 
 
-def sequence_log_likelihood(unit_seqs: Tensor, lengths: Tensor, graph: Fsa, log_emissions: Tensor) -> Tensor:
+def sequence_log_likelihood(unit_seqs: Tensor, lengths: Tensor, graph: Fsa, log_emissions: Tensor,
+                            groups: Tensor | None = None) -> Tensor:
     """``log q(x)`` of every sequence, ``(B,)``."""
-    return total_scores(emission_scores(log_emissions, unit_seqs), lengths, graph)
+    return total_scores(emission_scores(log_emissions, unit_seqs, groups), lengths, graph)
 
 
-def loss_per_frame(unit_seqs: Tensor, lengths: Tensor, graph: Fsa, log_emissions: Tensor) -> float:
+def loss_per_frame(unit_seqs: Tensor, lengths: Tensor, graph: Fsa, log_emissions: Tensor,
+                   groups: Tensor | None = None) -> float:
     """``-sum_x log q(x) / sum_x |x|`` in nats."""
     with torch.no_grad():
-        totals = sequence_log_likelihood(unit_seqs, lengths, graph, log_emissions)
+        totals = sequence_log_likelihood(unit_seqs, lengths, graph, log_emissions, groups)
     return float(-totals.sum() / lengths.sum())
 
 
-def decode(unit_seqs: Tensor, lengths: Tensor, graph: Fsa, log_emissions: Tensor) -> BestPath:
+def decode(unit_seqs: Tensor, lengths: Tensor, graph: Fsa, log_emissions: Tensor,
+           groups: Tensor | None = None) -> BestPath:
     """Viterbi ``argmax_c p_LM(c) q(x | c)``: per-frame labels and aux labels
     (phone ids on the frames where a phone starts), ``-1`` past each length."""
     with torch.no_grad():
-        return best_path(emission_scores(log_emissions, unit_seqs), lengths, graph)
+        return best_path(emission_scores(log_emissions, unit_seqs, groups), lengths, graph)
 
 
 def unit_pair_counts(unit_seqs: Tensor, lengths: Tensor, num_units: int) -> Tensor:
@@ -193,6 +202,26 @@ def _initial_tables(
     return (start / start.sum(-1, keepdim=True)).log()
 
 
+def _grouped_initial_tables(
+    config: SeqCEConfig, unit_seqs: Tensor, lengths: Tensor, groups: Tensor, num_labels: int, num_units: int,
+    label_pairs: Tensor | None,
+) -> Tensor:
+    """``(R, G, S, K)``: each group's tables start from its own sequences, over
+    the units that group uses (the others keep a small uniform mass)."""
+    tables = torch.full((config.restarts, int(groups.max()) + 1, num_labels, num_units), math.log(1e-6))
+    for group in groups.unique().tolist():
+        rows = groups == group
+        seqs, lens = unit_seqs[rows], lengths[rows]
+        used = seqs[torch.arange(seqs.shape[1])[None, :] < lens[:, None]].unique()
+        compact = torch.full((num_units,), -1, dtype=torch.long)
+        compact[used] = torch.arange(used.numel())
+        local = torch.where(seqs >= 0, compact[seqs.clamp(min=0)], seqs)
+        group_config = replace(config, seed=config.seed * 7919 + group)
+        start = _initial_tables(group_config, local, lens, num_labels, used.numel(), label_pairs)
+        tables[:, group][:, :, used] = start
+    return tables.log_softmax(-1)
+
+
 def _inverse_temperature(config: SeqCEConfig, iteration: int) -> float:
     if iteration >= config.anneal_iterations:
         return 1.0
@@ -207,6 +236,7 @@ def _train_restart(
     graph: Fsa,
     config: SeqCEConfig,
     callback: IterationCallback | None,
+    groups: Tensor | None = None,
 ) -> tuple[Tensor, float, list[float]]:
     """Refine one table; returns the table, its loss per frame and the loss history."""
     frames = float(lengths.sum())
@@ -216,7 +246,7 @@ def _train_restart(
     for iteration in range(config.iterations + 1):
         beta = _inverse_temperature(config, iteration)
         table = logits.log_softmax(-1) if adam is not None else logits
-        dense = emission_scores(table, unit_seqs)
+        dense = emission_scores(table, unit_seqs, groups)
         totals = total_scores(dense * beta if beta != 1 else dense, lengths, graph)
         if beta == 1:
             loss = float(-totals.detach().sum() / frames)
@@ -246,6 +276,7 @@ def fit_seqce(
     config: SeqCEConfig | None = None,
     label_pairs: Tensor | None = None,
     callback: IterationCallback | None = None,
+    groups: Tensor | None = None,
 ) -> SeqCEResult:
     """Train categorical emissions by the sequence-level cross-entropy.
 
@@ -258,6 +289,8 @@ def fit_seqce(
         label_pairs: ``(S, S)`` prior joint probability of the labels of two
             consecutive frames; needed by the moment and frequency inits.
         callback: called after every evaluated iteration at temperature one.
+        groups: ``(B,)`` group id of every sequence (e.g. its speaker) for one
+            emission table per group, ``(G, S, K)``; needs speaker labels.
 
     Returns:
         :class:`SeqCEResult`; ``log_emissions`` is the lowest-loss restart's.
@@ -267,10 +300,15 @@ def fit_seqce(
     num_labels = int(graph.label.max()) + 1
     if label_pairs is not None and label_pairs.shape != (num_labels, num_labels):
         raise ValueError(f"label_pairs must be ({num_labels}, {num_labels}), got {tuple(label_pairs.shape)}")
-    starts = _initial_tables(config, unit_seqs, lengths, num_labels, num_units, label_pairs)
+    if groups is None:
+        starts = _initial_tables(config, unit_seqs, lengths, num_labels, num_units, label_pairs)
+    else:
+        groups = torch.as_tensor(groups).long()
+        starts = _grouped_initial_tables(config, unit_seqs, lengths, groups, num_labels, num_units, label_pairs)
     tables, losses, histories = [], [], []
     for restart in range(config.restarts):
-        table, loss, history = _train_restart(restart, starts[restart], unit_seqs, lengths, graph, config, callback)
+        table, loss, history = _train_restart(restart, starts[restart], unit_seqs, lengths, graph, config, callback,
+                                              groups)
         log.info("restart %d/%d: loss %.4f nats/frame after %d iterations",
                  restart + 1, config.restarts, loss, len(history) - 1)
         tables.append(table)

@@ -120,7 +120,7 @@ def run_restarts(units: UnitSequences, graph: Fsa, pairs: Tensor | None, config:
 
         result = fit_seqce(seqs, lengths, graph, units.num_units,
                            _seqce_config(config, config.seed * 1000 + r, init=init),
-                           label_pairs=pairs, callback=record)
+                           label_pairs=pairs, callback=record, groups=units.group_tensor())
         restart = Restart(r, result.loss, result.log_emissions, result.histories[0])
         with atomic_path(path) as tmp:
             torch.save(restart.__dict__, tmp)
@@ -135,7 +135,7 @@ def viterbi_phones(units: UnitSequences, graph: Fsa, log_emissions: Tensor) -> d
     for begin in range(0, len(units.ids), DECODE_CHUNK):
         chunk = units.subset(units.ids[begin:begin + DECODE_CHUNK])
         seqs, lengths = chunk.padded()
-        aux = decode(seqs, lengths, graph, log_emissions).aux_labels
+        aux = decode(seqs, lengths, graph, log_emissions, chunk.group_tensor()).aux_labels
         for uid, row in zip(chunk.ids, aux.tolist()):
             out[uid] = " ".join(names[p] for p in row if p > 0 and p not in _NOT_SCORED)
     return out
@@ -164,17 +164,19 @@ def oracle_hmm(units: UnitSequences, references: dict[str, str], config: TrainCo
     graphs = FsaVec([_transcript_graph(topo, references[uid], config) for uid in subset.ids])
     seqs, lengths = subset.padded()
     result = fit_seqce(seqs, lengths, graphs, units.num_units,
-                       _seqce_config(config, config.seed, init="random", iterations=config.oracle_iterations))
-    table = result.log_emissions[:num_labels]
-    if table.shape[0] < num_labels:  # labels no transcript used: uniform rows
-        pad = torch.full((num_labels - table.shape[0], table.shape[1]), -math.log(table.shape[1]))
-        table = torch.cat([table, pad])
+                       _seqce_config(config, config.seed, init="random", iterations=config.oracle_iterations),
+                       groups=subset.group_tensor())
+    table = result.log_emissions[..., :num_labels, :]
+    missing = num_labels - table.shape[-2]
+    if missing > 0:  # labels no transcript used: uniform rows
+        pad = torch.full((*table.shape[:-2], missing, table.shape[-1]), -math.log(table.shape[-1]))
+        table = torch.cat([table, pad], dim=-2)
     return table, len(keep)
 
 
 def sequence_loss(units: UnitSequences, graph: Fsa, log_emissions: Tensor) -> float:
     seqs, lengths = units.padded()
-    return loss_per_frame(seqs, lengths, graph, log_emissions)
+    return loss_per_frame(seqs, lengths, graph, log_emissions, units.group_tensor())
 
 
 def save_phone_text(path: Path, phones: dict[str, str]) -> None:

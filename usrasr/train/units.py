@@ -32,6 +32,10 @@ class UnitSequences:
     units: list[np.ndarray]
     starts: list[np.ndarray]
     num_units: int
+    groups: list[int] | None = None  # emission-table index per utterance (per-speaker tables)
+
+    def group_tensor(self) -> Tensor | None:
+        return None if self.groups is None else torch.tensor(self.groups, dtype=torch.long)
 
     def padded(self, device: str | torch.device = "cpu") -> tuple[Tensor, Tensor]:
         """``(B, T)`` unit ids padded with -1, and ``(B,)`` lengths."""
@@ -45,7 +49,8 @@ class UnitSequences:
         keep = set(keep)
         rows = [i for i, uid in enumerate(self.ids) if uid in keep]
         return UnitSequences([self.ids[i] for i in rows], [self.units[i] for i in rows],
-                             [self.starts[i] for i in rows], self.num_units)
+                             [self.starts[i] for i in rows], self.num_units,
+                             None if self.groups is None else [self.groups[i] for i in rows])
 
 
 def mode_filter(units: np.ndarray, width: int) -> np.ndarray:
