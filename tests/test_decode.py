@@ -95,15 +95,6 @@ def model_path(corpus) -> Path:
     return path
 
 
-@pytest.fixture(autouse=True)
-def restore_usrasr_logger():
-    """The CLI reconfigures the "usrasr" logger (no propagation): undo it so caplog works in later tests."""
-    logger = logging.getLogger("usrasr")
-    saved = (logger.handlers[:], logger.level, logger.propagate)
-    yield
-    logger.handlers[:], logger.level, logger.propagate = saved
-
-
 def run_cli(*args, stdin=None):
     return CliRunner().invoke(cli, ["-q", *map(str, args)], input=stdin)
 

@@ -12,15 +12,12 @@ from usrasr.cli import cli
 from usrasr.data.phones import PHONES
 from usrasr.data.splits import AUDIO_SPLITS, SPLITS
 
+from conftest import TINY_CORPUS_ARGS
+
 
 @pytest.fixture(scope="module")
-def corpus(tmp_path_factory) -> Path:
-    out = tmp_path_factory.mktemp("default") / "corpus"
-    result = CliRunner().invoke(cli, ["prepare", "default", "--out", str(out), "--utterances", "30",
-                                      "--dev-utterances", "6", "--test-utterances", "6",
-                                      "--text-sentences", "3000"])
-    assert result.exit_code == 0, result.output
-    return out
+def corpus(tiny_corpus) -> Path:
+    return tiny_corpus
 
 
 def audio_texts(corpus: Path, split: str) -> list[str]:
@@ -108,8 +105,6 @@ def test_lang_dir_lms_and_rank_report(corpus):
 
 def test_rerun_skips_finished_steps(corpus):
     before = {p: p.stat().st_mtime_ns for p in (corpus / "audio").iterdir()}
-    result = CliRunner().invoke(cli, ["prepare", "default", "--out", str(corpus), "--utterances", "30",
-                                      "--dev-utterances", "6", "--test-utterances", "6",
-                                      "--text-sentences", "3000"])
+    result = CliRunner().invoke(cli, ["prepare", "default", "--out", str(corpus), *TINY_CORPUS_ARGS])
     assert result.exit_code == 0, result.output
     assert before == {p: p.stat().st_mtime_ns for p in (corpus / "audio").iterdir()}

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import logging
 import random
 
 import jiwer
@@ -76,15 +75,6 @@ def test_phone_unit_strips_stress_and_silence():
 def test_empty_reference_and_hypothesis():
     assert compute_error_rate({"u": ""}, {"u": ""}).error_rate == 0.0
     assert compute_error_rate({"u": ""}, {"u": "A"}).error_rate == float("inf")
-
-
-@pytest.fixture(autouse=True)
-def restore_usrasr_logger():
-    """The CLI reconfigures the "usrasr" logger (no propagation): undo it so caplog works in later tests."""
-    logger = logging.getLogger("usrasr")
-    saved = (logger.handlers[:], logger.level, logger.propagate)
-    yield
-    logger.handlers[:], logger.level, logger.propagate = saved
 
 
 def _run(args, stdin=None):

@@ -69,8 +69,10 @@ def load_mono_16k(path: str | Path) -> np.ndarray:
     from lhotse import Recording
 
     path = Path(path)
+    if not path.exists():
+        raise ValueError("no such file")
     if not path.is_file():
-        raise ValueError("file not found")
+        raise ValueError("not a file")
     if path.stat().st_size == 0:
         raise ValueError("empty file")
     try:

@@ -61,24 +61,13 @@ def _mono(audio: np.ndarray) -> np.ndarray:
 
 
 def _file_features(path: Path) -> torch.Tensor:
-    from lhotse import Recording
+    from usrasr.data.audio_corpus import load_mono_16k
 
-    if not path.exists():
-        raise BadInput("no such file")
-    if path.is_file() and path.stat().st_size == 0:
-        raise BadInput("empty file")
     try:
-        recording = Recording.from_file(path)
-        if recording.num_samples == 0:
-            raise BadInput("no audio samples")
-        if recording.sampling_rate != SAMPLE_RATE:
-            recording = recording.resample(SAMPLE_RATE)
-        audio = recording.load_audio()
-    except BadInput:
-        raise
-    except Exception:  # lhotse wraps each backend's own error type
-        raise BadInput("not a readable audio file") from None
-    return _fbank(_mono(audio))
+        samples = load_mono_16k(path)
+    except ValueError as e:  # the same checks and message as `usrasr prepare audio`
+        raise BadInput(str(e)) from None
+    return _fbank(samples)
 
 
 def _cut_features(cut) -> torch.Tensor:

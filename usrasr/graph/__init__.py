@@ -13,7 +13,6 @@ from usrasr.graph.topo import (
     ctc_topo,
     hmm_lm_graph,
     hmm_topo,
-    read_arpa,
 )
 
 __all__ = [
@@ -30,6 +29,5 @@ __all__ = [
     "ctc_topo",
     "hmm_lm_graph",
     "hmm_topo",
-    "read_arpa",
     "total_scores",
 ]

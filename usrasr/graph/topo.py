@@ -35,41 +35,11 @@ import kaldifst
 import numpy as np
 import torch
 
+from usrasr.data.lm import BOS, EOS, read_arpa
 from usrasr.graph.fsa import Fsa
 
 log = logging.getLogger("usrasr")
 
-LN10 = math.log(10.0)
-SENTENCE_START = "<s>"
-SENTENCE_END = "</s>"
-
-
-def read_arpa(path: str | Path) -> tuple[int, dict[tuple[str, ...], tuple[float, float]]]:
-    """Parse an ARPA file into its order and ``ngram -> (log10 prob, log10 backoff)``
-    (backoff 0.0 when absent)."""
-    ngrams: dict[tuple[str, ...], tuple[float, float]] = {}
-    order = 0
-    section = 0
-    with open(path, encoding="utf-8") as arpa:
-        for line in arpa:
-            line = line.strip()
-            if not line or line.startswith("ngram ") or line == "\\data\\":
-                continue
-            if line == "\\end\\":
-                break
-            if line.startswith("\\") and line.endswith("-grams:"):
-                section = int(line[1:].split("-")[0])
-                order = max(order, section)
-                continue
-            if section == 0:
-                raise ValueError(f"{path}: not an ARPA file (unexpected line {line!r})")
-            fields = line.split()
-            words = tuple(fields[1 : 1 + section])
-            backoff = float(fields[1 + section]) if len(fields) > 1 + section else 0.0
-            ngrams[words] = (float(fields[0]), backoff)
-    if not order:
-        raise ValueError(f"{path}: no n-grams found")
-    return order, ngrams
 
 
 def arpa_to_fsa(arpa: str | Path, symbols: Mapping[str, int] | None = None) -> Fsa:
@@ -88,7 +58,8 @@ def arpa_to_fsa(arpa: str | Path, symbols: Mapping[str, int] | None = None) -> F
     Returns:
         Fsa with ``label == aux_label == phone id``.
     """
-    order, ngrams = read_arpa(arpa)
+    arpa_lm = read_arpa(arpa)
+    order, ngrams = arpa_lm.order, arpa_lm.logprob
 
     def phone_id(word: str) -> int:
         phone = symbols.get(word) if symbols is not None else (int(word) if word.isdigit() else None)
@@ -96,21 +67,11 @@ def arpa_to_fsa(arpa: str | Path, symbols: Mapping[str, int] | None = None) -> F
             raise ValueError(f"{arpa}: word {word!r} has no phone id >= 1 in the symbol table")
         return phone
 
-    def log10_prob(history: tuple[str, ...], word: str) -> float:
-        # Back off until the n-gram exists, adding the backoff weights on the way.
-        backoff = 0.0
-        while history + (word,) not in ngrams:
-            if not history:
-                return -math.inf
-            backoff += ngrams.get(history, (0.0, 0.0))[1]
-            history = history[1:]
-        return backoff + ngrams[history + (word,)][0]
-
-    vocabulary = sorted(k[0] for k in ngrams if len(k) == 1 and k[0] not in (SENTENCE_START, SENTENCE_END))
+    vocabulary = sorted(k[0] for k in ngrams if len(k) == 1 and k[0] not in (BOS, EOS))
     # A unigram LM has a single, empty history.
-    start = (SENTENCE_START,) if order > 1 else ()
+    start = (BOS,) if order > 1 else ()
     histories = [start] + sorted(
-        (k for k in ngrams if len(k) < order and k[-1] != SENTENCE_END and k != start),
+        (k for k in ngrams if len(k) < order and k[-1] != EOS and k != start),
         key=lambda k: (len(k), k),
     )
     state_of = {history: state for state, history in enumerate(histories)}
@@ -124,13 +85,13 @@ def arpa_to_fsa(arpa: str | Path, symbols: Mapping[str, int] | None = None) -> F
     src, dst, phone, score, final = [], [], [], [], []
     for state, history in enumerate(histories):
         for word in vocabulary:
-            logp = log10_prob(history, word)
+            logp = arpa_lm.conditional(history, word)
             if logp > -math.inf:
                 src.append(state)
                 dst.append(next_state(history + (word,)))
                 phone.append(phone_id(word))
-                score.append(logp * LN10)
-        final.append(log10_prob(history, SENTENCE_END) * LN10)
+                score.append(logp)
+        final.append(arpa_lm.conditional(history, EOS))
     lm = Fsa(src, dst, phone, phone, torch.tensor(score, dtype=torch.float64), torch.tensor(final, dtype=torch.float64))
     _warn_if_not_stochastic(lm, str(arpa))
     return Fsa(lm.src, lm.dst, lm.label, lm.aux_label, lm.score.float(), lm.final.float(), lm.start)

@@ -5,9 +5,8 @@ from __future__ import annotations
 from pathlib import Path
 
 import click
+from rich.console import Console
 from rich.table import Table
-
-from usrasr.utils.console import stderr
 
 
 @click.command()
@@ -34,14 +33,26 @@ def train(ctx, corpus, out_dir, config_path, overrides, units, resume, no_score)
     values.setdefault("seed", str((ctx.obj or {}).get("seed", 0)))
     config = TrainConfig.load(config_path, values)
     summary = run(corpus, out_dir, config, resume=resume, score=not no_score)
-    table = Table(title=f"train {out_dir}")
-    for column in ("model", "loss", "PER train", "PER test"):
-        table.add_column(column)
-    for name, key in (("seq-CE (lowest loss)", "seqce"), ("oracle HMM", "oracle_hmm")):
-        row = summary.get(key)
+    print_summary(summary, title=f"train {out_dir}")
+
+
+def print_summary(summary: dict, title: str) -> None:
+    """The results table on stdout: one row per model, PER/WER on the unseen-voice test split."""
+    table = Table(title=title)
+    for column in ("model", "loss", "PER train", "PER test", "WER test"):
+        table.add_column(column, justify="left" if column == "model" else "right")
+    rows = [("seq-CE (lowest loss)", summary.get("seqce")), ("oracle HMM (same units)", summary.get("oracle_hmm"))]
+    rows += [(f"self-training round {r['round']}", r) for r in summary.get("self_training", [])]
+    rows.append(("supervised oracle (CTC)", summary.get("supervised")))
+    for name, row in rows:
         if row:
-            table.add_row(name, f"{row['loss']:.4f}", *(f"{row[k]:.1f}" if k in row else "-"
-                                                        for k in ("per_train", "per_test")))
-    stderr.print(table)
+            table.add_row(name, f"{row['loss']:.4f}" if "loss" in row else "-",
+                          *(f"{row[k]:.1f}" if k in row else "-" for k in ("per_train", "per_test", "wer_test")))
+    console = Console()
+    console.print(table)
+    if "unit_quality" in summary:
+        for split, q in summary["unit_quality"].items():
+            console.print(f"units on {split}: purity {q['purity']:.3f}, PNMI {q['pnmi']:.3f}")
     if "diagnosis" in summary:
-        stderr.print(f"diagnosis: {summary['diagnosis']}")
+        console.print(f"diagnosis: {summary['diagnosis']}")
+    console.print(f"seconds per stage: {summary.get('seconds', {})}")

@@ -43,6 +43,8 @@ class TrainConfig:
     # self-training (neural CTC on fbank, pseudo-labels from the previous model)
     self_training_rounds: int = 2
     arch: str = "tdnn"
+    hidden_dim: int = 256
+    num_layers: int = 6
     ctc_steps: int = 1500
     ctc_batch_size: int = 16
     ctc_lr: float = 1e-3

@@ -37,7 +37,8 @@ def train_neural(config: TrainConfig, audio: AudioSplit, targets: dict[str, str]
     dropped = len(audio.ids) - len(rows)
     if dropped:
         log.warning("%s: %d utterance(s) without labels are left out", name, dropped)
-    model = build_model(AcousticModelConfig(num_tokens=len(TOKENS), arch=config.arch))
+    model = build_model(AcousticModelConfig(num_tokens=len(TOKENS), arch=config.arch, hidden_dim=config.hidden_dim,
+                                            num_layers=config.num_layers))
     device = resolve_device(config.device)
     train_ctc(model, [f for f, _ in rows], [t for _, t in rows], steps=config.ctc_steps, lr=config.ctc_lr,
               device=device, batch_size=config.ctc_batch_size, seed=config.seed,

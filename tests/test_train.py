@@ -1,0 +1,106 @@
+"""`usrasr train` on the tiny corpus: diagnostic search, no leaks, resume after kill -9."""
+
+import gzip
+import json
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+import torch
+from click.testing import CliRunner
+
+from usrasr.cli import cli
+
+FAST = ["--set", "num_units=20", "--set", "kmeans_iterations=5", "--set", "restarts=2",
+        "--set", "iterations=5", "--set", "oracle_iterations=5", "--set", "hidden_dim=32", "--set", "num_layers=2"]
+
+
+def train(*args):
+    result = CliRunner().invoke(cli, ["train", *map(str, args)])
+    assert result.exit_code == 0, result.output
+    return result.output
+
+
+def test_diagnostic_pure_units_reach_the_oracle(tiny_corpus, tmp_path):
+    out = tmp_path / "exp"
+    train("--corpus", tiny_corpus, "--out", out, "--units", "diagnostic", "--set", "restarts=3",
+          "--set", "iterations=20", "--set", "self_training_rounds=0", "--set", "supervised_oracle=false")
+    summary = json.loads((out / "summary.json").read_text())
+    assert summary["unit_quality"]["train_audio"]["purity"] > 0.99
+    assert summary["seqce"]["per_train"] <= 2 * summary["oracle_hmm"]["per_train"] + 5
+    assert (out / "losses.png").stat().st_size > 0
+    assert (out / "pseudo_labels" / "round0.txt").read_text().strip()
+
+
+def _poison(corpus: Path) -> None:
+    """Scramble every transcript and alignment that training must not read."""
+    path = corpus / "scoring" / "supervisions_train_audio.jsonl.gz"
+    rows = [json.loads(line) for line in gzip.open(path, "rt")]
+    for row in rows:
+        row["text"] = "POISON " * 5
+        row["custom"]["phones"] = "AA " * 5
+        row["alignment"] = None
+    with gzip.open(path, "wt") as f:
+        f.writelines(json.dumps(r) + "\n" for r in rows)
+    (corpus / "scoring" / "train_audio" / "text").write_text("poison\n")
+
+
+def test_unsupervised_training_never_reads_train_audio_transcripts(tiny_corpus, tmp_path):
+    poisoned = tmp_path / "poisoned"
+    shutil.copytree(tiny_corpus, poisoned)
+    _poison(poisoned)
+    results = {}
+    for name, corpus in (("clean", tiny_corpus), ("poisoned", poisoned)):
+        out = tmp_path / name
+        train("--corpus", corpus, "--out", out, "--no-score", *FAST, "--set", "self_training_rounds=1",
+              "--set", "ctc_steps=5")
+        results[name] = (torch.load(out / "seqce" / "model.pt")["log_emissions"],
+                         (out / "pseudo_labels" / "round0.txt").read_text(),
+                         (out / "pseudo_labels" / "round1.txt").read_text())
+    clean, poisoned_result = results["clean"], results["poisoned"]
+    assert torch.allclose(clean[0], poisoned_result[0], atol=1e-5)  # threaded sums may reorder
+    assert clean[1:] == poisoned_result[1:]
+    # and with the scoring files gone altogether it still runs
+    shutil.rmtree(poisoned / "scoring")
+    train("--corpus", poisoned, "--out", tmp_path / "no_scoring", "--no-score", *FAST, "--set", "self_training_rounds=0")
+
+
+def _ctc_losses(out: Path) -> list[float]:
+    rows = [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]
+    by_step = {r["step"]: r["loss"] for r in rows if r.get("stage") == "ctc"}
+    return [by_step[s] for s in sorted(by_step)]
+
+
+def test_resume_after_kill_matches_an_uninterrupted_run(tiny_corpus, tmp_path):
+    args = ["--corpus", str(tiny_corpus), *FAST, "--set", "self_training_rounds=1", "--set", "ctc_steps=40",
+            "--set", "checkpoint_every=5", "--set", "ctc_batch_size=4", "--no-score"]
+    base = [sys.executable, "-m", "usrasr", "-q", "train"]
+    reference = tmp_path / "reference"
+    subprocess.run([*base, "--out", str(reference), *args], check=True, capture_output=True)
+
+    killed = tmp_path / "killed"
+    proc = subprocess.Popen([*base, "--out", str(killed), *args], stdout=subprocess.DEVNULL,
+                            stderr=subprocess.DEVNULL, start_new_session=True)
+    state = killed / "round1" / "train_state.pt"
+    deadline = time.time() + 300
+    while not state.exists() and proc.poll() is None and time.time() < deadline:
+        time.sleep(0.05)
+    assert proc.poll() is None, "the run ended before it could be interrupted"
+    os.killpg(proc.pid, signal.SIGKILL)
+    proc.wait()
+    assert not (killed / "round1" / "model.pt").exists()
+    interrupted_at = torch.load(state)["step"]
+    assert 0 < interrupted_at < 40
+
+    again = subprocess.run([*base, "--out", str(killed), *args], capture_output=True, text=True)
+    assert again.returncode != 0 and "--resume" in again.stderr  # refuses to overwrite silently
+    subprocess.run([*base, "--out", str(killed), "--resume", *args], check=True, capture_output=True)
+    assert _ctc_losses(killed)[-1] == pytest.approx(_ctc_losses(reference)[-1], abs=1e-6)
+    a = torch.load(reference / "round1" / "model.pt")["state_dict"]
+    b = torch.load(killed / "round1" / "model.pt")["state_dict"]
+    assert all(torch.allclose(a[k], b[k], atol=1e-6) for k in a)
