@@ -61,3 +61,20 @@ def test_total_scores_dispatches_only_for_qualifying_graphs():
         dense = torch.randn(2, 5, 4).log_softmax(-1)
         assert torch.allclose(chain_total_scores(dense, torch.tensor([5, 3]), chain),
                               total_scores(dense, torch.tensor([5, 3]), FsaVec([ctc, ctc])), atol=1e-4)
+
+
+@pytest.mark.parametrize("states_per_phone", [1, 2])
+def test_viterbi_matches_the_arc_kernel(states_per_phone):
+    from usrasr.graph.dense_chain import chain_best_arcs
+    from usrasr.graph.marginals import best_path
+
+    graph = random_hmm_graph(states_per_phone=states_per_phone, seed=3)
+    num_labels = int(graph.label.max()) + 1
+    chain = DenseChain.from_fsa(graph, num_labels)
+    torch.manual_seed(2)
+    dense = torch.randn(5, 10, num_labels, dtype=torch.float64).log_softmax(-1)
+    lengths = torch.tensor([10, 6, 1, 0, 3])
+    scores, arcs = chain_best_arcs(dense, lengths, chain)
+    reference = best_path(dense, lengths, FsaVec([graph] * 5))  # arc kernel
+    assert torch.allclose(scores, reference.scores, atol=1e-9)
+    assert torch.equal(arcs, reference.arcs)

@@ -36,6 +36,10 @@ class DenseChain:
     state_label: Tensor  # (N,) label emitted on entering each state (0 for states never entered)
     label_onehot: Tensor  # (N, L) state -> label indicator
     start_final: float  # final weight of the start state: the total of an empty sequence
+    start: int
+    best_arc: Tensor  # (N, N) id of the highest-scoring arc i -> j, -1 where none
+    best_arc_score: Tensor  # (N, N) its log score, -inf where none
+    log_final: Tensor  # (N,) final log weights
 
     @classmethod
     def from_fsa(cls, fsa: Fsa, num_labels: int) -> "DenseChain | None":
@@ -55,8 +59,15 @@ class DenseChain:
         state_label = state_label.clamp(min=0)
         onehot = torch.zeros(n, num_labels, dtype=torch.float64, device=fsa.src.device)
         onehot[entered.nonzero().squeeze(1), state_label[entered]] = 1.0
+        # Viterbi needs the single best arc between two states, not their sum.
+        order = torch.argsort(fsa.score.double(), stable=True)  # later (higher) scores overwrite earlier ones
+        best_arc = torch.full((n * n,), -1, dtype=torch.long, device=fsa.src.device)
+        best_arc[(fsa.src * n + fsa.dst)[order]] = order
+        best_arc = best_arc.view(n, n)
+        best_score = torch.where(best_arc >= 0, fsa.score.double()[best_arc.clamp(min=0)],
+                                 torch.tensor(float("-inf"), dtype=torch.float64))
         return cls(transition, transition[fsa.start].clone(), fsa.final.double().exp(), state_label, onehot,
-                   float(fsa.final[fsa.start]))
+                   float(fsa.final[fsa.start]), fsa.start, best_arc, best_score, fsa.final.double())
 
 
 class _ChainTotals(torch.autograd.Function):
@@ -123,3 +134,33 @@ class _ChainTotals(torch.autograd.Function):
 def chain_total_scores(dense: Tensor, lengths: Tensor, chain: DenseChain) -> Tensor:
     """Log-semiring totals ``(B,)``, differentiable wrt ``dense`` (posteriors in the backward)."""
     return _ChainTotals.apply(dense, torch.as_tensor(lengths, device=dense.device).long(), chain)
+
+
+@torch.no_grad()
+def chain_best_arcs(dense: Tensor, lengths: Tensor, chain: DenseChain) -> tuple[Tensor, Tensor]:
+    """Viterbi over the chain: ``(B,)`` best path scores and ``(B, T)`` arc ids (-1 where none)."""
+    batch, frames, _ = dense.shape
+    lengths = torch.as_tensor(lengths, device=dense.device).long()
+    weights = chain.best_arc_score.to(dense.dtype)
+    scores = dense.index_select(2, chain.state_label)  # (B, T, N)
+    neg_inf = torch.tensor(float("-inf"), dtype=dense.dtype, device=dense.device)
+    backpointers = torch.zeros(frames, batch, weights.shape[0], dtype=torch.int32, device=dense.device)
+    delta = weights[chain.start].expand(batch, -1) + scores[:, 0] if frames else None
+    for t in range(1, frames):
+        candidates, previous = (delta[:, :, None] + weights[None]).max(1)
+        active = (t < lengths)[:, None]
+        delta = torch.where(active, candidates + scores[:, t], delta)
+        backpointers[t] = previous.int()
+    arcs = torch.full((batch, frames), -1, dtype=torch.long, device=dense.device)
+    if not frames:
+        return torch.full((batch,), chain.start_final, dtype=dense.dtype), arcs
+    best, state = (delta + chain.log_final.to(dense.dtype)[None]).max(1)
+    best = torch.where(lengths > 0, best, torch.full_like(best, chain.start_final))
+    possible = torch.isfinite(best) & (lengths > 0)
+    for t in reversed(range(frames)):
+        inside = possible & (t < lengths)
+        previous = backpointers[t].gather(1, state[:, None]).squeeze(1).long() if t > 0 else torch.full_like(state, chain.start)
+        arc = chain.best_arc[previous, state]
+        arcs[:, t] = torch.where(inside, arc, -1)
+        state = torch.where(inside & (t > 0), previous, state)
+    return torch.where(possible | (lengths == 0), best, neg_inf), arcs

@@ -38,7 +38,7 @@ from dataclasses import dataclass, fields, replace
 import torch
 from torch import Tensor
 
-from usrasr.graph.dense_chain import DenseChain, chain_total_scores
+from usrasr.graph.dense_chain import DenseChain, chain_best_arcs, chain_total_scores
 from usrasr.graph.fsa import Fsa, FsaVec
 
 log = logging.getLogger("usrasr")
@@ -493,7 +493,17 @@ class BestPath:
 
 def best_path(dense: Tensor, lengths: Tensor, graph: Fsa | FsaVec) -> BestPath:
     """Viterbi decoding: the best path of every utterance (arguments as in
-    :func:`total_scores`).  Ties go to the larger arc id."""
+    :func:`total_scores`).  Ties go to the larger arc id (on the dense-chain
+    path, used for small HMM-style graphs when no gradient is needed, ties
+    may break otherwise)."""
+    chain = None if dense.requires_grad else _dense_chain(graph, dense.shape[2])
+    if chain is not None:
+        scores, arcs = chain_best_arcs(dense, lengths, chain)
+        _warn_impossible(scores)
+        on_path = arcs >= 0
+        safe = arcs.clamp(min=0)
+        return BestPath(scores=scores, arcs=arcs, labels=torch.where(on_path, graph.label[safe], -1),
+                        aux_labels=torch.where(on_path, graph.aux_label[safe], -1))
     flat, lengths, arc_score, final = _prepare(dense, lengths, graph)
     scores, path, _ = _ViterbiTotals.apply(dense, arc_score, final, flat, lengths)
     _warn_impossible(scores)
