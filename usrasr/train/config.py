@@ -45,7 +45,7 @@ class TrainConfig:
     arch: str = "tdnn"
     hidden_dim: int = 256
     num_layers: int = 6
-    ctc_steps: int = 1500
+    ctc_steps: int = 500  # about 5 epochs of the default 1,500 utterances at batch 16
     ctc_batch_size: int = 16
     ctc_lr: float = 1e-3
     supervised_oracle: bool = True
