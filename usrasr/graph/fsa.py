@@ -45,7 +45,26 @@ def _score_tensor(values, device=None) -> Tensor:
     return tensor.reshape(-1)
 
 
-class Fsa:
+class _ArcArrays:
+    """Sizes and device of anything stored as flat ``src``/``final`` arrays."""
+
+    src: Tensor
+    final: Tensor
+
+    @property
+    def num_states(self) -> int:
+        return self.final.numel()
+
+    @property
+    def num_arcs(self) -> int:
+        return self.src.numel()
+
+    @property
+    def device(self) -> torch.device:
+        return self.src.device
+
+
+class Fsa(_ArcArrays):
     """A single weighted FSA/FST whose arcs each consume one frame.
 
     Args:
@@ -86,18 +105,6 @@ class Fsa:
             raise ValueError(f"Fsa: arc states out of range [0, {self.num_states})")
         if num_arcs and int(self.label.min()) < 0:
             raise ValueError("Fsa: labels are dense-score columns and must be >= 0")
-
-    @property
-    def num_states(self) -> int:
-        return self.final.numel()
-
-    @property
-    def num_arcs(self) -> int:
-        return self.src.numel()
-
-    @property
-    def device(self) -> torch.device:
-        return self.src.device
 
     def to(self, device: torch.device | str) -> Fsa:
         """A copy on ``device`` (scores keep their autograd history)."""
@@ -189,7 +196,7 @@ class Fsa:
         return fst
 
 
-class FsaVec:
+class FsaVec(_ArcArrays):
     """Several FSAs, one per utterance, stacked into flat arc/state arrays.
 
     ``src``/``dst`` hold global state ids (each FSA's states are offset by
@@ -230,18 +237,6 @@ class FsaVec:
             self.final[s0:s1],
             int(self.start[i]) - s0,
         )
-
-    @property
-    def num_states(self) -> int:
-        return self.final.numel()
-
-    @property
-    def num_arcs(self) -> int:
-        return self.src.numel()
-
-    @property
-    def device(self) -> torch.device:
-        return self.src.device
 
     def to(self, device: torch.device | str) -> FsaVec:
         return FsaVec([self[i].to(device) for i in range(len(self))])
