@@ -38,6 +38,8 @@ from usrasr.utils.errors import UsrasrError
 from usrasr.utils.io import atomic_path, write_text_atomic
 
 EVAL_SPLIT = "test"
+# An oracle HMM this bad means the units carry too little phone information to judge the search.
+UNUSABLE_ORACLE_PER = 50.0
 
 
 def _check_config(out: Path, config: TrainConfig, resume: bool) -> None:
@@ -179,7 +181,10 @@ def train(corpus: str | Path, out: str | Path, config: TrainConfig, resume: bool
             if EVAL_SPLIT in units:
                 summary["oracle_hmm"]["per_test"] = _per(eval_refs, viterbi_phones(units[EVAL_SPLIT], graph, oracle))
             oracle_loss, oracle_per = summary["oracle_hmm"]["loss"], summary["oracle_hmm"]["per_train"]
-            if summary["seqce"]["per_train"] <= 2 * oracle_per + 1:
+            if oracle_per >= UNUSABLE_ORACLE_PER:
+                verdict = (f"the units are too poor: even the oracle HMM has PER {oracle_per:.0f}; "
+                           "better units are needed before the search can matter")
+            elif summary["seqce"]["per_train"] <= 2 * oracle_per + 1:
                 verdict = "the search reached the oracle's solution (PER within 2x of the oracle HMM)"
             elif best.loss < oracle_loss:
                 verdict = ("misspecified: the model prefers a wrong mapping to the true one "
