@@ -80,12 +80,14 @@ def test_resume_after_kill_matches_an_uninterrupted_run(tiny_corpus, tmp_path):
     args = ["--corpus", str(tiny_corpus), *FAST, "--set", "self_training_rounds=1", "--set", "ctc_steps=40",
             "--set", "checkpoint_every=5", "--set", "ctc_batch_size=4", "--no-score"]
     base = [sys.executable, "-m", "usrasr", "-q", "train"]
+    # One thread: multi-threaded float reductions may sum in another order from run to run.
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
     reference = tmp_path / "reference"
-    subprocess.run([*base, "--out", str(reference), *args], check=True, capture_output=True)
+    subprocess.run([*base, "--out", str(reference), *args], check=True, capture_output=True, env=env)
 
     killed = tmp_path / "killed"
     proc = subprocess.Popen([*base, "--out", str(killed), *args], stdout=subprocess.DEVNULL,
-                            stderr=subprocess.DEVNULL, start_new_session=True)
+                            stderr=subprocess.DEVNULL, start_new_session=True, env=env)
     state = killed / "round1" / "train_state.pt"
     deadline = time.time() + 300
     while not state.exists() and proc.poll() is None and time.time() < deadline:
@@ -97,9 +99,9 @@ def test_resume_after_kill_matches_an_uninterrupted_run(tiny_corpus, tmp_path):
     interrupted_at = torch.load(state)["step"]
     assert 0 < interrupted_at < 40
 
-    again = subprocess.run([*base, "--out", str(killed), *args], capture_output=True, text=True)
+    again = subprocess.run([*base, "--out", str(killed), *args], capture_output=True, text=True, env=env)
     assert again.returncode != 0 and "--resume" in again.stderr  # refuses to overwrite silently
-    subprocess.run([*base, "--out", str(killed), "--resume", *args], check=True, capture_output=True)
+    subprocess.run([*base, "--out", str(killed), "--resume", *args], check=True, capture_output=True, env=env)
     assert _ctc_losses(killed)[-1] == pytest.approx(_ctc_losses(reference)[-1], abs=1e-6)
     a = torch.load(reference / "round1" / "model.pt")["state_dict"]
     b = torch.load(killed / "round1" / "model.pt")["state_dict"]
