@@ -30,6 +30,7 @@ from typing import Literal
 
 import kaldifst
 
+from usrasr.graph.topo import ctc_topo
 from usrasr.utils.console import log
 from usrasr.utils.errors import UsrasrError
 from usrasr.utils.io import atomic_path, write_json_atomic
@@ -135,29 +136,6 @@ def read_lang(lang_dir: str | Path) -> Lang:
 # The three transducers
 
 
-def ctc_topology(num_tokens: int, disambig_ids: list[int] = ()) -> kaldifst.StdVectorFst:
-    """H: input ``token + 1`` per frame, output the token when a new one starts.
-
-    State ``k`` means "token k was emitted last" (state 0: blank or start).
-    Repeating the current token or emitting blank outputs nothing; a token
-    different from the current one outputs itself.  A self-loop per
-    disambiguation symbol ``d`` (input ``d + 1``, output ``d``) lets them pass
-    through composition so the result stays determinisable; they are removed
-    after determinisation.
-    """
-    fst = kaldifst.StdVectorFst()
-    for _ in range(num_tokens):
-        fst.set_final(fst.add_state(), 0.0)
-    fst.start = 0
-    for state in range(num_tokens):
-        for token in range(num_tokens):
-            olabel = 0 if token in (0, state) else token
-            fst.add_arc(state, kaldifst.StdArc(token + 1, olabel, 0.0, token))
-        for d in disambig_ids:
-            fst.add_arc(state, kaldifst.StdArc(d + 1, d, 0.0, state))
-    return fst
-
-
 def lexicon_fst(lang: Lang, sil_prob: float = DEFAULT_SIL_PROB) -> kaldifst.StdVectorFst:
     """L: phones (with ``#k``) -> words, word label on the first arc, loops back to the start.
 
@@ -248,7 +226,7 @@ def _compose_with_ctc(lang: Lang, right: kaldifst.StdVectorFst) -> kaldifst.StdV
     them (rmepsilon) multiplies the arcs several times and slows the search.
     """
     num_tokens, disambig_ids = lang.num_model_tokens, lang.disambig_token_ids
-    H = ctc_topology(num_tokens, disambig_ids)
+    H = ctc_topo(num_tokens - 1, disambig_ids)  # num_tokens counts the blank
     kaldifst.arcsort(H, sort_type="olabel")
     kaldifst.arcsort(right, sort_type="ilabel")
     graph = kaldifst.compose(H, right)

@@ -29,7 +29,7 @@ from __future__ import annotations
 import logging
 import math
 from pathlib import Path
-from typing import Mapping
+from typing import Mapping, Sequence
 
 import kaldifst
 import numpy as np
@@ -210,12 +210,14 @@ def hmm_topo(
     return fst
 
 
-def ctc_topo(num_phones: int) -> kaldifst.StdVectorFst:
+def ctc_topo(num_phones: int, disambig_ids: Sequence[int] = ()) -> kaldifst.StdVectorFst:
     """CTC topology transducer (k2's standard, non-modified ``ctc_topo``):
     emission id + 1 -> phone id, blank = emission id 0, all weights 0.
 
     State 0 = after blank, state ``p`` = after phone ``p``; a repeated phone
-    needs a blank in between; every state is final.
+    needs a blank in between; every state is final.  For decoding graphs, a
+    self-loop per disambiguation symbol ``d`` (input ``d + 1``, output ``d``)
+    lets them pass through composition so the result stays determinisable.
     """
     fst = kaldifst.StdVectorFst()
     for _ in range(num_phones + 1):
@@ -226,6 +228,8 @@ def ctc_topo(num_phones: int) -> kaldifst.StdVectorFst:
         fst.add_arc(state, kaldifst.StdArc(1, 0, 0.0, 0))
         for phone in range(1, num_phones + 1):
             fst.add_arc(state, kaldifst.StdArc(phone + 1, 0 if phone == state else phone, 0.0, phone))
+        for d in disambig_ids:
+            fst.add_arc(state, kaldifst.StdArc(d + 1, d, 0.0, state))
     return fst
 
 

@@ -51,6 +51,7 @@ class ScoringData:
     def __init__(self, corpus: str | Path):
         self.corpus = Path(corpus)
         self._cache: dict[str, dict] = {}
+        self._frames: dict[str, dict[str, np.ndarray]] = {}
 
     def _supervisions(self, split: str) -> dict:
         if split not in self._cache:
@@ -74,5 +75,7 @@ class ScoringData:
         """Phone index per 10 ms frame from the engines' alignments (utterances that have one)."""
         from usrasr.train.units import frame_phones
 
-        return {k: frame_phones(s.alignment["phone"], num_frames[k])
-                for k, s in self._supervisions(split).items() if s.alignment and k in num_frames}
+        if split not in self._frames:  # units and their scoring both need it
+            self._frames[split] = {k: frame_phones(s.alignment["phone"], num_frames[k])
+                                   for k, s in self._supervisions(split).items() if s.alignment and k in num_frames}
+        return self._frames[split]
