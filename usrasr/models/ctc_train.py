@@ -15,6 +15,7 @@ from torch.nn.utils.rnn import pad_sequence
 
 from usrasr.models.acoustic import CtcAcousticModel
 from usrasr.utils.console import log, progress
+from usrasr.utils.distributed import barrier, gather_objects, mean_over_processes, process_rank, shard, world_size
 from usrasr.utils.errors import UsrasrError
 from usrasr.utils.io import atomic_path
 
@@ -54,7 +55,8 @@ def _resolve(utterances, targets) -> tuple[list[torch.Tensor], list[list[int]]]:
     return feats, labels
 
 
-def _save_checkpoint(path: Path, step: int, model, optimizer, scheduler, generator, order, losses) -> None:
+def _save_checkpoint(path: Path, step: int, model, optimizer, scheduler, generator, order, losses,
+                     rng_states) -> None:
     """Everything needed to continue exactly where training stopped."""
     state = {
         "step": step,
@@ -62,7 +64,7 @@ def _save_checkpoint(path: Path, step: int, model, optimizer, scheduler, generat
         "optimizer": optimizer.state_dict(),
         "scheduler": scheduler.state_dict(),
         "generator": generator.get_state(),
-        "torch_rng": torch.get_rng_state(),
+        "torch_rng": rng_states,  # one per process: each draws its own dropout masks
         "order": list(order),
         "losses": list(losses),
     }
@@ -96,11 +98,19 @@ def train_ctc(
         it exists, training continues from it and ends exactly as an
         uninterrupted run would.
       on_step: called with (step, loss) after every update (metrics logging).
-    Under ``torch.distributed``, the model is wrapped in DDP and each process
-    takes its share of every batch.
+    Under ``torch.distributed``, every process calls this with the same
+    arguments: the model is wrapped in DDP, each process takes its share of
+    every batch, the updates are those of one process on the whole batch (up
+    to float rounding and dropout), ``on_step`` gets the whole batch's loss
+    and rank 0 alone writes the checkpoint. Resume needs the same number of
+    processes.
     Returns the same model, trained and in eval mode.
     """
     feats, labels = _resolve(utterances, targets)
+    rank, world = process_rank(), world_size()
+    if min(batch_size, len(feats)) < world:
+        raise UsrasrError(f"a batch of {min(batch_size, len(feats))} utterance(s) cannot be shared by {world} "
+                          "processes: raise the batch size or start fewer processes")
     model.to(device).train()
     optimizer = torch.optim.Adam(model.parameters(), lr=lr)
     warmup = max(1, steps // 10)
@@ -116,39 +126,57 @@ def train_ctc(
         optimizer.load_state_dict(state["optimizer"])
         scheduler.load_state_dict(state["scheduler"])
         generator.set_state(state["generator"])
-        torch.set_rng_state(state["torch_rng"])
+        if len(state["torch_rng"]) != world:
+            raise UsrasrError(f"{checkpoint} was written by a run of {len(state['torch_rng'])} process(es); "
+                              f"resume it with as many, not {world}")
+        torch.set_rng_state(state["torch_rng"][rank])
         order, losses, first = state["order"], state["losses"], state["step"]
         log.info("%s: resumed from %s at step %d/%d", description, checkpoint, first, steps)
-    distributed = torch.distributed.is_available() and torch.distributed.is_initialized()
-    rank, world = (torch.distributed.get_rank(), torch.distributed.get_world_size()) if distributed else (0, 1)
-    network = torch.nn.parallel.DistributedDataParallel(model) if distributed else model
+    network = torch.nn.parallel.DistributedDataParallel(model) if world > 1 else model
     with progress() as bar:
         task = bar.add_task(description, total=steps, completed=first, status="")
         for step in range(first, steps):
+            # Our own batches, not Lhotse's samplers: every process draws the same global
+            # batches (one seeded generator, an epoch's remainder carried into the next) and
+            # takes its share of each, so the batches and the updates do not depend on the
+            # number of processes, one process trains exactly as before, and a checkpoint of
+            # the remaining order resumes exactly. Lhotse's distributed samplers instead give
+            # each process whole batches of its own (the batch grows with the processes),
+            # shuffle with their own RNG and end epochs on partial batches, and they sample
+            # cuts, while self-training trains on in-memory feature tensors.
             if len(order) < batch_size:
                 order += torch.randperm(len(feats), generator=generator).tolist()
             batch, order = order[:batch_size], order[batch_size:]
-            batch = batch[rank::world] or batch[:1]  # this process's share
-            x = pad_sequence([feats[i] for i in batch], batch_first=True).to(device)
-            x_lens = torch.tensor([len(feats[i]) for i in batch], device=device)
-            y = torch.tensor([t for i in batch for t in labels[i]], dtype=torch.long)
-            y_lens = torch.tensor([len(labels[i]) for i in batch], dtype=torch.long)
+            share = shard(batch, rank, world)
+            x = pad_sequence([feats[i] for i in share], batch_first=True).to(device)
+            x_lens = torch.tensor([len(feats[i]) for i in share], device=device)
+            y = torch.tensor([t for i in share for t in labels[i]], dtype=torch.long)
+            y_lens = torch.tensor([len(labels[i]) for i in share], dtype=torch.long)
             log_probs, out_lens = network(x, x_lens)
             # zero_infinity: an utterance too short for its labels contributes nothing instead of inf.
-            loss = torch.nn.functional.ctc_loss(
-                log_probs.transpose(0, 1), y, out_lens.cpu(), y_lens, blank=0, reduction="mean", zero_infinity=True
-            )
+            per_utterance = torch.nn.functional.ctc_loss(
+                log_probs.transpose(0, 1), y, out_lens.cpu(), y_lens, blank=0, reduction="none", zero_infinity=True
+            ) / y_lens.to(device).clamp(min=1)
+            # The mean over the share (as reduction="mean" computes it), weighted by the share's
+            # part of the batch: DDP averages the processes' gradients, and that average is then
+            # the gradient of the whole batch's mean loss. With one process the weight is 1.
+            loss = per_utterance.mean() * (len(share) * world / len(batch))
             optimizer.zero_grad()
             loss.backward()
             torch.nn.utils.clip_grad_norm_(model.parameters(), grad_clip)
             optimizer.step()
             scheduler.step()
-            if not math.isfinite(loss.item()):
-                raise UsrasrError(f"CTC loss became {loss.item()} at step {step}; lower the learning rate")
-            losses.append(loss.item())
+            batch_loss = mean_over_processes(loss.detach()).item()
+            if not math.isfinite(batch_loss):
+                raise UsrasrError(f"CTC loss became {batch_loss} at step {step}; lower the learning rate")
+            losses.append(batch_loss)
             if on_step is not None:
-                on_step(step + 1, loss.item())
-            bar.update(task, advance=1, status=f"loss {loss.item():.3f}")
-            if checkpoint is not None and rank == 0 and ((step + 1) % checkpoint_every == 0 or step + 1 == steps):
-                _save_checkpoint(checkpoint, step + 1, model, optimizer, scheduler, generator, order, losses)
+                on_step(step + 1, batch_loss)
+            bar.update(task, advance=1, status=f"loss {batch_loss:.3f}")
+            if checkpoint is not None and ((step + 1) % checkpoint_every == 0 or step + 1 == steps):
+                rng_states = gather_objects(torch.get_rng_state())
+                if rank == 0:
+                    _save_checkpoint(checkpoint, step + 1, model, optimizer, scheduler, generator, order, losses,
+                                     rng_states)
+                barrier()  # no process may look for the checkpoint before it is on disk
     return model.eval()

@@ -23,17 +23,28 @@ from rich.table import Table
 @click.option("--no-score", is_flag=True, help="Skip oracles and PER (reads no transcripts at all).")
 @click.pass_context
 def train(ctx, corpus, out_dir, config_path, overrides, units, resume, no_score) -> None:
-    """Unsupervised sequence-level training on a prepared corpus."""
+    """Unsupervised sequence-level training on a prepared corpus.
+
+    Under `torchrun --nproc_per_node N -m usrasr train ...`, N processes train
+    the CTC models together (gloo on CPU, NCCL on GPU); rank 0 does the rest.
+    """
+    from usrasr.decode.pipeline import resolve_device
     from usrasr.train.config import TrainConfig, parse_overrides
     from usrasr.train.pipeline import train as run
+    from usrasr.utils.console import setup_logging
+    from usrasr.utils.distributed import is_main_process, process_group
 
     values = parse_overrides(overrides)
     if units:
         values["units"] = units
     values.setdefault("seed", str((ctx.obj or {}).get("seed", 0)))
     config = TrainConfig.load(config_path, values)
-    summary = run(corpus, out_dir, config, resume=resume, score=not no_score)
-    print_summary(summary, title=f"train {out_dir}")
+    with process_group(resolve_device(config.device)):
+        if not is_main_process():
+            setup_logging(quiet=True)  # one progress display and log: rank 0's
+        summary = run(corpus, out_dir, config, resume=resume, score=not no_score)
+    if summary is not None:
+        print_summary(summary, title=f"train {out_dir}")
 
 
 def print_summary(summary: dict, title: str) -> None:
@@ -56,3 +67,5 @@ def print_summary(summary: dict, title: str) -> None:
     if "diagnosis" in summary:
         console.print(f"diagnosis: {summary['diagnosis']}")
     console.print(f"seconds per stage: {summary.get('seconds', {})}")
+    if summary["world_size"] > 1:
+        console.print(f"processes: {summary['world_size']}")

@@ -10,6 +10,10 @@ Outputs under the experiment dir::
     metrics.jsonl         every loss, per iteration / step
     losses.png            loss curves
     summary.json          the results table
+
+In a multi-process run (torchrun), rank 0 runs every stage and writes every
+file; the other ranks train along in the CTC stages only (see
+:mod:`usrasr.train.self_training`).
 """
 
 from __future__ import annotations
@@ -29,11 +33,12 @@ from usrasr.train.seqce_stage import (
     label_pairs, oracle_hmm, read_phone_text, run_restarts, save_phone_text, sequence_loss, training_graph,
     viterbi_phones, write_summary,
 )
-from usrasr.train.self_training import decode_split, train_neural
+from usrasr.train.self_training import decode_split, end_neural_training, serve_neural_training, train_neural
 from usrasr.train.units import (
     Codebook, UnitSequences, alignment_units, kmeans, normalize_features, to_sequences, unit_quality,
 )
 from usrasr.utils.console import log
+from usrasr.utils.distributed import is_main_process, world_size
 from usrasr.utils.errors import UsrasrError
 from usrasr.utils.io import atomic_path, write_text_atomic
 
@@ -107,20 +112,24 @@ def _score_model(model: Path, corpus: Path, out: Path, config: TrainConfig, scor
 
 
 def train(corpus: str | Path, out: str | Path, config: TrainConfig, resume: bool = False,
-          score: bool = True) -> dict:
+          score: bool = True) -> dict | None:
     """Run unsupervised training on a prepared corpus; return the summary.
 
     ``score=False`` skips everything that reads transcripts (oracles, PER):
     the unsupervised result is then computed from audio and text alone.
+    Ranks other than 0 of a multi-process run return None.
     """
     corpus, out = Path(corpus), Path(out)
+    if not is_main_process():
+        serve_neural_training(config, load_audio(corpus, "train_audio"))
+        return None
     out.mkdir(parents=True, exist_ok=True)
     _check_config(out, config, resume)
     torch.manual_seed(config.seed)
     metrics = MetricsLog(out / "metrics.jsonl")
     scoring = ScoringData(corpus) if (score or config.units == "diagnostic") else None
     timings: dict[str, float] = {}
-    summary: dict = {"config": config.to_dict()}
+    summary: dict = {"config": config.to_dict(), "world_size": world_size()}
     try:
         t0 = time.time()
         splits = {name: load_audio(corpus, name) for name in ("train_audio", EVAL_SPLIT)}
@@ -220,6 +229,9 @@ def train(corpus: str | Path, out: str | Path, config: TrainConfig, resume: bool
                                  corpus / "lang", metrics, "supervised oracle")
             summary["supervised"] = {"model": str(model), **_score_model(model, corpus, out, config, scoring)}
             timings["supervised"] = time.time() - t0
+        # Not in `finally`: after a failure the other ranks may be inside a collective, and
+        # torchrun stops them once this process exits.
+        end_neural_training()
     finally:
         metrics.close()
     summary["seconds"] = {k: round(v, 1) for k, v in timings.items()}

@@ -1,10 +1,19 @@
 """Self-training: neural CTC models on fbank, trained on pseudo-labels (or, for
 the supervised oracle, on the true transcripts), and decoded with the HP/HLG
-graphs of :mod:`usrasr.decode`."""
+graphs of :mod:`usrasr.decode`.
+
+In a multi-process run, rank 0 runs the pipeline and starts every CTC
+training with :func:`train_neural`; the other ranks wait in
+:func:`serve_neural_training` and train along (each on its share of every
+batch) until :func:`end_neural_training`. The job travels with the message,
+so they never wait for a file of rank 0's.
+"""
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from pathlib import Path
+from typing import Callable
 
 import torch
 
@@ -12,15 +21,25 @@ from usrasr.data.phones import PHONES
 from usrasr.decode.audio import utterances_from_cuts
 from usrasr.decode.pipeline import build_recognizer, resolve_device
 from usrasr.decode.search import SearchOptions
-from usrasr.models.acoustic import AcousticModelConfig, build_model, load_model, save_model
+from usrasr.models.acoustic import AcousticModelConfig, CtcAcousticModel, build_model, load_model, save_model
 from usrasr.models.ctc_train import train_ctc
 from usrasr.train.config import TrainConfig
 from usrasr.train.corpus import AudioSplit
 from usrasr.train.seqce_stage import PHONE_IDS
 from usrasr.utils.console import log
+from usrasr.utils.distributed import share_from_main
 from usrasr.utils.errors import UsrasrError
 
 TOKENS = ["<eps>", *PHONES]  # tokens.txt order without disambiguation symbols
+
+
+@dataclass
+class NeuralJob:
+    """One CTC training, as rank 0 hands it to the other ranks."""
+
+    targets: dict[str, str]
+    model_dir: Path
+    name: str
 
 
 def train_neural(config: TrainConfig, audio: AudioSplit, targets: dict[str, str], model_dir: Path,
@@ -30,6 +49,29 @@ def train_neural(config: TrainConfig, audio: AudioSplit, targets: dict[str, str]
     if model_path.exists():
         log.info("%s: done already (%s)", name, model_path)
         return model_path
+    job = NeuralJob(targets, model_dir, name)
+    share_from_main(job)  # the other ranks wait for it in serve_neural_training
+    model = _fit_ctc(config, audio, job,
+                     on_step=lambda step, loss: metrics.write(stage="ctc", model=name, step=step, loss=loss))
+    save_model(model_path, model.cpu(), TOKENS, lang_dir=lang_dir)
+    return model_path
+
+
+def serve_neural_training(config: TrainConfig, audio: AudioSplit) -> None:
+    """Ranks other than 0: train along in every CTC training rank 0 starts, until it ends them."""
+    while (job := share_from_main()) is not None:
+        _fit_ctc(config, audio, job, on_step=None)
+
+
+def end_neural_training() -> None:
+    """Rank 0: no CTC training is left; the other ranks may return."""
+    share_from_main(None)
+
+
+def _fit_ctc(config: TrainConfig, audio: AudioSplit, job: NeuralJob,
+             on_step: Callable[[int, float], None] | None) -> CtcAcousticModel:
+    """Build ``job``'s CTC model and train it in this process."""
+    name, targets, model_dir = job.name, job.targets, job.model_dir
     rows = [(f, [PHONE_IDS[p] for p in targets[uid].split()])
             for uid, f in zip(audio.ids, audio.feats) if targets.get(uid, "").strip()]
     if not rows:
@@ -43,10 +85,8 @@ def train_neural(config: TrainConfig, audio: AudioSplit, targets: dict[str, str]
     train_ctc(model, [f for f, _ in rows], [t for _, t in rows], steps=config.ctc_steps, lr=config.ctc_lr,
               device=device, batch_size=config.ctc_batch_size, seed=config.seed,
               checkpoint=model_dir / "train_state.pt", checkpoint_every=config.checkpoint_every,
-              on_step=lambda step, loss: metrics.write(stage="ctc", model=name, step=step, loss=loss),
-              description=name)
-    save_model(model_path, model.cpu(), TOKENS, lang_dir=lang_dir)
-    return model_path
+              on_step=on_step, description=name)
+    return model
 
 
 def decode_split(model_path: Path, corpus: Path, split: str, unit: str, graph_dir: Path,
