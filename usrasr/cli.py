@@ -24,7 +24,7 @@ COMMANDS: dict[str, tuple[str | None, str]] = {
     "bench": ("usrasr.bench:bench", "Speed and memory benchmarks."),
     "simulate": ("usrasr.simulate.commands:simulate", "Synthetic worlds that test the method's conditions."),
     "check": ("usrasr.simulate.commands:check", "Check a prepared corpus against the method's conditions."),
-    "pretrain": (None, "Self-supervised encoder pretraining for acoustic units."),
+    "pretrain": ("usrasr.pretrain.commands:pretrain", "Self-supervised encoder pretraining (BEST-RQ, BiRQ)."),
 }
 
 

@@ -12,7 +12,6 @@ from __future__ import annotations
 import gzip
 import json
 import time
-from collections import Counter
 from dataclasses import dataclass
 from pathlib import Path
 

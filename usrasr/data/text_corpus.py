@@ -7,7 +7,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Iterable
 
-from usrasr.data.lang import LexiconReport, build_lexicon, read_lexicon, write_lang_dir, UNK_WORD
+from usrasr.data.lang import build_lexicon, read_lexicon, write_lang_dir, UNK_WORD
 from usrasr.data.lm import RankReport, check_lm_rank, train_arpa
 from usrasr.data.text import normalize_text
 from usrasr.utils.console import log

@@ -58,12 +58,12 @@ class AcousticModelConfig:
             raise UsrasrError("an acoustic model needs the blank and at least one token")
 
 
-def _valid_mask(lengths: torch.Tensor, max_len: int) -> torch.Tensor:
+def valid_mask(lengths: torch.Tensor, max_len: int) -> torch.Tensor:
     """(B, T) bool mask, True on real frames."""
     return torch.arange(max_len, device=lengths.device)[None, :] < lengths[:, None]
 
 
-def _utterance_cmvn(feats: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+def utterance_cmvn(feats: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
     """Per-utterance mean/variance normalisation over real frames only."""
     m = mask.unsqueeze(-1).to(feats.dtype)
     count = m.sum(dim=1, keepdim=True).clamp(min=1.0)
@@ -72,7 +72,7 @@ def _utterance_cmvn(feats: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
     return (feats - mean) / (var + 1e-5).sqrt() * m
 
 
-class _Subsampler(nn.Module):
+class Subsampler(nn.Module):
     """Stride-2 convolutions (kernel 3, padding 1): T -> ceil(T / 2) each."""
 
     def __init__(self, in_dim: int, out_dim: int, factor: int):
@@ -90,7 +90,7 @@ class _Subsampler(nn.Module):
         for conv in self.convs:
             x = torch.relu(conv(x))
             lengths = (lengths - 1) // 2 + 1
-            x = x * _valid_mask(lengths, x.shape[-1]).unsqueeze(1)
+            x = x * valid_mask(lengths, x.shape[-1]).unsqueeze(1)
         return self.proj(x), lengths
 
 
@@ -108,7 +108,7 @@ class _TdnnLayer(nn.Module):
         return (x + y) * mask.unsqueeze(1)
 
 
-class _ConformerLayer(nn.Module):
+class ConformerLayer(nn.Module):
     """Macaron FFN, self-attention, depthwise convolution, FFN (Gulati et al., 2020)."""
 
     def __init__(self, dim: int, heads: int, conv_kernel: int, ff_mult: int, dropout: float):
@@ -149,7 +149,7 @@ class _ConformerLayer(nn.Module):
         return self.final_norm(x) * keep
 
 
-def _sinusoidal_positions(length: int, dim: int, device: torch.device) -> torch.Tensor:
+def sinusoidal_positions(length: int, dim: int, device: torch.device) -> torch.Tensor:
     position = torch.arange(length, device=device, dtype=torch.float32).unsqueeze(1)
     div = torch.exp(torch.arange(0, dim, 2, device=device, dtype=torch.float32) * (-math.log(10000.0) / dim))
     pe = torch.zeros(length, dim, device=device)
@@ -165,7 +165,7 @@ class CtcAcousticModel(nn.Module):
         super().__init__()
         self.config = config
         c = config
-        self.subsampler = _Subsampler(c.feat_dim, c.hidden_dim, c.subsampling)
+        self.subsampler = Subsampler(c.feat_dim, c.hidden_dim, c.subsampling)
         if c.arch == "tdnn":
             self.layers = nn.ModuleList(
                 _TdnnLayer(c.hidden_dim, c.kernel_size, dilation=1 + i % 3, dropout=c.dropout) for i in range(c.num_layers)
@@ -174,7 +174,7 @@ class CtcAcousticModel(nn.Module):
             if c.hidden_dim % c.num_heads or c.hidden_dim % 2:
                 raise UsrasrError("conformer hidden_dim must be even and divisible by num_heads")
             self.layers = nn.ModuleList(
-                _ConformerLayer(c.hidden_dim, c.num_heads, c.conv_kernel_size, c.ff_multiplier, c.dropout)
+                ConformerLayer(c.hidden_dim, c.num_heads, c.conv_kernel_size, c.ff_multiplier, c.dropout)
                 for _ in range(c.num_layers)
             )
         self.output = nn.Linear(c.hidden_dim, c.num_tokens)
@@ -186,16 +186,16 @@ class CtcAcousticModel(nn.Module):
 
     def forward(self, feats: torch.Tensor, feat_lens: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """Return ``(log_probs (B, T', V), out_lens (B,))`` with ``T' = ceil(T / subsampling)``."""
-        feats = _utterance_cmvn(feats, _valid_mask(feat_lens, feats.shape[1]))
+        feats = utterance_cmvn(feats, valid_mask(feat_lens, feats.shape[1]))
         x, lengths = self.subsampler(feats.transpose(1, 2), feat_lens)
-        mask = _valid_mask(lengths, x.shape[-1])
+        mask = valid_mask(lengths, x.shape[-1])
         if self.config.arch == "tdnn":
             x = x * mask.unsqueeze(1)
             for layer in self.layers:
                 x = layer(x, mask)
             x = x.transpose(1, 2)
         else:
-            x = x.transpose(1, 2) + _sinusoidal_positions(x.shape[-1], x.shape[1], x.device)
+            x = x.transpose(1, 2) + sinusoidal_positions(x.shape[-1], x.shape[1], x.device)
             x = x * mask.unsqueeze(-1)
             for layer in self.layers:
                 x = layer(x, mask)

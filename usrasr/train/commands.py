@@ -17,8 +17,9 @@ from rich.table import Table
 @click.option("--config", "config_path", type=click.Path(dir_okay=False, exists=True, path_type=Path),
               default=None, help="YAML config; see `usrasr.train.config.TrainConfig`.")
 @click.option("--set", "overrides", multiple=True, metavar="KEY=VALUE", help="Override a config key.")
-@click.option("--units", type=click.Choice(["fbank", "diagnostic"]), default=None,
-              help="Unit source. 'diagnostic' = phone ids from the scoring alignments (diagnosis only).")
+@click.option("--units", type=click.Choice(["fbank", "encoder", "diagnostic"]), default=None,
+              help="Unit source: fbank k-means; encoder (set encoder=DIR, a `usrasr pretrain` output); "
+                   "diagnostic = phone ids from the scoring alignments (diagnosis only).")
 @click.option("--resume", is_flag=True, help="Continue an interrupted run from its checkpoints.")
 @click.option("--no-score", is_flag=True, help="Skip oracles and PER (reads no transcripts at all).")
 @click.pass_context
@@ -29,7 +30,8 @@ def train(ctx, corpus, out_dir, config_path, overrides, units, resume, no_score)
     the CTC models together (gloo on CPU, NCCL on GPU); rank 0 does the rest.
     """
     from usrasr.decode.pipeline import resolve_device
-    from usrasr.train.config import TrainConfig, parse_overrides
+    from usrasr.train.config import TrainConfig
+    from usrasr.utils.config import parse_overrides
     from usrasr.train.pipeline import train as run
     from usrasr.utils.console import setup_logging
     from usrasr.utils.distributed import is_main_process, process_group

@@ -1,25 +1,27 @@
-"""Training configuration: a dataclass, loadable from YAML, with ``key=value`` overrides."""
+"""``usrasr train`` configuration (YAML + ``--set key=value``)."""
 
 from __future__ import annotations
 
-import dataclasses
-from dataclasses import dataclass, fields
-from pathlib import Path
+from dataclasses import dataclass
 
-import yaml
-
+from usrasr.utils.config import YamlConfig
 from usrasr.utils.errors import UsrasrError
 
-UNIT_SOURCES = ("fbank", "diagnostic")
+UNIT_SOURCES = ("fbank", "encoder", "diagnostic")
 
 
 @dataclass
-class TrainConfig:
+class TrainConfig(YamlConfig):
     # acoustic units
-    units: str = "fbank"  # fbank k-means, or "diagnostic": phone ids from the scoring alignments
+    units: str = "fbank"  # fbank k-means, "encoder" (a pretrained layer), or "diagnostic" (alignments)
     num_units: int = 100
+    encoder: str = ""  # units=encoder: a `usrasr pretrain` output dir or its encoder.pt
+    unit_layer: int = -1  # units=encoder: layer 0..N, or -1 to choose it without labels
+    kmeans_k_choices: str = ""  # units=encoder: comma-separated K to choose from ("" = num_units)
+    select_iterations: int = 10  # EM iterations of each candidate's seq-CE fit when choosing
     kmeans_iterations: int = 20
     cmvn: str = "utterance"  # "utterance", or "speaker" (needs speaker labels)
+    codebook_per_speaker: bool = False  # one k-means codebook per speaker (needs speaker labels)
     mode_width: int = 5  # majority filter over frames before merging runs (1 = off)
     merge_runs: bool = True
     diagnostic_noise: float = 0.0  # share of frames replaced by random units (diagnostic units)
@@ -59,37 +61,3 @@ class TrainConfig:
             raise UsrasrError(f"units must be one of {', '.join(UNIT_SOURCES)}, got '{self.units}'")
         if self.cmvn not in ("utterance", "speaker"):
             raise UsrasrError(f"cmvn must be 'utterance' or 'speaker', got '{self.cmvn}'")
-
-    @classmethod
-    def load(cls, path: str | Path | None = None, overrides: dict | None = None) -> "TrainConfig":
-        values: dict = {}
-        if path is not None:
-            try:
-                values = yaml.safe_load(Path(path).read_text(encoding="utf-8")) or {}
-            except (OSError, yaml.YAMLError) as exc:
-                raise UsrasrError(f"cannot read config {path}: {exc}") from None
-        values.update(overrides or {})
-        known = {f.name: f for f in fields(cls)}
-        unknown = sorted(set(values) - set(known))
-        if unknown:
-            raise UsrasrError(f"unknown config key(s): {', '.join(unknown)}")
-        typed = {}
-        for key, value in values.items():
-            kind = type(getattr(cls(), key))
-            if isinstance(value, str) and kind is not str:
-                value = value.lower() in ("1", "true", "yes") if kind is bool else kind(value)
-            typed[key] = value
-        return cls(**typed)
-
-    def to_dict(self) -> dict:
-        return dataclasses.asdict(self)
-
-
-def parse_overrides(items: tuple[str, ...]) -> dict[str, str]:
-    out = {}
-    for item in items:
-        key, sep, value = item.partition("=")
-        if not sep:
-            raise UsrasrError(f"--set expects key=value, got '{item}'")
-        out[key.strip().replace("-", "_")] = value.strip()
-    return out

@@ -24,7 +24,6 @@ from pathlib import Path
 import torch
 import yaml
 
-from usrasr.data.phones import PHONES
 from usrasr.evaluate.scoring import compute_error_rate
 from usrasr.train.config import TrainConfig
 from usrasr.train.corpus import AudioSplit, ScoringData, load_audio
@@ -34,9 +33,8 @@ from usrasr.train.seqce_stage import (
     viterbi_phones, write_summary,
 )
 from usrasr.train.self_training import decode_split, end_neural_training, serve_neural_training, train_neural
-from usrasr.train.units import (
-    Codebook, UnitSequences, alignment_units, kmeans, normalize_features, to_sequences, unit_quality,
-)
+from usrasr.train.unit_sources import encoder_units, fbank_units, speaker_groups
+from usrasr.train.units import UnitSequences, alignment_units, to_sequences, unit_quality
 from usrasr.utils.console import log
 from usrasr.utils.distributed import is_main_process, world_size
 from usrasr.utils.errors import UsrasrError
@@ -58,25 +56,6 @@ def _check_config(out: Path, config: TrainConfig, resume: bool) -> None:
         if not resume:
             raise UsrasrError(f"{out} already holds a run: pass --resume to continue it, or use a new --out")
     write_text_atomic(path, yaml.safe_dump(config.to_dict(), sort_keys=True))
-
-
-def _fbank_units(config: TrainConfig, splits: dict[str, AudioSplit], out: Path) -> dict[str, UnitSequences]:
-    def normalized(split: AudioSplit):
-        return normalize_features(split.feats, split.speakers if config.cmvn == "speaker" else None)
-
-    codebook_path = out / "units" / "codebook.pt"
-    train = normalized(splits["train_audio"])
-    if codebook_path.exists():
-        codebook = Codebook.load(codebook_path)
-    else:
-        codebook = kmeans(torch.cat(train), config.num_units, config.kmeans_iterations, seed=config.seed)
-        codebook.save(codebook_path)
-    result = {}
-    for name, split in splits.items():
-        feats = train if name == "train_audio" else normalized(split)
-        frame_units = [codebook.assign(f).numpy() for f in feats]
-        result[name] = to_sequences(split.ids, frame_units, codebook.num_units, config.merge_runs, config.mode_width)
-    return result
 
 
 def _diagnostic_units(config: TrainConfig, splits: dict[str, AudioSplit], scoring: ScoringData) -> dict[str, UnitSequences]:
@@ -133,16 +112,18 @@ def train(corpus: str | Path, out: str | Path, config: TrainConfig, resume: bool
     try:
         t0 = time.time()
         splits = {name: load_audio(corpus, name) for name in ("train_audio", EVAL_SPLIT)}
-        units = (_diagnostic_units(config, splits, scoring) if config.units == "diagnostic"
-                 else _fbank_units(config, splits, out))
+        if config.units == "diagnostic":
+            units = _diagnostic_units(config, splits, scoring)
+        elif config.units == "encoder":
+            units = encoder_units(config, splits, corpus, out)
+        else:
+            units = fbank_units(config, splits, out)
         if config.speaker_emissions:
             speakers = sorted(set(splits["train_audio"].speakers))
             log.info("one emission table per speaker (%d); needs speaker labels, evaluates on training speakers only",
                      len(speakers))
-            index = {s: i for i, s in enumerate(speakers)}
-            by_id = dict(zip(splits["train_audio"].ids, splits["train_audio"].speakers))
             units = {"train_audio": units["train_audio"]}
-            units["train_audio"].groups = [index[by_id[i]] for i in units["train_audio"].ids]
+            units["train_audio"].groups = speaker_groups(splits["train_audio"], units["train_audio"].ids)
         timings["units"] = time.time() - t0
         if score:
             for name, seqs in units.items():

@@ -128,6 +128,16 @@ def run_restarts(units: UnitSequences, graph: Fsa, pairs: Tensor | None, config:
     return restarts
 
 
+def quick_fit_loss(units: UnitSequences, corpus: Path, config: TrainConfig) -> float:
+    """Loss per unit of one seq-CE fit (``config.iterations`` EM steps, no checkpoint): a label-free score."""
+    graph = training_graph(corpus, config)
+    pairs = label_pairs(corpus, config, int(graph.label.max()) + 1)
+    seqs, lengths = units.padded()
+    init = config.init if pairs is not None or config.init == "random" else "random"
+    return fit_seqce(seqs, lengths, graph, units.num_units, _seqce_config(config, config.seed, init=init),
+                     label_pairs=pairs, groups=units.group_tensor()).loss
+
+
 def viterbi_phones(units: UnitSequences, graph: Fsa, log_emissions: Tensor) -> dict[str, str]:
     """Most likely phone sequence of every utterance (silence and noise left out)."""
     out: dict[str, str] = {}

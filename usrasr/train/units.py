@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Iterable, Mapping, Sequence
 
 import numpy as np
@@ -18,8 +17,7 @@ import torch
 from torch import Tensor
 
 from usrasr.data.phones import PHONES, SILENCE
-from usrasr.utils.console import log, progress
-from usrasr.utils.io import atomic_path
+from usrasr.utils.console import progress
 
 FRAME_SHIFT = 0.01
 
@@ -135,14 +133,6 @@ class Codebook:
             dist = c_norm[None, :] - 2 * block @ self.centroids.t()
             out.append(dist.argmin(1))
         return torch.cat(out) if out else torch.zeros(0, dtype=torch.long)
-
-    def save(self, path: str | Path) -> None:
-        with atomic_path(path) as tmp:
-            torch.save({"centroids": self.centroids}, tmp)
-
-    @classmethod
-    def load(cls, path: str | Path) -> "Codebook":
-        return cls(torch.load(path, map_location="cpu")["centroids"])
 
 
 def kmeans(data: Tensor, k: int, iterations: int = 20, seed: int = 0, sample: int = 200_000) -> Codebook:

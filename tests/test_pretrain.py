@@ -1,0 +1,119 @@
+"""`usrasr pretrain` (BEST-RQ, BiRQ) and units from an encoder layer, on the tiny corpus."""
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+
+import pytest
+import torch
+from click.testing import CliRunner
+
+from usrasr.cli import cli
+from usrasr.pretrain.model import (
+    EncoderConfig, PretrainModel, RandomProjectionQuantizer, SslEncoder, load_encoder, span_mask,
+)
+
+TINY = ["--set", "hidden_dim=32", "--set", "num_layers=2", "--set", "num_heads=2", "--set", "codebook_size=32",
+        "--set", "batch_frames=3000", "--set", "warmup_steps=2", "--set", "birq_layer=1"]
+
+
+def run_cli(*args):
+    result = CliRunner().invoke(cli, list(map(str, args)))
+    assert result.exit_code == 0, result.output
+    return result.output
+
+
+def _losses(out):
+    rows = [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]
+    return {r["step"]: r for r in rows if r.get("stage") == "pretrain"}
+
+
+def test_quantizer_is_frozen_and_seeded():
+    make = lambda seed: RandomProjectionQuantizer(160, 64, 8, torch.Generator().manual_seed(seed))  # noqa: E731
+    x = torch.randn(50, 160)
+    a, b, c = make(0), make(0), make(1)
+    assert torch.equal(a(x), b(x)) and not torch.equal(a(x), c(x))
+    assert not list(a.parameters())  # nothing in the quantiser is trained
+    assert a.similarities(x).abs().max() <= 1 + 1e-5  # cosine similarities
+
+
+def test_span_mask_covers_spans_of_valid_frames_only():
+    valid = torch.arange(400)[None, :] < torch.tensor([400, 100])[:, None]
+    masked = span_mask(valid, 0.05, 5, torch.Generator().manual_seed(0))
+    assert not masked[1, 100:].any()
+    share = masked[0].float().mean().item()
+    assert 0.1 < share < 0.4  # 1 - 0.95**5 = 0.23 expected
+    runs = torch.diff(torch.cat([torch.tensor([0]), masked[0].int(), torch.tensor([0])])).nonzero().flatten()
+    assert ((runs[1::2] - runs[::2]) >= 5).all()  # spans are never shorter than 5 frames (a span cut at the end aside)
+
+
+def test_birq_enhanced_loss_trains_the_lower_layers():
+    """First-order bilevel: the enhanced labels' loss reaches the layers that make them."""
+    torch.manual_seed(0)
+    encoder = SslEncoder(EncoderConfig(hidden_dim=32, num_layers=2, num_heads=2, dropout=0.0))
+    model = PretrainModel(encoder, 16, 4, birq_layer=1, seed=0)
+    feats, lens = torch.randn(2, 60, 80), torch.tensor([60, 44])
+    valid = torch.arange(30)[None, :] < torch.tensor([30, 22])[:, None]
+    masked = span_mask(valid, 0.2, 3, torch.Generator().manual_seed(0))
+    grads = {}
+    for enhanced in (False, True):
+        model.zero_grad()
+        torch.manual_seed(1)
+        loss, parts = model.loss(feats, lens, masked, enhanced, temperature=0.1, diversity_weight=0.0)
+        loss.backward()
+        grads[enhanced] = encoder.layers[0].ff1[1].weight.grad.clone()
+    assert "enhanced_loss" in parts and parts["code_perplexity"] > 1
+    assert not torch.allclose(grads[False], grads[True])
+
+
+@pytest.mark.parametrize("method", ["bestrq", "birq"])
+def test_pretrain_writes_an_encoder_whose_layers_give_units(tiny_corpus, tmp_path, method):
+    out = tmp_path / method
+    output = run_cli("-q", "pretrain", "--corpus", tiny_corpus, "--out", out, "--method", method, *TINY,
+                     "--set", "steps=12", "--set", "checkpoint_every=5")
+    assert "12 steps" in output
+    encoder, info = load_encoder(out)
+    assert info["method"] == method and len(encoder.layers) == 2
+    rows = _losses(out)
+    assert sorted(rows) == list(range(1, 13)) and all(torch.isfinite(torch.tensor(r["loss"])) for r in rows.values())
+    assert ("enhanced_loss" in rows[12]) == (method == "birq")
+    assert (out / "losses.png").stat().st_size > 0 and json.loads((out / "summary.json").read_text())["steps"] == 12
+
+    exp = tmp_path / f"train_{method}"
+    run_cli("-q", "train", "--corpus", tiny_corpus, "--out", exp, "--units", "encoder", "--set", f"encoder={out}",
+            "--set", "num_units=10", "--set", "kmeans_k_choices=8,12", "--set", "select_iterations=2",
+            "--set", "kmeans_iterations=3", "--set", "restarts=1", "--set", "iterations=3",
+            "--set", "oracle_iterations=2", "--set", "self_training_rounds=0", "--set", "supervised_oracle=false")
+    selection = json.loads((exp / "units" / "selection.json").read_text())
+    assert len(selection["candidates"]) == 3 * 2  # layers 0..2 x two K
+    best = max(selection["candidates"], key=lambda c: c["gain"])
+    assert (selection["layer"], selection["k"]) == (best["layer"], best["k"])
+    summary = json.loads((exp / "summary.json").read_text())
+    assert 0 < summary["unit_quality"]["train_audio"]["pnmi"] <= 1
+
+
+def test_pretrain_resumes_after_kill_with_the_same_losses(tiny_corpus, tmp_path):
+    args = ["--corpus", str(tiny_corpus), "--method", "birq", *TINY, "--set", "steps=30",
+            "--set", "checkpoint_every=3"]
+    base = [sys.executable, "-m", "usrasr", "-q", "pretrain"]
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}  # bit-reproducible float sums
+    reference = tmp_path / "reference"
+    subprocess.run([*base, "--out", str(reference), *args], check=True, capture_output=True, env=env)
+
+    killed = tmp_path / "killed"
+    proc = subprocess.Popen([*base, "--out", str(killed), *args], stdout=subprocess.DEVNULL,
+                            stderr=subprocess.DEVNULL, start_new_session=True, env=env)
+    state = killed / "train_state.pt"
+    deadline = time.time() + 300
+    while not state.exists() and proc.poll() is None and time.time() < deadline:
+        time.sleep(0.02)
+    assert proc.poll() is None, "the run ended before it could be interrupted"
+    os.killpg(proc.pid, signal.SIGKILL)
+    proc.wait()
+    assert not (killed / "encoder.pt").exists()
+    subprocess.run([*base, "--out", str(killed), "--resume", *args], check=True, capture_output=True, env=env)
+    a, b = _losses(reference), _losses(killed)
+    assert b[30]["loss"] == pytest.approx(a[30]["loss"], abs=1e-6)

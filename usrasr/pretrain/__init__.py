@@ -1,0 +1,1 @@
+"""Self-supervised encoder pretraining (BEST-RQ, BiRQ) whose layers give acoustic units."""

@@ -1,0 +1,37 @@
+"""``usrasr pretrain``: a thin Click layer over :func:`usrasr.pretrain.trainer.pretrain`."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import click
+
+
+@click.command()
+@click.option("--corpus", type=click.Path(file_okay=False, exists=True, path_type=Path), required=True,
+              help="A corpus made by `usrasr prepare` (its train-audio is used, never its text).")
+@click.option("--out", "out_dir", type=click.Path(file_okay=False, path_type=Path), required=True,
+              help="Experiment directory (checkpoints, metrics, encoder.pt).")
+@click.option("--method", type=click.Choice(["bestrq", "birq"]), default=None,
+              help="BEST-RQ (input-level labels) or BiRQ (plus enhanced labels from a layer). Default: birq.")
+@click.option("--config", "config_path", type=click.Path(dir_okay=False, exists=True, path_type=Path),
+              default=None, help="YAML config; see `usrasr.pretrain.config.PretrainConfig`.")
+@click.option("--set", "overrides", multiple=True, metavar="KEY=VALUE", help="Override a config key.")
+@click.option("--resume", is_flag=True, help="Continue an interrupted run from its last checkpoint.")
+@click.pass_context
+def pretrain(ctx, corpus, out_dir, method, config_path, overrides, resume) -> None:
+    """Self-supervised encoder pretraining; its layers give acoustic units for `usrasr train`."""
+    from usrasr.pretrain.config import PretrainConfig
+    from usrasr.pretrain.trainer import pretrain as run
+    from usrasr.utils.config import parse_overrides
+
+    values = parse_overrides(overrides)
+    if method:
+        values["method"] = method
+    values.setdefault("seed", str((ctx.obj or {}).get("seed", 0)))
+    summary = run(corpus, out_dir, PretrainConfig.load(config_path, values), resume=resume)
+    final = summary["final"]
+    click.echo(f"{summary['method']}: {summary['steps']} steps, {summary['compute_seconds']:.0f} s of compute on "
+               f"{summary['device']}; masked accuracy (anchor) {final.get('anchor_accuracy', float('nan')):.3f}"
+               + (f", enhanced {final['enhanced_accuracy']:.3f}" if "enhanced_accuracy" in final else "")
+               + f"; encoder: {out_dir / 'encoder.pt'}")

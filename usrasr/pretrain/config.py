@@ -1,0 +1,55 @@
+"""``usrasr pretrain`` configuration (YAML + ``--set key=value``)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from usrasr.utils.config import YamlConfig
+from usrasr.utils.errors import UsrasrError
+
+METHODS = ("bestrq", "birq")
+
+
+@dataclass
+class PretrainConfig(YamlConfig):
+    method: str = "birq"  # "bestrq": input-level labels only; "birq": + enhanced labels from a layer
+    # encoder (a small conformer; scale hidden_dim / num_layers up on a GPU)
+    hidden_dim: int = 192
+    num_layers: int = 4
+    num_heads: int = 4
+    conv_kernel_size: int = 15
+    ff_multiplier: int = 4
+    subsampling: int = 2  # 20 ms frames: TTS phones last 50-100 ms, 40 ms frames would merge them
+    dropout: float = 0.1
+    # masking: each frame starts a masked span with this probability
+    mask_prob: float = 0.05
+    mask_span: int = 5
+    # random-projection quantisers (frozen)
+    codebook_size: int = 256
+    codebook_dim: int = 16
+    # BiRQ: enhanced labels from this encoder layer (1-based), selected by Gumbel-softmax
+    birq_layer: int = 2
+    birq_weight: float = 1.0
+    birq_start: float = 0.1  # share of the steps trained on anchor labels alone first
+    quantizer_temperature: float = 0.1  # cosine similarities / this = Gumbel-softmax logits
+    diversity_weight: float = 0.1  # keeps the enhanced labels from collapsing onto few codes
+    # optimisation
+    steps: int = 3000
+    # stop after this much compute (0 = no limit), for equal-compute comparisons: CPU time
+    # summed over threads on a CPU, wall time on a GPU
+    time_budget_minutes: float = 0.0
+    batch_frames: int = 16000  # input frames per batch, padding included
+    lr: float = 1e-3
+    warmup_steps: int = 200
+    grad_clip: float = 5.0
+    checkpoint_every: int = 100
+    device: str = "auto"
+    seed: int = 0
+
+    def __post_init__(self) -> None:
+        if self.method not in METHODS:
+            raise UsrasrError(f"method must be one of {', '.join(METHODS)}, got '{self.method}'")
+        if self.method == "birq" and not 1 <= self.birq_layer <= self.num_layers:
+            raise UsrasrError(f"birq_layer must be in 1..{self.num_layers}, got {self.birq_layer}")
+        if self.subsampling not in (1, 2, 4):
+            raise UsrasrError(f"subsampling must be 1, 2 or 4, got {self.subsampling}")

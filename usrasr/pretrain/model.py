@@ -1,0 +1,207 @@
+"""The self-supervised encoder, its frozen random-projection quantisers and
+the masked-prediction losses of BEST-RQ and BiRQ.
+
+The encoder is the conformer of :mod:`usrasr.models.acoustic` (per-utterance
+CMVN, convolutional subsampling, conformer layers).  Masking replaces whole
+spans of subsampled frames by a learned embedding, so no masked frame leaks
+through the subsampler's receptive field.
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+from usrasr.models.acoustic import ConformerLayer, Subsampler, sinusoidal_positions, utterance_cmvn, valid_mask
+from usrasr.utils.errors import UsrasrError
+from usrasr.utils.io import atomic_path
+
+ENCODER_FORMAT = "usrasr-ssl-encoder-v1"
+
+
+@dataclass
+class EncoderConfig:
+    feat_dim: int = 80
+    hidden_dim: int = 192
+    num_layers: int = 4
+    num_heads: int = 4
+    conv_kernel_size: int = 15
+    ff_multiplier: int = 4
+    subsampling: int = 2
+    dropout: float = 0.1
+
+
+class SslEncoder(nn.Module):
+    """fbank (B, T, F) -> the outputs of every layer (B, T', C), layer 0 being the front end."""
+
+    def __init__(self, config: EncoderConfig):
+        super().__init__()
+        c = self.config = config
+        if c.hidden_dim % c.num_heads or c.hidden_dim % 2:
+            raise UsrasrError("hidden_dim must be even and divisible by num_heads")
+        self.subsampler = Subsampler(c.feat_dim, c.hidden_dim, c.subsampling)
+        self.mask_embedding = nn.Parameter(torch.zeros(c.hidden_dim).normal_(std=0.1))
+        self.layers = nn.ModuleList(
+            ConformerLayer(c.hidden_dim, c.num_heads, c.conv_kernel_size, c.ff_multiplier, c.dropout)
+            for _ in range(c.num_layers)
+        )
+
+    def front_end(self, feats: Tensor, feat_lens: Tensor) -> tuple[Tensor, Tensor, Tensor]:
+        """Normalised, subsampled frames ``(B, T', C)``, their lengths and validity mask."""
+        feats = utterance_cmvn(feats, valid_mask(feat_lens, feats.shape[1]))
+        x, lengths = self.subsampler(feats.transpose(1, 2), feat_lens)
+        valid = valid_mask(lengths, x.shape[-1])
+        return x.transpose(1, 2) * valid.unsqueeze(-1), lengths, valid
+
+    def run_layers(self, x: Tensor, valid: Tensor, masked: Tensor | None = None,
+                   num_layers: int | None = None) -> list[Tensor]:
+        """Outputs of layers 1..``num_layers`` (all by default); ``masked`` frames see the mask embedding."""
+        if masked is not None:
+            x = torch.where(masked.unsqueeze(-1), self.mask_embedding.to(x.dtype), x)
+        x = x + sinusoidal_positions(x.shape[1], x.shape[2], x.device)
+        outputs = []
+        for layer in self.layers[: num_layers or len(self.layers)]:
+            x = layer(x, valid)
+            outputs.append(x)
+        return outputs
+
+    def forward(self, feats: Tensor, feat_lens: Tensor) -> tuple[list[Tensor], Tensor]:
+        """Every layer's output, layer 0 (front end) first, and the output lengths."""
+        x, lengths, valid = self.front_end(feats, feat_lens)
+        return [x, *self.run_layers(x, valid)], lengths
+
+
+class RandomProjectionQuantizer(nn.Module):
+    """BEST-RQ's quantiser: a frozen random projection, then the nearest of a
+    frozen random codebook by cosine similarity.  Nothing here is trained."""
+
+    def __init__(self, in_dim: int, codebook_size: int, codebook_dim: int, generator: torch.Generator):
+        super().__init__()
+        projection = torch.empty(in_dim, codebook_dim)
+        bound = (6.0 / (in_dim + codebook_dim)) ** 0.5  # Xavier-uniform
+        projection.uniform_(-bound, bound, generator=generator)
+        self.register_buffer("projection", projection)
+        self.register_buffer("codebook", F.normalize(torch.randn(codebook_size, codebook_dim, generator=generator), dim=-1))
+
+    def similarities(self, x: Tensor) -> Tensor:
+        """Cosine similarity of each projected frame to every code: (..., codebook_size)."""
+        return F.normalize(x @ self.projection, dim=-1) @ self.codebook.t()
+
+    def forward(self, x: Tensor) -> Tensor:
+        return self.similarities(x).argmax(-1)
+
+
+def stack_frames(feats: Tensor, feat_lens: Tensor, factor: int) -> Tensor:
+    """Per-utterance normalised fbank, ``factor`` consecutive frames side by side: (B, ceil(T/factor), factor*F)."""
+    feats = utterance_cmvn(feats, valid_mask(feat_lens, feats.shape[1]))
+    pad = (-feats.shape[1]) % factor
+    feats = F.pad(feats, (0, 0, 0, pad))
+    return feats.reshape(feats.shape[0], feats.shape[1] // factor, factor * feats.shape[2])
+
+
+def span_mask(valid: Tensor, start_prob: float, span: int, generator: torch.Generator) -> Tensor:
+    """Random spans of ``span`` frames, each valid frame starting one with ``start_prob``; (B, T') bool."""
+    starts = (torch.rand(valid.shape, generator=generator) < start_prob).to(valid.device) & valid
+    # a frame is masked when a span started within the previous ``span`` frames
+    covered = F.max_pool1d(F.pad(starts.float().unsqueeze(1), (span - 1, 0)), span, stride=1).squeeze(1)
+    return covered.bool() & valid
+
+
+class PretrainModel(nn.Module):
+    """Encoder + prediction heads + frozen quantisers; ``loss`` is one training step's objective."""
+
+    def __init__(self, encoder: SslEncoder, codebook_size: int, codebook_dim: int, birq_layer: int | None,
+                 seed: int):
+        super().__init__()
+        self.encoder = encoder
+        c = encoder.config
+        generator = torch.Generator().manual_seed(seed)
+        self.anchor_quantizer = RandomProjectionQuantizer(c.subsampling * c.feat_dim, codebook_size, codebook_dim,
+                                                          generator)
+        self.anchor_head = nn.Linear(c.hidden_dim, codebook_size)
+        self.birq_layer = birq_layer
+        if birq_layer is not None:
+            self.enhanced_quantizer = RandomProjectionQuantizer(c.hidden_dim, codebook_size, codebook_dim, generator)
+            self.enhanced_head = nn.Linear(c.hidden_dim, codebook_size)
+
+    def loss(self, feats: Tensor, feat_lens: Tensor, masked: Tensor, enhanced: bool, temperature: float,
+             diversity_weight: float) -> tuple[Tensor, dict[str, float]]:
+        """Masked-prediction cross-entropy (nats per masked frame) and its parts."""
+        with torch.no_grad():
+            anchor = self.anchor_quantizer(stack_frames(feats, feat_lens, self.encoder.config.subsampling))
+        x, _, valid = self.encoder.front_end(feats, feat_lens)
+        masked = masked & valid
+        hidden = self.encoder.run_layers(x, valid, masked)[-1][masked]
+        anchor_logits = self.anchor_head(hidden)
+        anchor_loss = F.cross_entropy(anchor_logits, anchor[masked])
+        parts = {"anchor_loss": anchor_loss.item(),
+                 "anchor_accuracy": (anchor_logits.argmax(-1) == anchor[masked]).float().mean().item()}
+        if not enhanced:
+            return anchor_loss, parts
+        # BiRQ, first order: the enhanced labels come from the model's own (unmasked) lower
+        # layers, and the straight-through Gumbel-softmax lets the prediction loss reach
+        # those layers in the same backward pass as the anchor loss.
+        teacher = self.encoder.run_layers(x, valid, num_layers=self.birq_layer)[-1]
+        teacher = F.layer_norm(teacher, teacher.shape[-1:])
+        code_logits = self.enhanced_quantizer.similarities(teacher) / temperature
+        targets = F.gumbel_softmax(code_logits[masked], tau=1.0, hard=True)
+        enhanced_logits = self.enhanced_head(hidden)
+        enhanced_loss = -(targets * enhanced_logits.log_softmax(-1)).sum(-1).mean()
+        # wav2vec 2.0's diversity term: 1 - perplexity / V of the average code distribution
+        average = code_logits[valid].softmax(-1).mean(0)
+        perplexity = torch.exp(-(average * (average + 1e-9).log()).sum())
+        diversity = 1.0 - perplexity / average.numel()
+        parts.update(enhanced_loss=enhanced_loss.item(), code_perplexity=perplexity.item(),
+                     enhanced_accuracy=(enhanced_logits.argmax(-1) == targets.argmax(-1)).float().mean().item())
+        return anchor_loss + enhanced_loss + diversity_weight * diversity, parts
+
+
+def save_encoder(path: str | Path, encoder: SslEncoder, info: dict) -> None:
+    """The encoder alone (what units need), with its config and how it was trained."""
+    with atomic_path(path) as tmp:
+        torch.save({"format": ENCODER_FORMAT, "config": asdict(encoder.config),
+                    "state_dict": {k: v.detach().cpu() for k, v in encoder.state_dict().items()},
+                    "info": info}, tmp)
+
+
+def load_encoder(path: str | Path) -> tuple[SslEncoder, dict]:
+    path = Path(path)
+    if path.is_dir():
+        path = path / "encoder.pt"
+    if not path.is_file():
+        raise UsrasrError(f"encoder not found: {path} (run `usrasr pretrain` first)")
+    checkpoint = torch.load(path, map_location="cpu", weights_only=True)
+    if not isinstance(checkpoint, dict) or checkpoint.get("format") != ENCODER_FORMAT:
+        raise UsrasrError(f"{path} is not a usrasr pretrained encoder")
+    encoder = SslEncoder(EncoderConfig(**checkpoint["config"]))
+    encoder.load_state_dict(checkpoint["state_dict"])
+    return encoder.eval(), checkpoint["info"]
+
+
+@torch.inference_mode()
+def layer_features(encoder: SslEncoder, feats: list[Tensor], batch_frames: int = 40000) -> list[list[Tensor]]:
+    """Every layer's output for each utterance: ``out[layer][utt]`` is ``(T', C)``."""
+    encoder.eval()
+    order = sorted(range(len(feats)), key=lambda i: len(feats[i]))
+    per_utt: list[list[Tensor] | None] = [None] * len(feats)
+    batch: list[int] = []
+
+    def flush():
+        x = nn.utils.rnn.pad_sequence([feats[i] for i in batch], batch_first=True)
+        lens = torch.tensor([len(feats[i]) for i in batch])
+        outputs, out_lens = encoder(x, lens)
+        for row, i in enumerate(batch):
+            per_utt[i] = [o[row, : out_lens[row]].clone() for o in outputs]
+
+    for i in order:
+        if batch and (len(batch) + 1) * len(feats[i]) > batch_frames:
+            flush()
+            batch = []
+        batch.append(i)
+    if batch:
+        flush()
+    return [[utt[layer] for utt in per_utt] for layer in range(len(encoder.layers) + 1)]

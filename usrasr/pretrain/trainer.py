@@ -1,0 +1,154 @@
+"""``usrasr pretrain``: masked-prediction training of the encoder on the unpaired audio.
+
+Outputs under the experiment dir::
+
+    config.yaml        the configuration used (resume checks it)
+    train_state.pt     resumable state: model, optimiser, scheduler, RNGs, batch order, compute used
+    encoder.pt         the encoder alone, for ``usrasr train --set units=encoder``
+    metrics.jsonl      loss and masked-prediction accuracy per step
+    losses.png         loss curves
+    summary.json       steps, compute used, final accuracies
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from pathlib import Path
+
+import torch
+import yaml
+from torch.nn.utils.rnn import pad_sequence
+
+from usrasr.decode.pipeline import resolve_device
+from usrasr.pretrain.config import PretrainConfig
+from usrasr.pretrain.model import EncoderConfig, PretrainModel, SslEncoder, save_encoder, span_mask
+from usrasr.train.corpus import load_audio
+from usrasr.train.metrics import MetricsLog, plot_losses
+from usrasr.utils.console import log, progress
+from usrasr.utils.errors import UsrasrError
+from usrasr.utils.io import atomic_path, write_json_atomic, write_text_atomic
+
+TRAIN_SPLIT = "train_audio"
+
+
+def length_batches(lengths: list[int], max_frames: int) -> list[list[int]]:
+    """Utterances sorted by length, cut into batches of at most ``max_frames`` padded frames."""
+    batches, batch = [], []
+    for i in sorted(range(len(lengths)), key=lambda i: lengths[i]):
+        if batch and (len(batch) + 1) * lengths[i] > max_frames:
+            batches.append(batch)
+            batch = []
+        batch.append(i)
+    if batch:
+        batches.append(batch)
+    return batches
+
+
+def _check_config(out: Path, config: PretrainConfig, resume: bool) -> None:
+    path = out / "config.yaml"
+    if path.exists():
+        previous = yaml.safe_load(path.read_text(encoding="utf-8"))
+        if not resume:
+            raise UsrasrError(f"{out} already holds a run: pass --resume to continue it, or use a new --out")
+        # the time budget and step count may grow on resume; everything else must match
+        fixed = {k: v for k, v in config.to_dict().items() if k not in ("steps", "time_budget_minutes")}
+        changed = sorted(k for k, v in fixed.items() if previous.get(k) != v)
+        if changed:
+            raise UsrasrError(f"--resume with a different config ({', '.join(changed)}); use a new --out")
+    write_text_atomic(path, yaml.safe_dump(config.to_dict(), sort_keys=True))
+
+
+def pretrain(corpus: str | Path, out: str | Path, config: PretrainConfig, resume: bool = False) -> dict:
+    """Train the encoder with BEST-RQ or BiRQ on ``corpus``'s train-audio; return the summary."""
+    corpus, out = Path(corpus), Path(out)
+    out.mkdir(parents=True, exist_ok=True)
+    _check_config(out, config, resume)
+    device = resolve_device(config.device)
+    torch.manual_seed(config.seed)
+    audio = load_audio(corpus, TRAIN_SPLIT)
+    encoder = SslEncoder(EncoderConfig(
+        hidden_dim=config.hidden_dim, num_layers=config.num_layers, num_heads=config.num_heads,
+        conv_kernel_size=config.conv_kernel_size, ff_multiplier=config.ff_multiplier,
+        subsampling=config.subsampling, dropout=config.dropout))
+    birq = config.method == "birq"
+    model = PretrainModel(encoder, config.codebook_size, config.codebook_dim, config.birq_layer if birq else None,
+                          config.seed).to(device)
+    optimizer = torch.optim.AdamW(model.parameters(), lr=config.lr, weight_decay=0.01)
+    scheduler = torch.optim.lr_scheduler.LambdaLR(
+        optimizer, lambda s: min((s + 1) / config.warmup_steps,
+                                 0.5 * (1 + math.cos(math.pi * min(1.0, s / config.steps)))))
+    generator = torch.Generator().manual_seed(config.seed)
+    batches = length_batches([len(f) for f in audio.feats], config.batch_frames)
+    queue: list[int] = []  # batch indices left in this epoch
+    step, elapsed = 0, 0.0
+    state_path = out / "train_state.pt"
+    if state_path.exists():
+        state = torch.load(state_path, map_location="cpu", weights_only=False)
+        model.load_state_dict(state["model"])
+        optimizer.load_state_dict(state["optimizer"])
+        scheduler.load_state_dict(state["scheduler"])
+        generator.set_state(state["generator"])
+        torch.set_rng_state(state["torch_rng"])
+        queue, step, elapsed = state["queue"], state["step"], state["elapsed"]
+        log.info("pretrain: resumed at step %d (%.0f s of compute used)", step, elapsed)
+
+    def save_state() -> None:
+        with atomic_path(state_path) as tmp:
+            torch.save({"model": model.state_dict(), "optimizer": optimizer.state_dict(),
+                        "scheduler": scheduler.state_dict(), "generator": generator.get_state(),
+                        "torch_rng": torch.get_rng_state(), "queue": queue, "step": step, "elapsed": elapsed}, tmp)
+
+    budget = config.time_budget_minutes * 60 or math.inf
+    # Compute is CPU time on a CPU (other processes sharing the cores do not eat into the
+    # budget, so equal budgets mean equal work) and wall time on a GPU.
+    clock = time.time if device.type == "cuda" else time.process_time
+    enhanced_from = int(config.birq_start * config.steps) if birq else None
+    metrics = MetricsLog(out / "metrics.jsonl")
+    parts: dict[str, float] = {}
+    try:
+        model.train()
+        with progress() as bar:
+            task = bar.add_task(f"pretrain {config.method}", total=config.steps, completed=step, status="")
+            while step < config.steps and elapsed < budget:
+                started = clock()
+                if not queue:
+                    queue = torch.randperm(len(batches), generator=generator).tolist()
+                batch = batches[queue.pop()]
+                feats = pad_sequence([audio.feats[i] for i in batch], batch_first=True).to(device)
+                lens = torch.tensor([len(audio.feats[i]) for i in batch], device=device)
+                out_lens = torch.tensor([math.ceil(len(audio.feats[i]) / config.subsampling) for i in batch],
+                                        device=device)
+                valid = torch.arange(int(out_lens.max()), device=device)[None, :] < out_lens[:, None]
+                masked = span_mask(valid, config.mask_prob, config.mask_span, generator)
+                enhanced = birq and step >= enhanced_from
+                loss, parts = model.loss(feats, lens, masked, enhanced, config.quantizer_temperature,
+                                         config.diversity_weight)
+                optimizer.zero_grad()
+                loss.backward()
+                torch.nn.utils.clip_grad_norm_(model.parameters(), config.grad_clip)
+                optimizer.step()
+                scheduler.step()
+                if not math.isfinite(loss.item()):
+                    raise UsrasrError(f"pretraining loss became {loss.item()} at step {step}; lower lr")
+                step += 1
+                elapsed += clock() - started
+                metrics.write(stage="pretrain", model=config.method, step=step, loss=loss.item(), **parts)
+                bar.update(task, advance=1,
+                           status=f"loss {loss.item():.3f} acc {parts['anchor_accuracy']:.2f}")
+                if step % config.checkpoint_every == 0:
+                    save_state()
+        save_state()
+    finally:
+        metrics.close()
+    if elapsed >= budget and step < config.steps:
+        log.info("pretrain: time budget of %.1f min reached at step %d/%d", config.time_budget_minutes, step,
+                 config.steps)
+    summary = {"method": config.method, "steps": step, "compute_seconds": round(elapsed, 1),
+               "compute_clock": "wall" if device.type == "cuda" else "cpu (process time, all threads)",
+               "device": str(device), "utterances": len(audio.ids),
+               "hours": round(sum(len(f) for f in audio.feats) / 360000, 3), "final": parts}
+    save_encoder(out / "encoder.pt", encoder, {"method": config.method, "steps": step, "corpus": str(corpus)})
+    write_json_atomic(out / "summary.json", summary)
+    plot_losses(out / "metrics.jsonl", out / "losses.png")
+    return summary

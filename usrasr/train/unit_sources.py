@@ -1,0 +1,151 @@
+"""Acoustic units for the sequence-level stage: k-means over fbank or over a
+pretrained encoder's layer, one codebook for everyone or one per speaker.
+
+Encoder units choose their layer and K without labels.  For each candidate
+(layer, K): one short seq-CE fit on the training units, scored by the share
+of the units' unigram entropy that the phone-LM model explains,
+
+    gain = (H_unigram(units) - seq-CE loss per unit) / H_unigram(units).
+
+Raw losses are not comparable across unit inventories (more units, more
+entropy); the gain is, and it measures how much of the unit sequence the
+phone LM's structure accounts for, which is what unsupervised training needs.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from usrasr.pretrain.model import layer_features, load_encoder
+from usrasr.train.config import TrainConfig
+from usrasr.train.corpus import AudioSplit
+from usrasr.train.seqce_stage import quick_fit_loss
+from usrasr.train.units import Codebook, UnitSequences, kmeans, normalize_features, to_sequences
+from usrasr.utils.console import log
+from usrasr.utils.errors import UsrasrError
+from usrasr.utils.io import atomic_path, write_json_atomic
+
+
+def unigram_entropy(units: UnitSequences) -> float:
+    """Entropy (nats) of the unit-token distribution."""
+    counts = np.bincount(np.concatenate(units.units), minlength=units.num_units).astype(float)
+    p = counts[counts > 0] / counts.sum()
+    return float(-(p * np.log(p)).sum())
+
+
+class UnitClusterer:
+    """k-means codebook(s) over one kind of features: a single codebook, or one per
+    speaker (needs speaker labels; every speaker, seen or unseen, is clustered on
+    its own audio, so unit ids mean nothing across speakers and per-speaker
+    emission tables are needed to read them).
+
+    ``factor`` is how many 10 ms frames one feature frame spans; units are
+    repeated back to 10 ms so their starts line up with fbank frames.
+    """
+
+    def __init__(self, config: TrainConfig, k: int, factor: int = 1):
+        self.config, self.k, self.factor = config, k, factor
+        self.codebooks: dict[str, Codebook] = {}
+
+    def _group_keys(self, split: AudioSplit) -> list[str]:
+        return split.speakers if self.config.codebook_per_speaker else ["all"] * len(split.ids)
+
+    def fit(self, split: AudioSplit, feats: list[torch.Tensor]) -> "UnitClusterer":
+        keys = self._group_keys(split)
+        for key in sorted(set(keys)):
+            if key not in self.codebooks:
+                rows = torch.cat([f for f, g in zip(feats, keys) if g == key])
+                self.codebooks[key] = kmeans(rows, self.k, self.config.kmeans_iterations, seed=self.config.seed)
+        return self
+
+    def sequences(self, split: AudioSplit, feats: list[torch.Tensor]) -> UnitSequences:
+        self.fit(split, feats)  # unseen speakers get codebooks of their own
+        frame_units = [np.repeat(self.codebooks[key].assign(f).numpy(), self.factor)[:len(raw)]
+                       for f, key, raw in zip(feats, self._group_keys(split), split.feats)]
+        return to_sequences(split.ids, frame_units, self.k, self.config.merge_runs, self.config.mode_width)
+
+    def save(self, path: Path) -> None:
+        with atomic_path(path) as tmp:
+            torch.save({key: c.centroids for key, c in self.codebooks.items()}, tmp)
+
+
+def _normalized(config: TrainConfig, split: AudioSplit, feats: list[torch.Tensor]) -> list[torch.Tensor]:
+    return normalize_features(feats, split.speakers if config.cmvn == "speaker" else None)
+
+
+def fbank_units(config: TrainConfig, splits: dict[str, AudioSplit], out: Path) -> dict[str, UnitSequences]:
+    """k-means over normalised fbank frames."""
+    feats = {name: _normalized(config, split, split.feats) for name, split in splits.items()}
+    clusterer = UnitClusterer(config, config.num_units).fit(splits["train_audio"], feats["train_audio"])
+    result = {name: clusterer.sequences(split, feats[name]) for name, split in splits.items()}
+    clusterer.save(out / "units" / "codebook.pt")
+    return result
+
+
+def _candidate_ks(config: TrainConfig) -> list[int]:
+    if not config.kmeans_k_choices.strip():
+        return [config.num_units]
+    try:
+        return sorted({int(k) for k in config.kmeans_k_choices.split(",")})
+    except ValueError:
+        raise UsrasrError(f"kmeans_k_choices must be comma-separated integers, got '{config.kmeans_k_choices}'") \
+            from None
+
+
+def encoder_units(config: TrainConfig, splits: dict[str, AudioSplit], corpus: Path,
+                  out: Path) -> dict[str, UnitSequences]:
+    """Units from the chosen layer of a pretrained encoder; writes ``units/selection.json``."""
+    if not config.encoder:
+        raise UsrasrError("units=encoder needs `--set encoder=DIR` (a `usrasr pretrain` output)")
+    encoder, info = load_encoder(config.encoder)
+    log.info("units from encoder %s (%s, %s steps)", config.encoder, info.get("method"), info.get("steps"))
+    layers = {name: layer_features(encoder, split.feats) for name, split in splits.items()}
+    num_layers = len(layers["train_audio"])
+    if config.unit_layer >= num_layers:
+        raise UsrasrError(f"unit_layer {config.unit_layer} but the encoder has layers 0..{num_layers - 1}")
+    candidates = [(layer, k) for layer in ([config.unit_layer] if config.unit_layer >= 0 else range(num_layers))
+                  for k in _candidate_ks(config)]
+
+    def features(name: str, layer: int) -> list[torch.Tensor]:
+        return _normalized(config, splits[name], layers[name][layer])
+
+    train = splits["train_audio"]
+    clusterers = {}
+    scores = []
+    for layer, k in candidates:
+        clusterer = UnitClusterer(config, k, encoder.config.subsampling).fit(train, features("train_audio", layer))
+        clusterers[layer, k] = clusterer
+        if len(candidates) == 1:
+            break
+        train_units = clusterer.sequences(train, features("train_audio", layer))
+        entropy = unigram_entropy(train_units)
+        if config.speaker_emissions:
+            train_units.groups = speaker_groups(train, train_units.ids)
+        loss = quick_fit_loss(train_units, corpus, dataclasses.replace(config, iterations=config.select_iterations))
+        scores.append({"layer": layer, "k": k, "unigram_entropy": entropy, "seqce_loss": loss,
+                       "gain": (entropy - loss) / entropy})
+        log.info("layer %d, K=%d: unit entropy %.3f, seq-CE loss %.3f, gain %.3f", layer, k, entropy, loss,
+                 scores[-1]["gain"])
+    if scores:
+        best = max(scores, key=lambda s: s["gain"])
+        chosen = (best["layer"], best["k"])
+        reason = "highest seq-CE gain (share of unit entropy the phone-LM model explains)"
+    else:
+        chosen, reason = candidates[0], "fixed by the config"
+    log.info("encoder units: layer %d, K=%d (%s)", *chosen, reason)
+    clusterers[chosen].save(out / "units" / "codebook.pt")
+    write_json_atomic(out / "units" / "selection.json",
+                      {"layer": chosen[0], "k": chosen[1], "reason": reason, "candidates": scores,
+                       "encoder": str(config.encoder), "cmvn": config.cmvn})
+    return {name: clusterers[chosen].sequences(split, features(name, chosen[0])) for name, split in splits.items()}
+
+
+def speaker_groups(split: AudioSplit, ids: list[str]) -> list[int]:
+    """Emission-table index per utterance: one table per training speaker."""
+    index = {s: i for i, s in enumerate(sorted(set(split.speakers)))}
+    by_id = dict(zip(split.ids, split.speakers))
+    return [index[by_id[i]] for i in ids]
