@@ -50,7 +50,16 @@ def _poison(corpus: Path) -> None:
     (corpus / "scoring" / "train_audio" / "text").write_text("poison\n")
 
 
-def test_unsupervised_training_never_reads_train_audio_transcripts(tiny_corpus, tmp_path):
+@pytest.fixture
+def one_thread():
+    """Threaded float sums may add in another order from run to run; exact comparisons need one thread."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
+def test_unsupervised_training_never_reads_train_audio_transcripts(tiny_corpus, tmp_path, one_thread):
     poisoned = tmp_path / "poisoned"
     shutil.copytree(tiny_corpus, poisoned)
     _poison(poisoned)
@@ -63,7 +72,7 @@ def test_unsupervised_training_never_reads_train_audio_transcripts(tiny_corpus, 
                          (out / "pseudo_labels" / "round0.txt").read_text(),
                          (out / "pseudo_labels" / "round1.txt").read_text())
     clean, poisoned_result = results["clean"], results["poisoned"]
-    assert torch.allclose(clean[0], poisoned_result[0], atol=1e-5)  # threaded sums may reorder
+    assert torch.equal(clean[0], poisoned_result[0])
     assert clean[1:] == poisoned_result[1:]
     # and with the scoring files gone altogether it still runs
     shutil.rmtree(poisoned / "scoring")
