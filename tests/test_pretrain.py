@@ -82,7 +82,11 @@ def test_pretrain_writes_an_encoder_whose_layers_give_units(tiny_corpus, tmp_pat
     assert ("enhanced_loss" in rows[12]) == (method == "birq")
     assert (out / "losses.png").stat().st_size > 0 and json.loads((out / "summary.json").read_text())["steps"] == 12
 
-    exp = tmp_path / f"train_{method}"
+
+def test_train_takes_units_from_an_encoder_layer_chosen_without_labels(tiny_corpus, tmp_path):
+    out = tmp_path / "birq"
+    run_cli("-q", "pretrain", "--corpus", tiny_corpus, "--out", out, *TINY, "--set", "steps=4")
+    exp = tmp_path / "train"
     run_cli("-q", "train", "--corpus", tiny_corpus, "--out", exp, "--units", "encoder", "--set", f"encoder={out}",
             "--set", "num_units=10", "--set", "kmeans_k_choices=8,12", "--set", "select_iterations=2",
             "--set", "kmeans_iterations=3", "--set", "restarts=1", "--set", "iterations=3",
@@ -117,3 +121,9 @@ def test_pretrain_resumes_after_kill_with_the_same_losses(tiny_corpus, tmp_path)
     subprocess.run([*base, "--out", str(killed), "--resume", *args], check=True, capture_output=True, env=env)
     a, b = _losses(reference), _losses(killed)
     assert b[30]["loss"] == pytest.approx(a[30]["loss"], abs=1e-6)
+
+
+def test_encoder_units_without_an_encoder_say_so(tiny_corpus, tmp_path):
+    result = CliRunner().invoke(cli, ["train", "--corpus", str(tiny_corpus), "--out", str(tmp_path / "e"),
+                                      "--units", "encoder"])
+    assert result.exit_code != 0 and "encoder=DIR" in str(result.output) + str(result.exception)

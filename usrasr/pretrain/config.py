@@ -33,6 +33,7 @@ class PretrainConfig(YamlConfig):
     birq_start: float = 0.1  # share of the steps trained on anchor labels alone first
     quantizer_temperature: float = 0.1  # cosine similarities / this = Gumbel-softmax logits
     diversity_weight: float = 0.1  # keeps the enhanced labels from collapsing onto few codes
+    label_grad_scale: float = 0.1  # share of the enhanced loss's gradient that reaches the label generator
     # optimisation
     steps: int = 3000
     # stop after this much compute (0 = no limit), for equal-compute comparisons: CPU time

@@ -129,7 +129,7 @@ class PretrainModel(nn.Module):
             self.enhanced_head = nn.Linear(c.hidden_dim, codebook_size)
 
     def loss(self, feats: Tensor, feat_lens: Tensor, masked: Tensor, enhanced: bool, temperature: float,
-             diversity_weight: float) -> tuple[Tensor, dict[str, float]]:
+             diversity_weight: float, label_grad_scale: float = 1.0) -> tuple[Tensor, dict[str, float]]:
         """Masked-prediction cross-entropy (nats per masked frame) and its parts."""
         with torch.no_grad():
             anchor = self.anchor_quantizer(stack_frames(feats, feat_lens, self.encoder.config.subsampling))
@@ -146,9 +146,17 @@ class PretrainModel(nn.Module):
         # layers, and the straight-through Gumbel-softmax lets the prediction loss reach
         # those layers in the same backward pass as the anchor loss.
         teacher = self.encoder.run_layers(x, valid, num_layers=self.birq_layer)[-1]
-        teacher = F.layer_norm(teacher, teacher.shape[-1:])
+        # Per-utterance mean/variance normalisation, as BEST-RQ does to its input: without it
+        # the component every frame shares dominates the projection and all frames fall
+        # on a few codes (measured: code perplexity ~2 of 256 after a few dozen steps).
+        teacher = utterance_cmvn(teacher, valid)
         code_logits = self.enhanced_quantizer.similarities(teacher) / temperature
-        targets = F.gumbel_softmax(code_logits[masked], tau=1.0, hard=True)
+        soft = F.gumbel_softmax(code_logits[masked], tau=1.0)
+        hard = F.one_hot(soft.argmax(-1), soft.shape[-1]).to(soft.dtype)
+        # straight-through: the value is the hard label, the gradient the soft one's, scaled
+        # so the label generator follows the predictor slowly (at full scale it collapses the
+        # labels onto a few codes that are easy to predict)
+        targets = hard + label_grad_scale * (soft - soft.detach())
         enhanced_logits = self.enhanced_head(hidden)
         enhanced_loss = -(targets * enhanced_logits.log_softmax(-1)).sum(-1).mean()
         # wav2vec 2.0's diversity term: 1 - perplexity / V of the average code distribution

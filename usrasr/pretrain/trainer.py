@@ -123,7 +123,7 @@ def pretrain(corpus: str | Path, out: str | Path, config: PretrainConfig, resume
                 masked = span_mask(valid, config.mask_prob, config.mask_span, generator)
                 enhanced = birq and step >= enhanced_from
                 loss, parts = model.loss(feats, lens, masked, enhanced, config.quantizer_temperature,
-                                         config.diversity_weight)
+                                         config.diversity_weight, config.label_grad_scale)
                 optimizer.zero_grad()
                 loss.backward()
                 torch.nn.utils.clip_grad_norm_(model.parameters(), config.grad_clip)

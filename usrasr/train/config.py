@@ -59,5 +59,7 @@ class TrainConfig(YamlConfig):
     def __post_init__(self) -> None:
         if self.units not in UNIT_SOURCES:
             raise UsrasrError(f"units must be one of {', '.join(UNIT_SOURCES)}, got '{self.units}'")
+        if self.units == "encoder" and not self.encoder:
+            raise UsrasrError("units=encoder needs `--set encoder=DIR` (a `usrasr pretrain` output)")
         if self.cmvn not in ("utterance", "speaker"):
             raise UsrasrError(f"cmvn must be 'utterance' or 'speaker', got '{self.cmvn}'")

@@ -15,6 +15,7 @@ phone LM's structure accounts for, which is what unsupervised training needs.
 from __future__ import annotations
 
 import dataclasses
+import json
 from pathlib import Path
 
 import numpy as np
@@ -99,8 +100,6 @@ def _candidate_ks(config: TrainConfig) -> list[int]:
 def encoder_units(config: TrainConfig, splits: dict[str, AudioSplit], corpus: Path,
                   out: Path) -> dict[str, UnitSequences]:
     """Units from the chosen layer of a pretrained encoder; writes ``units/selection.json``."""
-    if not config.encoder:
-        raise UsrasrError("units=encoder needs `--set encoder=DIR` (a `usrasr pretrain` output)")
     encoder, info = load_encoder(config.encoder)
     log.info("units from encoder %s (%s, %s steps)", config.encoder, info.get("method"), info.get("steps"))
     layers = {name: layer_features(encoder, split.feats) for name, split in splits.items()}
@@ -114,6 +113,11 @@ def encoder_units(config: TrainConfig, splits: dict[str, AudioSplit], corpus: Pa
         return _normalized(config, splits[name], layers[name][layer])
 
     train = splits["train_audio"]
+    selection_path = out / "units" / "selection.json"
+    if selection_path.exists():  # a resumed run keeps its choice instead of searching again
+        previous = json.loads(selection_path.read_text(encoding="utf-8"))
+        if (previous["layer"], previous["k"]) in candidates and previous["encoder"] == str(config.encoder):
+            candidates = [(previous["layer"], previous["k"])]
     clusterers = {}
     scores = []
     for layer, k in candidates:
@@ -133,14 +137,13 @@ def encoder_units(config: TrainConfig, splits: dict[str, AudioSplit], corpus: Pa
     if scores:
         best = max(scores, key=lambda s: s["gain"])
         chosen = (best["layer"], best["k"])
-        reason = "highest seq-CE gain (share of unit entropy the phone-LM model explains)"
+        write_json_atomic(selection_path, {
+            "layer": chosen[0], "k": chosen[1], "candidates": scores, "encoder": str(config.encoder),
+            "reason": "highest seq-CE gain (share of unit entropy the phone-LM model explains)"})
     else:
-        chosen, reason = candidates[0], "fixed by the config"
-    log.info("encoder units: layer %d, K=%d (%s)", *chosen, reason)
+        chosen = candidates[0]
+    log.info("encoder units: layer %d, K=%d", *chosen)
     clusterers[chosen].save(out / "units" / "codebook.pt")
-    write_json_atomic(out / "units" / "selection.json",
-                      {"layer": chosen[0], "k": chosen[1], "reason": reason, "candidates": scores,
-                       "encoder": str(config.encoder), "cmvn": config.cmvn})
     return {name: clusterers[chosen].sequences(split, features(name, chosen[0])) for name, split in splits.items()}
 
 
