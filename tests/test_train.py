@@ -4,16 +4,15 @@ import gzip
 import json
 import os
 import shutil
-import signal
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import pytest
 import torch
 from click.testing import CliRunner
 
+from conftest import kill_once_written
 from usrasr.cli import cli
 
 FAST = ["--set", "num_units=20", "--set", "kmeans_iterations=5", "--set", "restarts=2",
@@ -95,15 +94,8 @@ def test_resume_after_kill_matches_an_uninterrupted_run(tiny_corpus, tmp_path):
     subprocess.run([*base, "--out", str(reference), *args], check=True, capture_output=True, env=env)
 
     killed = tmp_path / "killed"
-    proc = subprocess.Popen([*base, "--out", str(killed), *args], stdout=subprocess.DEVNULL,
-                            stderr=subprocess.DEVNULL, start_new_session=True, env=env)
     state = killed / "round1" / "train_state.pt"
-    deadline = time.time() + 300
-    while not state.exists() and proc.poll() is None and time.time() < deadline:
-        time.sleep(0.05)
-    assert proc.poll() is None, "the run ended before it could be interrupted"
-    os.killpg(proc.pid, signal.SIGKILL)
-    proc.wait()
+    kill_once_written([*base, "--out", str(killed), *args], state, env)
     assert not (killed / "round1" / "model.pt").exists()
     interrupted_at = torch.load(state)["step"]
     assert 0 < interrupted_at < 40

@@ -17,7 +17,6 @@ import time
 from pathlib import Path
 
 import torch
-import yaml
 from torch.nn.utils.rnn import pad_sequence
 
 from usrasr.decode.pipeline import resolve_device
@@ -27,7 +26,7 @@ from usrasr.train.corpus import load_audio
 from usrasr.train.metrics import MetricsLog, plot_losses
 from usrasr.utils.console import log, progress
 from usrasr.utils.errors import UsrasrError
-from usrasr.utils.io import atomic_path, write_json_atomic, write_text_atomic
+from usrasr.utils.io import atomic_path, write_json_atomic
 
 TRAIN_SPLIT = "train_audio"
 
@@ -45,25 +44,12 @@ def length_batches(lengths: list[int], max_frames: int) -> list[list[int]]:
     return batches
 
 
-def _check_config(out: Path, config: PretrainConfig, resume: bool) -> None:
-    path = out / "config.yaml"
-    if path.exists():
-        previous = yaml.safe_load(path.read_text(encoding="utf-8"))
-        if not resume:
-            raise UsrasrError(f"{out} already holds a run: pass --resume to continue it, or use a new --out")
-        # the time budget and step count may grow on resume; everything else must match
-        fixed = {k: v for k, v in config.to_dict().items() if k not in ("steps", "time_budget_minutes")}
-        changed = sorted(k for k, v in fixed.items() if previous.get(k) != v)
-        if changed:
-            raise UsrasrError(f"--resume with a different config ({', '.join(changed)}); use a new --out")
-    write_text_atomic(path, yaml.safe_dump(config.to_dict(), sort_keys=True))
-
-
 def pretrain(corpus: str | Path, out: str | Path, config: PretrainConfig, resume: bool = False) -> dict:
     """Train the encoder with BEST-RQ or BiRQ on ``corpus``'s train-audio; return the summary."""
     corpus, out = Path(corpus), Path(out)
     out.mkdir(parents=True, exist_ok=True)
-    _check_config(out, config, resume)
+    # the step count and compute budget may grow on resume
+    config.record(out, resume, may_change=("steps", "time_budget_minutes"))
     device = resolve_device(config.device)
     torch.manual_seed(config.seed)
     audio = load_audio(corpus, TRAIN_SPLIT)

@@ -22,7 +22,6 @@ import time
 from pathlib import Path
 
 import torch
-import yaml
 
 from usrasr.evaluate.scoring import compute_error_rate
 from usrasr.train.config import TrainConfig
@@ -37,25 +36,11 @@ from usrasr.train.unit_sources import encoder_units, fbank_units, speaker_groups
 from usrasr.train.units import UnitSequences, alignment_units, to_sequences, unit_quality
 from usrasr.utils.console import log
 from usrasr.utils.distributed import is_main_process, world_size
-from usrasr.utils.errors import UsrasrError
-from usrasr.utils.io import atomic_path, write_text_atomic
+from usrasr.utils.io import atomic_path
 
 EVAL_SPLIT = "test"
 # An oracle HMM this bad means the units carry too little phone information to judge the search.
 UNUSABLE_ORACLE_PER = 50.0
-
-
-def _check_config(out: Path, config: TrainConfig, resume: bool) -> None:
-    """A resumed run must use the configuration it started with."""
-    path = out / "config.yaml"
-    if path.exists():
-        previous = yaml.safe_load(path.read_text(encoding="utf-8"))
-        if resume and previous != config.to_dict():
-            changed = sorted(k for k in config.to_dict() if previous.get(k) != config.to_dict()[k])
-            raise UsrasrError(f"--resume with a different config ({', '.join(changed)}); use a new --out")
-        if not resume:
-            raise UsrasrError(f"{out} already holds a run: pass --resume to continue it, or use a new --out")
-    write_text_atomic(path, yaml.safe_dump(config.to_dict(), sort_keys=True))
 
 
 def _diagnostic_units(config: TrainConfig, splits: dict[str, AudioSplit], scoring: ScoringData) -> dict[str, UnitSequences]:
@@ -71,6 +56,13 @@ def _diagnostic_units(config: TrainConfig, splits: dict[str, AudioSplit], scorin
         frame_units, num_units = alignment_units(ids, frames, config.diagnostic_noise, voices, seed=config.seed)
         result[name] = to_sequences(ids, frame_units, num_units, config.merge_runs, config.mode_width)
     return result
+
+
+def _train_unit_quality(scoring: ScoringData, splits: dict[str, AudioSplit]):
+    """Purity/PNMI of train-audio units against the alignments: scoring only, never a choice."""
+    split = splits["train_audio"]
+    frames = scoring.frame_phones("train_audio", {i: len(f) for i, f in zip(split.ids, split.feats)})
+    return lambda units: unit_quality(units, frames).__dict__
 
 
 def _per(references: dict[str, str], hypotheses: dict[str, str]) -> float:
@@ -103,7 +95,7 @@ def train(corpus: str | Path, out: str | Path, config: TrainConfig, resume: bool
         serve_neural_training(config, load_audio(corpus, "train_audio"))
         return None
     out.mkdir(parents=True, exist_ok=True)
-    _check_config(out, config, resume)
+    config.record(out, resume)
     torch.manual_seed(config.seed)
     metrics = MetricsLog(out / "metrics.jsonl")
     scoring = ScoringData(corpus) if (score or config.units == "diagnostic") else None
@@ -115,7 +107,7 @@ def train(corpus: str | Path, out: str | Path, config: TrainConfig, resume: bool
         if config.units == "diagnostic":
             units = _diagnostic_units(config, splits, scoring)
         elif config.units == "encoder":
-            units = encoder_units(config, splits, corpus, out)
+            units = encoder_units(config, splits, corpus, out, _train_unit_quality(scoring, splits) if score else None)
         else:
             units = fbank_units(config, splits, out)
         if config.speaker_emissions:

@@ -17,6 +17,7 @@ from __future__ import annotations
 import dataclasses
 import json
 from pathlib import Path
+from typing import Callable
 
 import numpy as np
 import torch
@@ -97,9 +98,14 @@ def _candidate_ks(config: TrainConfig) -> list[int]:
             from None
 
 
-def encoder_units(config: TrainConfig, splits: dict[str, AudioSplit], corpus: Path,
-                  out: Path) -> dict[str, UnitSequences]:
-    """Units from the chosen layer of a pretrained encoder; writes ``units/selection.json``."""
+def encoder_units(config: TrainConfig, splits: dict[str, AudioSplit], corpus: Path, out: Path,
+                  score_units: Callable[[UnitSequences], dict] | None = None) -> dict[str, UnitSequences]:
+    """Units from the chosen layer of a pretrained encoder; writes ``units/selection.json``.
+
+    ``score_units`` (scoring runs only) adds each candidate's purity and PNMI to
+    the selection record, to judge the label-free choice afterwards; the choice
+    never reads them.
+    """
     encoder, info = load_encoder(config.encoder)
     log.info("units from encoder %s (%s, %s steps)", config.encoder, info.get("method"), info.get("steps"))
     layers = {name: layer_features(encoder, split.feats) for name, split in splits.items()}
@@ -131,7 +137,7 @@ def encoder_units(config: TrainConfig, splits: dict[str, AudioSplit], corpus: Pa
             train_units.groups = speaker_groups(train, train_units.ids)
         loss = quick_fit_loss(train_units, corpus, dataclasses.replace(config, iterations=config.select_iterations))
         scores.append({"layer": layer, "k": k, "unigram_entropy": entropy, "seqce_loss": loss,
-                       "gain": (entropy - loss) / entropy})
+                       "gain": (entropy - loss) / entropy, **(score_units(train_units) if score_units else {})})
         log.info("layer %d, K=%d: unit entropy %.3f, seq-CE loss %.3f, gain %.3f", layer, k, entropy, loss,
                  scores[-1]["gain"])
     if scores:

@@ -8,6 +8,7 @@ from pathlib import Path
 import yaml
 
 from usrasr.utils.errors import UsrasrError
+from usrasr.utils.io import write_text_atomic
 
 
 class YamlConfig:
@@ -40,6 +41,20 @@ class YamlConfig:
 
     def to_dict(self) -> dict:
         return dataclasses.asdict(self)
+
+    def record(self, out: Path, resume: bool, may_change: tuple[str, ...] = ()) -> None:
+        """Write ``out/config.yaml``; an existing run may only be resumed, with the same
+        configuration except for the keys in ``may_change``."""
+        path = Path(out) / "config.yaml"
+        current = self.to_dict()
+        if path.exists():
+            if not resume:
+                raise UsrasrError(f"{out} already holds a run: pass --resume to continue it, or use a new --out")
+            previous = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
+            changed = sorted(k for k, v in current.items() if k not in may_change and previous.get(k) != v)
+            if changed:
+                raise UsrasrError(f"--resume with a different config ({', '.join(changed)}); use a new --out")
+        write_text_atomic(path, yaml.safe_dump(current, sort_keys=True))
 
 
 def parse_overrides(items: tuple[str, ...]) -> dict[str, str]:
