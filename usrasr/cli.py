@@ -13,10 +13,9 @@ import click
 from usrasr import __version__
 from usrasr.utils.console import seed_everything, setup_logging
 
-# name -> ("module:attribute" of a click.Command, or None for a stage that is
-# not built yet and fails loudly instead of printing fake output; one-line help
-# shown by ``usrasr --help`` without importing the stage).
-COMMANDS: dict[str, tuple[str | None, str]] = {
+# name -> ("module:attribute" of a click.Command, one-line help shown by
+# ``usrasr --help`` without importing the stage).
+COMMANDS: dict[str, tuple[str, str]] = {
     "prepare": ("usrasr.data.commands:prepare", "Build corpora, lang dir, LMs and features."),
     "train": ("usrasr.train.commands:train", "Unsupervised sequence-level training and self-training."),
     "decode": ("usrasr.decode.commands:decode", "Decode audio to text with an HLG graph."),
@@ -26,15 +25,6 @@ COMMANDS: dict[str, tuple[str | None, str]] = {
     "check": ("usrasr.simulate.commands:check", "Check a prepared corpus against the method's conditions."),
     "pretrain": ("usrasr.pretrain.commands:pretrain", "Self-supervised encoder pretraining (BEST-RQ, BiRQ)."),
 }
-
-
-def _not_implemented(name: str) -> click.Command:
-    @click.command(name=name, context_settings={"ignore_unknown_options": True, "allow_extra_args": True})
-    def command():
-        raise click.ClickException(f"`usrasr {name}` is not implemented yet")
-
-    command.help = f"(not implemented yet) the {name} stage."
-    return command
 
 
 class LazyGroup(click.Group):
@@ -49,10 +39,7 @@ class LazyGroup(click.Group):
     def get_command(self, ctx, name):
         if name not in COMMANDS:
             return None
-        target, _ = COMMANDS[name]
-        if target is None:
-            return _not_implemented(name)
-        module, attr = target.split(":")
+        module, attr = COMMANDS[name][0].split(":")
         return getattr(importlib.import_module(module), attr)
 
 
