@@ -190,26 +190,27 @@ def load_encoder(path: str | Path) -> tuple[SslEncoder, dict]:
     return encoder.eval(), checkpoint["info"]
 
 
+def length_batches(lengths: list[int], max_frames: int) -> list[list[int]]:
+    """Utterances sorted by length, cut into batches of at most ``max_frames`` padded frames."""
+    batches, batch = [], []
+    for i in sorted(range(len(lengths)), key=lambda i: lengths[i]):
+        if batch and (len(batch) + 1) * lengths[i] > max_frames:
+            batches.append(batch)
+            batch = []
+        batch.append(i)
+    if batch:
+        batches.append(batch)
+    return batches
+
+
 @torch.inference_mode()
 def layer_features(encoder: SslEncoder, feats: list[Tensor], batch_frames: int = 40000) -> list[list[Tensor]]:
     """Every layer's output for each utterance: ``out[layer][utt]`` is ``(T', C)``."""
     encoder.eval()
-    order = sorted(range(len(feats)), key=lambda i: len(feats[i]))
-    per_utt: list[list[Tensor] | None] = [None] * len(feats)
-    batch: list[int] = []
-
-    def flush():
+    per_utt: list[list[Tensor]] = [[] for _ in feats]
+    for batch in length_batches([len(f) for f in feats], batch_frames):
         x = nn.utils.rnn.pad_sequence([feats[i] for i in batch], batch_first=True)
-        lens = torch.tensor([len(feats[i]) for i in batch])
-        outputs, out_lens = encoder(x, lens)
+        outputs, out_lens = encoder(x, torch.tensor([len(feats[i]) for i in batch]))
         for row, i in enumerate(batch):
             per_utt[i] = [o[row, : out_lens[row]].clone() for o in outputs]
-
-    for i in order:
-        if batch and (len(batch) + 1) * len(feats[i]) > batch_frames:
-            flush()
-            batch = []
-        batch.append(i)
-    if batch:
-        flush()
     return [[utt[layer] for utt in per_utt] for layer in range(len(encoder.layers) + 1)]

@@ -12,6 +12,7 @@ Outputs under the experiment dir::
 
 from __future__ import annotations
 
+import dataclasses
 import math
 import time
 from pathlib import Path
@@ -20,8 +21,11 @@ import torch
 from torch.nn.utils.rnn import pad_sequence
 
 from usrasr.decode.pipeline import resolve_device
+from usrasr.models.acoustic import valid_mask
 from usrasr.pretrain.config import PretrainConfig
-from usrasr.pretrain.model import EncoderConfig, PretrainModel, SslEncoder, save_encoder, span_mask
+from usrasr.pretrain.model import (
+    EncoderConfig, PretrainModel, SslEncoder, length_batches, save_encoder, span_mask,
+)
 from usrasr.train.corpus import load_audio
 from usrasr.train.metrics import MetricsLog, plot_losses
 from usrasr.utils.console import log, progress
@@ -29,19 +33,6 @@ from usrasr.utils.errors import UsrasrError
 from usrasr.utils.io import atomic_path, write_json_atomic
 
 TRAIN_SPLIT = "train_audio"
-
-
-def length_batches(lengths: list[int], max_frames: int) -> list[list[int]]:
-    """Utterances sorted by length, cut into batches of at most ``max_frames`` padded frames."""
-    batches, batch = [], []
-    for i in sorted(range(len(lengths)), key=lambda i: lengths[i]):
-        if batch and (len(batch) + 1) * lengths[i] > max_frames:
-            batches.append(batch)
-            batch = []
-        batch.append(i)
-    if batch:
-        batches.append(batch)
-    return batches
 
 
 def pretrain(corpus: str | Path, out: str | Path, config: PretrainConfig, resume: bool = False) -> dict:
@@ -53,10 +44,8 @@ def pretrain(corpus: str | Path, out: str | Path, config: PretrainConfig, resume
     device = resolve_device(config.device)
     torch.manual_seed(config.seed)
     audio = load_audio(corpus, TRAIN_SPLIT)
-    encoder = SslEncoder(EncoderConfig(
-        hidden_dim=config.hidden_dim, num_layers=config.num_layers, num_heads=config.num_heads,
-        conv_kernel_size=config.conv_kernel_size, ff_multiplier=config.ff_multiplier,
-        subsampling=config.subsampling, dropout=config.dropout))
+    encoder = SslEncoder(EncoderConfig(**{f.name: getattr(config, f.name) for f in dataclasses.fields(EncoderConfig)
+                                          if hasattr(config, f.name)}))
     birq = config.method == "birq"
     model = PretrainModel(encoder, config.codebook_size, config.codebook_dim, config.birq_layer if birq else None,
                           config.seed).to(device)
@@ -103,9 +92,8 @@ def pretrain(corpus: str | Path, out: str | Path, config: PretrainConfig, resume
                 batch = batches[queue.pop()]
                 feats = pad_sequence([audio.feats[i] for i in batch], batch_first=True).to(device)
                 lens = torch.tensor([len(audio.feats[i]) for i in batch], device=device)
-                out_lens = torch.tensor([math.ceil(len(audio.feats[i]) / config.subsampling) for i in batch],
-                                        device=device)
-                valid = torch.arange(int(out_lens.max()), device=device)[None, :] < out_lens[:, None]
+                out_lens = (lens + config.subsampling - 1) // config.subsampling  # the front end's ceil(T / s)
+                valid = valid_mask(out_lens, int(out_lens.max()))
                 masked = span_mask(valid, config.mask_prob, config.mask_span, generator)
                 enhanced = birq and step >= enhanced_from
                 loss, parts = model.loss(feats, lens, masked, enhanced, config.quantizer_temperature,

@@ -93,6 +93,11 @@ def _seqce_config(config: TrainConfig, seed: int, **changes) -> SeqCEConfig:
     return SeqCEConfig(**values)
 
 
+def _init(config: TrainConfig, pairs: Tensor | None) -> str:
+    """The moment initialisation needs the LM's label pairs; without them, random starts."""
+    return config.init if pairs is not None or config.init == "random" else "random"
+
+
 @dataclass
 class Restart:
     restart: int
@@ -107,7 +112,7 @@ def run_restarts(units: UnitSequences, graph: Fsa, pairs: Tensor | None, config:
     seqs, lengths = units.padded()
     checkpoint_dir.mkdir(parents=True, exist_ok=True)
     restarts = []
-    init = config.init if pairs is not None or config.init == "random" else "random"
+    init = _init(config, pairs)
     for r in range(config.restarts):
         path = checkpoint_dir / f"restart_{r:02d}.pt"
         if path.exists():
@@ -128,13 +133,10 @@ def run_restarts(units: UnitSequences, graph: Fsa, pairs: Tensor | None, config:
     return restarts
 
 
-def quick_fit_loss(units: UnitSequences, corpus: Path, config: TrainConfig) -> float:
+def quick_fit_loss(units: UnitSequences, graph: Fsa, pairs: Tensor | None, config: TrainConfig) -> float:
     """Loss per unit of one seq-CE fit (``config.iterations`` EM steps, no checkpoint): a label-free score."""
-    graph = training_graph(corpus, config)
-    pairs = label_pairs(corpus, config, int(graph.label.max()) + 1)
     seqs, lengths = units.padded()
-    init = config.init if pairs is not None or config.init == "random" else "random"
-    return fit_seqce(seqs, lengths, graph, units.num_units, _seqce_config(config, config.seed, init=init),
+    return fit_seqce(seqs, lengths, graph, units.num_units, _seqce_config(config, config.seed, init=_init(config, pairs)),
                      label_pairs=pairs, groups=units.group_tensor()).loss
 
 
