@@ -12,8 +12,10 @@ from click.testing import CliRunner
 from conftest import kill_once_written
 from usrasr.cli import cli
 from usrasr.pretrain.model import (
-    EncoderConfig, PretrainModel, RandomProjectionQuantizer, SslEncoder, load_encoder, span_mask,
+    EncoderConfig, PretrainModel, RandomProjectionQuantizer, SslEncoder, ctc_model_from_encoder, load_encoder,
+    span_mask,
 )
+from usrasr.models.acoustic import load_model
 
 TINY = ["--set", "hidden_dim=32", "--set", "num_layers=2", "--set", "num_heads=2", "--set", "codebook_size=32",
         "--set", "batch_frames=3000", "--set", "warmup_steps=2", "--set", "birq_layer=1"]
@@ -89,7 +91,8 @@ def test_train_takes_units_from_an_encoder_layer_chosen_without_labels(tiny_corp
     run_cli("-q", "train", "--corpus", tiny_corpus, "--out", exp, "--units", "encoder", "--set", f"encoder={out}",
             "--set", "num_units=10", "--set", "kmeans_k_choices=8,12", "--set", "select_iterations=2",
             "--set", "kmeans_iterations=3", "--set", "restarts=1", "--set", "iterations=3",
-            "--set", "oracle_iterations=2", "--set", "self_training_rounds=0", "--set", "supervised_oracle=false")
+            "--set", "oracle_iterations=2", "--set", "supervised_oracle=false",
+            "--set", "self_training_rounds=1", "--set", "ctc_steps=2", "--set", f"ctc_init={out}")
     selection = json.loads((exp / "units" / "selection.json").read_text())
     assert len(selection["candidates"]) == 3 * 2  # layers 0..2 x two K
     best = max(selection["candidates"], key=lambda c: c["gain"])
@@ -97,6 +100,19 @@ def test_train_takes_units_from_an_encoder_layer_chosen_without_labels(tiny_corp
     assert all(0 <= c["pnmi"] <= 1 for c in selection["candidates"])  # recorded for judging, not for choosing
     summary = json.loads((exp / "summary.json").read_text())
     assert 0 < summary["unit_quality"]["train_audio"]["pnmi"] <= 1
+    # self-training started from the pretrained encoder: its shape, not the tdnn default
+    assert load_model(exp / "round1" / "model.pt").model.config.arch == "conformer"
+
+
+def test_ctc_model_from_encoder_starts_with_the_encoder_weights(tiny_corpus, tmp_path):
+    run_cli("-q", "pretrain", "--corpus", tiny_corpus, "--out", tmp_path, *TINY, "--set", "steps=2")
+    encoder, _ = load_encoder(tmp_path)
+    model = ctc_model_from_encoder(tmp_path, num_tokens=7)
+    weights = model.state_dict()
+    assert model.config.hidden_dim == 32 and len(model.layers) == 2 and model.output.out_features == 7
+    for name, value in encoder.state_dict().items():
+        if name != "mask_embedding":  # used in pretraining only
+            assert torch.equal(weights[name], value), name
 
 
 def test_pretrain_resumes_after_kill_with_the_same_losses(tiny_corpus, tmp_path):

@@ -1,5 +1,7 @@
 """Sequence-level CE trainer: restarts, EM, Adam, moment initialisation."""
 
+from dataclasses import replace
+
 import pytest
 import torch
 
@@ -21,6 +23,24 @@ def test_lowest_loss_restart_reaches_oracle_small_world():
     assert result.best_restart == result.restart_losses.index(result.loss)
     oracle = phone_error(units, phones, *world.oracle())
     assert phone_error(units, phones, world.lm_graph(), result.log_emissions) <= oracle + 0.02
+
+
+@pytest.mark.parametrize("optimizer, grouped", [("em", False), ("adam", False), ("em", True)])
+def test_batched_restarts_follow_the_trajectories_of_restarts_run_alone(optimizer, grouped):
+    """All restarts in one batch, in batches of two, or one at a time by id: the same tables."""
+    world, _, units, lengths = _data(num_seqs=120)
+    groups = torch.arange(len(units)) % 2 if grouped else None
+    config = SeqCEConfig(restarts=3, iterations=12, optimizer=optimizer, init="frequency", tolerance=3.5e-3)
+    fit = dict(label_pairs=world.label_pairs(15), groups=groups)
+    together = fit_seqce(units, lengths, world.lm_graph(), world.num_units, config, **fit)
+    in_pairs = fit_seqce(units, lengths, world.lm_graph(), world.num_units, replace(config, batch_restarts=2), **fit)
+    alone = [fit_seqce(units, lengths, world.lm_graph(), world.num_units, config, restart_ids=[r], **fit)
+             for r in range(3)]
+    assert len({len(h) for h in together.histories}) > 1  # one restart stopped before the others
+    for r in range(3):
+        for other in (in_pairs.restart_emissions[r], alone[r].log_emissions):
+            assert torch.allclose(together.restart_emissions[r], other, atol=1e-5)
+        assert together.histories[r] == pytest.approx(alone[r].histories[0], abs=1e-5)
 
 
 def test_em_never_increases_the_loss_and_rows_are_normalised():

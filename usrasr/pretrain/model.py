@@ -16,7 +16,10 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from usrasr.models.acoustic import ConformerLayer, Subsampler, sinusoidal_positions, utterance_cmvn, valid_mask
+from usrasr.models.acoustic import (
+    AcousticModelConfig, ConformerLayer, CtcAcousticModel, Subsampler, sinusoidal_positions, utterance_cmvn,
+    valid_mask,
+)
 from usrasr.utils.errors import UsrasrError
 from usrasr.utils.io import atomic_path
 
@@ -188,6 +191,22 @@ def load_encoder(path: str | Path) -> tuple[SslEncoder, dict]:
     encoder = SslEncoder(EncoderConfig(**checkpoint["config"]))
     encoder.load_state_dict(checkpoint["state_dict"])
     return encoder.eval(), checkpoint["info"]
+
+
+def ctc_model_from_encoder(path: str | Path, num_tokens: int) -> CtcAcousticModel:
+    """A conformer CTC model whose front end and layers start as the pretrained encoder's
+    (same module layout); only the output layer is new."""
+    encoder, _ = load_encoder(path)
+    c = encoder.config
+    model = CtcAcousticModel(AcousticModelConfig(
+        num_tokens=num_tokens, arch="conformer", feat_dim=c.feat_dim, hidden_dim=c.hidden_dim,
+        num_layers=c.num_layers, subsampling=c.subsampling, dropout=c.dropout, num_heads=c.num_heads,
+        conv_kernel_size=c.conv_kernel_size, ff_multiplier=c.ff_multiplier))
+    weights = {k: v for k, v in encoder.state_dict().items() if k != "mask_embedding"}
+    missing, unexpected = model.load_state_dict(weights, strict=False)
+    if unexpected or any(not k.startswith("output.") for k in missing):
+        raise UsrasrError(f"{path}: the encoder does not fit a CTC model (missing {missing}, unexpected {unexpected})")
+    return model
 
 
 def length_batches(lengths: list[int], max_frames: int) -> list[list[int]]:

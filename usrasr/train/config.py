@@ -35,6 +35,7 @@ class TrainConfig(YamlConfig):
     silence_prob: float = 0.05
     # sequence-level cross-entropy search
     restarts: int = 5
+    batch_restarts: int = 0  # restarts trained together as one batch (0 = all); each batch is checkpointed
     iterations: int = 30
     optimizer: str = "em"
     init: str = "moments"
@@ -44,6 +45,9 @@ class TrainConfig(YamlConfig):
     oracle_iterations: int = 20
     # self-training (neural CTC on fbank, pseudo-labels from the previous model)
     self_training_rounds: int = 2
+    # a `usrasr pretrain` output: every CTC model (self-training and the supervised oracle)
+    # starts from its encoder, whose shape then replaces arch / hidden_dim / num_layers
+    ctc_init: str = ""
     arch: str = "tdnn"
     hidden_dim: int = 256
     num_layers: int = 6

@@ -23,6 +23,7 @@ from usrasr.decode.pipeline import build_recognizer, resolve_device
 from usrasr.decode.search import SearchOptions
 from usrasr.models.acoustic import AcousticModelConfig, CtcAcousticModel, build_model, load_model, save_model
 from usrasr.models.ctc_train import train_ctc
+from usrasr.pretrain.model import ctc_model_from_encoder
 from usrasr.train.config import TrainConfig
 from usrasr.train.corpus import AudioSplit
 from usrasr.train.seqce_stage import PHONE_IDS
@@ -79,8 +80,11 @@ def _fit_ctc(config: TrainConfig, audio: AudioSplit, job: NeuralJob,
     dropped = len(audio.ids) - len(rows)
     if dropped:
         log.warning("%s: %d utterance(s) without labels are left out", name, dropped)
-    model = build_model(AcousticModelConfig(num_tokens=len(TOKENS), arch=config.arch, hidden_dim=config.hidden_dim,
-                                            num_layers=config.num_layers))
+    if config.ctc_init:
+        model = ctc_model_from_encoder(config.ctc_init, len(TOKENS))
+    else:
+        model = build_model(AcousticModelConfig(num_tokens=len(TOKENS), arch=config.arch,
+                                                hidden_dim=config.hidden_dim, num_layers=config.num_layers))
     device = resolve_device(config.device)
     train_ctc(model, [f for f, _ in rows], [t for _, t in rows], steps=config.ctc_steps, lr=config.ctc_lr,
               device=device, batch_size=config.ctc_batch_size, seed=config.seed,

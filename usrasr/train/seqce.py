@@ -23,7 +23,7 @@ from __future__ import annotations
 import logging
 import math
 from dataclasses import dataclass, field, replace
-from typing import Callable
+from typing import Callable, Sequence
 
 import torch
 from torch import Tensor
@@ -63,6 +63,9 @@ class SeqCEConfig:
     anneal_iterations: int = 0
     smoothing: float = 1e-4  # pseudo-count added to every expected count in the M-step
     tolerance: float = 1e-6  # stop a restart when the loss improves less than this per frame
+    # Restarts run together as one batch of restarts x sequences (0 = all at once);
+    # fewer at a time bound memory at about batch_restarts x the data's dense scores.
+    batch_restarts: int = 0
     seed: int = 0
 
     def __post_init__(self) -> None:
@@ -70,8 +73,8 @@ class SeqCEConfig:
             raise ValueError(f"init must be one of {INITS}, got {self.init!r}")
         if self.optimizer not in OPTIMIZERS:
             raise ValueError(f"optimizer must be one of {OPTIMIZERS}, got {self.optimizer!r}")
-        if self.restarts < 1 or self.iterations < 0:
-            raise ValueError("need restarts >= 1 and iterations >= 0")
+        if self.restarts < 1 or self.iterations < 0 or self.batch_restarts < 0:
+            raise ValueError("need restarts >= 1, iterations >= 0 and batch_restarts >= 0")
         if not 0 < self.anneal_start <= 1:
             raise ValueError("anneal_start is an inverse temperature in (0, 1]")
 
@@ -165,17 +168,23 @@ def moment_fit(
     return log_table.detach(), -log_likelihood.detach()
 
 
+def restart_seed(seed: int, restart: int) -> int:
+    """The seed of one restart's starting table: a restart can be rerun (or resumed) on its own."""
+    return seed * 1000 + restart
+
+
 def _initial_tables(
-    config: SeqCEConfig, unit_seqs: Tensor, lengths: Tensor, num_labels: int, num_units: int, label_pairs: Tensor | None
+    config: SeqCEConfig, unit_seqs: Tensor, lengths: Tensor, num_labels: int, num_units: int, label_pairs: Tensor | None,
+    restart_ids: Sequence[int], seeds: Sequence[int],
 ) -> Tensor:
-    """``(R, S, K)`` starting log emission tables, one per restart."""
-    generator = torch.Generator().manual_seed(config.seed)
-    restarts = config.restarts
+    """``(R, S, K)`` starting log emission tables, one per restart (``seeds[i]`` seeds restart ``restart_ids[i]``)."""
     # Flat Dirichlet rows: normalised exponentials.
     candidates = config.moment_candidates if config.init == "moments" else 1
-    shape = (restarts * candidates, num_labels, num_units)
-    exponentials = -torch.rand(shape, generator=generator).clamp_min(1e-12).log()
+    exponentials = torch.cat([
+        -torch.rand((candidates, num_labels, num_units), generator=torch.Generator().manual_seed(seed)).clamp_min(1e-12).log()
+        for seed in seeds])
     random_start = exponentials / exponentials.sum(-1, keepdim=True)
+    restarts = len(seeds)
     if config.init == "random":
         return random_start.log()
     if label_pairs is None:
@@ -187,7 +196,7 @@ def _initial_tables(
         log.debug("moment initialisation: loss per pair %s", [round(float(v), 4) for v in pair_losses[best]])
         return tables[best].float()
     # Frequency matching: the i-th most frequent unit starts as the i-th most
-    # probable label's unit; later restarts jitter this with random mass.
+    # probable label's unit; restarts other than the first jitter this with random mass.
     inside = torch.arange(unit_seqs.shape[1])[None, :] < lengths[:, None]
     unit_freq = torch.bincount(unit_seqs[inside], minlength=num_units).double()
     label_prior = label_pairs.double().sum(1)
@@ -196,19 +205,19 @@ def _initial_tables(
     matched = torch.full((num_labels, num_units), 0.5 / num_units)
     for rank, label in enumerate(labels_by_prior.tolist()):
         matched[label, units_by_freq[rank % num_units]] += 0.5
-    jitter = torch.rand((restarts, 1, 1), generator=generator) * 0.5
-    jitter[0] = 0.0
+    jitter = torch.stack([torch.zeros(()) if r == 0 else torch.rand((), generator=torch.Generator().manual_seed(seed)) * 0.5
+                          for r, seed in zip(restart_ids, seeds)]).view(-1, 1, 1)
     start = (1 - jitter) * matched + jitter * random_start
     return (start / start.sum(-1, keepdim=True)).log()
 
 
 def _grouped_initial_tables(
     config: SeqCEConfig, unit_seqs: Tensor, lengths: Tensor, groups: Tensor, num_labels: int, num_units: int,
-    label_pairs: Tensor | None,
+    label_pairs: Tensor | None, restart_ids: Sequence[int],
 ) -> Tensor:
     """``(R, G, S, K)``: each group's tables start from its own sequences, over
     the units that group uses (the others keep a small uniform mass)."""
-    tables = torch.full((config.restarts, int(groups.max()) + 1, num_labels, num_units), math.log(1e-6))
+    tables = torch.full((len(restart_ids), int(groups.max()) + 1, num_labels, num_units), math.log(1e-6))
     for group in groups.unique().tolist():
         rows = groups == group
         seqs, lens = unit_seqs[rows], lengths[rows]
@@ -216,8 +225,8 @@ def _grouped_initial_tables(
         compact = torch.full((num_units,), -1, dtype=torch.long)
         compact[used] = torch.arange(used.numel())
         local = torch.where(seqs >= 0, compact[seqs.clamp(min=0)], seqs)
-        group_config = replace(config, seed=config.seed * 7919 + group)
-        start = _initial_tables(group_config, local, lens, num_labels, used.numel(), label_pairs)
+        seeds = [restart_seed(config.seed, r) * 7919 + group for r in restart_ids]
+        start = _initial_tables(config, local, lens, num_labels, used.numel(), label_pairs, restart_ids, seeds)
         tables[:, group][:, :, used] = start
     return tables.log_softmax(-1)
 
@@ -228,34 +237,54 @@ def _inverse_temperature(config: SeqCEConfig, iteration: int) -> float:
     return config.anneal_start + (1 - config.anneal_start) * iteration / config.anneal_iterations
 
 
-def _train_restart(
-    restart: int,
-    log_table: Tensor,
+def _train_restarts(
+    restart_ids: Sequence[int],
+    log_tables: Tensor,
     unit_seqs: Tensor,
     lengths: Tensor,
     graph: Fsa,
     config: SeqCEConfig,
     callback: IterationCallback | None,
     groups: Tensor | None = None,
-) -> tuple[Tensor, float, list[float]]:
-    """Refine one table; returns the table, its loss per frame and the loss history."""
-    frames = float(lengths.sum())
-    logits = log_table.clone().requires_grad_()
+) -> tuple[list[Tensor], list[float], list[list[float]]]:
+    """Refine ``R`` tables ``(R, S, K)`` or ``(R, G, S, K)`` together, as one batch of ``R x B`` sequences.
+
+    Each restart only reads its own copy of the data, so its trajectory is the
+    one it would have alone; a restart that has converged keeps the table it
+    had then.  Returns the tables, their losses per frame and loss histories.
+    """
+    restarts, frames = len(restart_ids), float(lengths.sum())
+    batch = unit_seqs.shape[0]
+    per_group = log_tables.dim() == 4
+    num_groups = log_tables.shape[1] if per_group else 1
+    # Restart r's copy of sequence b reads table r * G + group(b) of the flattened (R * G, S, K) tables.
+    local_groups = groups if per_group else torch.zeros(batch, dtype=torch.long)
+    flat_groups = (torch.arange(restarts)[:, None] * num_groups + local_groups[None, :]).reshape(-1)
+    all_seqs, all_lengths = unit_seqs.repeat(restarts, 1), lengths.repeat(restarts)
+    shape = log_tables.shape
+    logits = log_tables.reshape(-1, *shape[-2:]).clone().requires_grad_()
     adam = torch.optim.Adam([logits], lr=config.learning_rate) if config.optimizer == "adam" else None
-    history: list[float] = []
+    histories: list[list[float]] = [[] for _ in range(restarts)]
+    results: list[tuple[Tensor, float] | None] = [None] * restarts
     for iteration in range(config.iterations + 1):
         beta = _inverse_temperature(config, iteration)
         table = logits.log_softmax(-1) if adam is not None else logits
-        dense = emission_scores(table, unit_seqs, groups)
-        totals = total_scores(dense * beta if beta != 1 else dense, lengths, graph)
+        dense = emission_scores(table, all_seqs, flat_groups)
+        totals = total_scores(dense * beta if beta != 1 else dense, all_lengths, graph)
         if beta == 1:
-            loss = float(-totals.detach().sum() / frames)
-            history.append(loss)
-            if callback is not None:
-                callback(restart, iteration, table.detach(), loss)
-            converged = len(history) > 1 and history[-2] - history[-1] < config.tolerance
-            if iteration == config.iterations or converged:
-                return table.detach(), loss, history
+            losses = (-totals.detach().view(restarts, batch).sum(1) / frames).tolist()
+            tables = table.detach().view(shape)
+            for i, loss in enumerate(losses):
+                if results[i] is not None:
+                    continue
+                histories[i].append(loss)
+                if callback is not None:
+                    callback(restart_ids[i], iteration, tables[i], loss)
+                converged = len(histories[i]) > 1 and histories[i][-2] - loss < config.tolerance
+                if iteration == config.iterations or converged:
+                    results[i] = (tables[i].clone(), loss)
+            if all(r is not None for r in results):
+                return [r[0] for r in results], [r[1] for r in results], histories
         if adam is not None:
             adam.zero_grad()
             (-totals.sum() / frames).backward()
@@ -277,6 +306,7 @@ def fit_seqce(
     label_pairs: Tensor | None = None,
     callback: IterationCallback | None = None,
     groups: Tensor | None = None,
+    restart_ids: Sequence[int] | None = None,
 ) -> SeqCEResult:
     """Train categorical emissions by the sequence-level cross-entropy.
 
@@ -291,28 +321,38 @@ def fit_seqce(
         callback: called after every evaluated iteration at temperature one.
         groups: ``(B,)`` group id of every sequence (e.g. its speaker) for one
             emission table per group, ``(G, S, K)``; needs speaker labels.
+        restart_ids: which restarts to run (``range(config.restarts)`` by
+            default); restart ``r`` starts from seed ``restart_seed(config.seed, r)``
+            whatever else runs, so a subset reproduces those restarts of a full run.
+
+    All restarts run as one batch (see ``SeqCEConfig.batch_restarts``).
 
     Returns:
-        :class:`SeqCEResult`; ``log_emissions`` is the lowest-loss restart's.
+        :class:`SeqCEResult`; ``log_emissions`` is the lowest-loss restart's and
+        ``best_restart`` its position in ``restart_ids``.
     """
     config = config or SeqCEConfig()
     unit_seqs, lengths = unit_seqs.long(), torch.as_tensor(lengths).long()
     num_labels = int(graph.label.max()) + 1
     if label_pairs is not None and label_pairs.shape != (num_labels, num_labels):
         raise ValueError(f"label_pairs must be ({num_labels}, {num_labels}), got {tuple(label_pairs.shape)}")
+    restart_ids = list(range(config.restarts) if restart_ids is None else restart_ids)
     if groups is None:
-        starts = _initial_tables(config, unit_seqs, lengths, num_labels, num_units, label_pairs)
+        seeds = [restart_seed(config.seed, r) for r in restart_ids]
+        starts = _initial_tables(config, unit_seqs, lengths, num_labels, num_units, label_pairs, restart_ids, seeds)
     else:
         groups = torch.as_tensor(groups).long()
-        starts = _grouped_initial_tables(config, unit_seqs, lengths, groups, num_labels, num_units, label_pairs)
+        starts = _grouped_initial_tables(config, unit_seqs, lengths, groups, num_labels, num_units, label_pairs,
+                                         restart_ids)
     tables, losses, histories = [], [], []
-    for restart in range(config.restarts):
-        table, loss, history = _train_restart(restart, starts[restart], unit_seqs, lengths, graph, config, callback,
-                                              groups)
-        log.info("restart %d/%d: loss %.4f nats/frame after %d iterations",
-                 restart + 1, config.restarts, loss, len(history) - 1)
-        tables.append(table)
-        losses.append(loss)
-        histories.append(history)
-    best = min(range(config.restarts), key=lambda r: (losses[r] if math.isfinite(losses[r]) else math.inf))
+    step = config.batch_restarts or len(restart_ids)
+    for begin in range(0, len(restart_ids), step):
+        chunk = restart_ids[begin:begin + step]
+        results = _train_restarts(chunk, starts[begin:begin + step], unit_seqs, lengths, graph, config, callback, groups)
+        for r, table, loss, history in zip(chunk, *results):
+            log.info("restart %d: loss %.4f nats/frame after %d iterations", r + 1, loss, len(history) - 1)
+        tables += results[0]
+        losses += results[1]
+        histories += results[2]
+    best = min(range(len(restart_ids)), key=lambda i: (losses[i] if math.isfinite(losses[i]) else math.inf))
     return SeqCEResult(tables[best], losses[best], best, losses, tables, histories)

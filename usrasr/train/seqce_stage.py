@@ -108,29 +108,31 @@ class Restart:
 
 def run_restarts(units: UnitSequences, graph: Fsa, pairs: Tensor | None, config: TrainConfig,
                  checkpoint_dir: Path, metrics) -> list[Restart]:
-    """All restarts, each checkpointed when done so an interrupted run resumes at the next."""
+    """All restarts, trained ``config.batch_restarts`` at a time as one batch (0 = all
+    together); each restart is checkpointed when its batch is done, so an
+    interrupted run resumes with the restarts it had not finished."""
     seqs, lengths = units.padded()
     checkpoint_dir.mkdir(parents=True, exist_ok=True)
-    restarts = []
-    init = _init(config, pairs)
-    for r in range(config.restarts):
-        path = checkpoint_dir / f"restart_{r:02d}.pt"
-        if path.exists():
-            restarts.append(Restart(**torch.load(path)))
-            log.info("restart %d/%d: resumed, loss %.4f", r + 1, config.restarts, restarts[-1].loss)
-            continue
+    paths = [checkpoint_dir / f"restart_{r:02d}.pt" for r in range(config.restarts)]
+    done = {r: Restart(**torch.load(path)) for r, path in enumerate(paths) if path.exists()}
+    for restart in done.values():
+        log.info("restart %d/%d: resumed, loss %.4f", restart.restart + 1, config.restarts, restart.loss)
+    missing = [r for r in range(config.restarts) if r not in done]
+    step = config.batch_restarts or config.restarts
 
-        def record(_restart, iteration, _table, loss, r=r):
-            metrics.write(stage="seqce", restart=r, iteration=iteration, loss=loss)
+    def record(restart, iteration, _table, loss):
+        metrics.write(stage="seqce", restart=restart, iteration=iteration, loss=loss)
 
+    for begin in range(0, len(missing), step):
+        batch = missing[begin:begin + step]
         result = fit_seqce(seqs, lengths, graph, units.num_units,
-                           _seqce_config(config, config.seed * 1000 + r, init=init),
-                           label_pairs=pairs, callback=record, groups=units.group_tensor())
-        restart = Restart(r, result.loss, result.log_emissions, result.histories[0])
-        with atomic_path(path) as tmp:
-            torch.save(restart.__dict__, tmp)
-        restarts.append(restart)
-    return restarts
+                           _seqce_config(config, config.seed, init=_init(config, pairs), restarts=config.restarts),
+                           label_pairs=pairs, callback=record, groups=units.group_tensor(), restart_ids=batch)
+        for i, r in enumerate(batch):
+            done[r] = Restart(r, result.restart_losses[i], result.restart_emissions[i], result.histories[i])
+            with atomic_path(paths[r]) as tmp:
+                torch.save(done[r].__dict__, tmp)
+    return [done[r] for r in range(config.restarts)]
 
 
 def quick_fit_loss(units: UnitSequences, graph: Fsa, pairs: Tensor | None, config: TrainConfig) -> float:
