@@ -32,7 +32,7 @@ def test_batched_restarts_follow_the_trajectories_of_restarts_run_alone(optimize
     groups = torch.arange(len(units)) % 2 if grouped else None
     config = SeqCEConfig(restarts=3, iterations=12, optimizer=optimizer, init="frequency", tolerance=3.5e-3)
     fit = dict(label_pairs=world.label_pairs(15), groups=groups)
-    together = fit_seqce(units, lengths, world.lm_graph(), world.num_units, config, **fit)
+    together = fit_seqce(units, lengths, world.lm_graph(), world.num_units, replace(config, batch_restarts=0), **fit)
     in_pairs = fit_seqce(units, lengths, world.lm_graph(), world.num_units, replace(config, batch_restarts=2), **fit)
     alone = [fit_seqce(units, lengths, world.lm_graph(), world.num_units, config, restart_ids=[r], **fit)
              for r in range(3)]

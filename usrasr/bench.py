@@ -12,6 +12,7 @@ import click
 BENCHMARKS: dict[str, tuple[str, str]] = {
     "marginals": ("usrasr.graph.bench:marginals", "FSA marginals: throughput and memory vs a naive reference."),
     "decode": ("usrasr.decode.bench:decode", "Decoding real-time factor: search vs network."),
+    "restarts": ("usrasr.train.bench:restarts", "Seq-CE restarts one at a time vs as one batch."),
     "units": ("usrasr.pretrain.bench:units", "Unit sources side by side: fbank, BEST-RQ, BiRQ (PER, PNMI)."),
 }
 

@@ -35,7 +35,7 @@ class TrainConfig(YamlConfig):
     silence_prob: float = 0.05
     # sequence-level cross-entropy search
     restarts: int = 5
-    batch_restarts: int = 0  # restarts trained together as one batch (0 = all); each batch is checkpointed
+    batch_restarts: int = 0  # restarts trained together (0: all on a GPU, one at a time on a CPU)
     iterations: int = 30
     optimizer: str = "em"
     init: str = "moments"

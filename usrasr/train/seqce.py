@@ -63,9 +63,10 @@ class SeqCEConfig:
     anneal_iterations: int = 0
     smoothing: float = 1e-4  # pseudo-count added to every expected count in the M-step
     tolerance: float = 1e-6  # stop a restart when the loss improves less than this per frame
-    # Restarts run together as one batch of restarts x sequences (0 = all at once);
-    # fewer at a time bound memory at about batch_restarts x the data's dense scores.
-    batch_restarts: int = 0
+    # Restarts trained together as one batch of restarts x sequences (0 = all at once).
+    # Memory grows with it (batch_restarts copies of the dense scores); on a GPU the
+    # batch is nearly free, on a CPU one at a time is faster (`usrasr bench restarts`).
+    batch_restarts: int = 1
     seed: int = 0
 
     def __post_init__(self) -> None:
@@ -259,7 +260,8 @@ def _train_restarts(
     num_groups = log_tables.shape[1] if per_group else 1
     # Restart r's copy of sequence b reads table r * G + group(b) of the flattened (R * G, S, K) tables.
     local_groups = groups if per_group else torch.zeros(batch, dtype=torch.long)
-    flat_groups = (torch.arange(restarts)[:, None] * num_groups + local_groups[None, :]).reshape(-1)
+    flat_groups = (torch.arange(restarts, device=unit_seqs.device)[:, None] * num_groups
+                   + local_groups.to(unit_seqs.device)[None, :]).reshape(-1)
     all_seqs, all_lengths = unit_seqs.repeat(restarts, 1), lengths.repeat(restarts)
     shape = log_tables.shape
     logits = log_tables.reshape(-1, *shape[-2:]).clone().requires_grad_()
@@ -325,25 +327,32 @@ def fit_seqce(
             default); restart ``r`` starts from seed ``restart_seed(config.seed, r)``
             whatever else runs, so a subset reproduces those restarts of a full run.
 
-    All restarts run as one batch (see ``SeqCEConfig.batch_restarts``).
+    Restarts train ``config.batch_restarts`` at a time as one batch, on the
+    device of ``unit_seqs`` (``graph`` must be there too); tables come back on the CPU.
 
     Returns:
         :class:`SeqCEResult`; ``log_emissions`` is the lowest-loss restart's and
         ``best_restart`` its position in ``restart_ids``.
     """
     config = config or SeqCEConfig()
-    unit_seqs, lengths = unit_seqs.long(), torch.as_tensor(lengths).long()
+    unit_seqs = unit_seqs.long()
+    lengths = torch.as_tensor(lengths, device=unit_seqs.device).long()
     num_labels = int(graph.label.max()) + 1
     if label_pairs is not None and label_pairs.shape != (num_labels, num_labels):
         raise ValueError(f"label_pairs must be ({num_labels}, {num_labels}), got {tuple(label_pairs.shape)}")
     restart_ids = list(range(config.restarts) if restart_ids is None else restart_ids)
+    # Starting tables come from CPU generators (the same on every device); training runs where the data is.
+    cpu_seqs, cpu_lengths = unit_seqs.cpu(), lengths.cpu()
+    cpu_pairs = None if label_pairs is None else label_pairs.cpu()
     if groups is None:
         seeds = [restart_seed(config.seed, r) for r in restart_ids]
-        starts = _initial_tables(config, unit_seqs, lengths, num_labels, num_units, label_pairs, restart_ids, seeds)
+        starts = _initial_tables(config, cpu_seqs, cpu_lengths, num_labels, num_units, cpu_pairs, restart_ids, seeds)
     else:
-        groups = torch.as_tensor(groups).long()
-        starts = _grouped_initial_tables(config, unit_seqs, lengths, groups, num_labels, num_units, label_pairs,
+        groups = torch.as_tensor(groups).long().cpu()
+        starts = _grouped_initial_tables(config, cpu_seqs, cpu_lengths, groups, num_labels, num_units, cpu_pairs,
                                          restart_ids)
+        groups = groups.to(unit_seqs.device)
+    starts = starts.to(unit_seqs.device)
     tables, losses, histories = [], [], []
     step = config.batch_restarts or len(restart_ids)
     for begin in range(0, len(restart_ids), step):
@@ -351,7 +360,7 @@ def fit_seqce(
         results = _train_restarts(chunk, starts[begin:begin + step], unit_seqs, lengths, graph, config, callback, groups)
         for r, table, loss, history in zip(chunk, *results):
             log.info("restart %d: loss %.4f nats/frame after %d iterations", r + 1, loss, len(history) - 1)
-        tables += results[0]
+        tables += [table.cpu() for table in results[0]]
         losses += results[1]
         histories += results[2]
     best = min(range(len(restart_ids)), key=lambda i: (losses[i] if math.isfinite(losses[i]) else math.inf))

@@ -17,6 +17,7 @@ from torch import Tensor
 
 from usrasr.data.lm import read_arpa
 from usrasr.data.phones import PHONES, SILENCE, SPOKEN_NOISE
+from usrasr.decode.pipeline import resolve_device
 from usrasr.graph.fsa import Fsa, FsaVec
 from usrasr.graph.topo import compose_topo_lm, hmm_lm_graph, hmm_topo
 from usrasr.train.config import TrainConfig
@@ -86,7 +87,7 @@ def label_pairs(corpus: Path, config: TrainConfig, num_labels: int) -> Tensor | 
 
 
 def _seqce_config(config: TrainConfig, seed: int, **changes) -> SeqCEConfig:
-    values = dict(restarts=1, iterations=config.iterations, optimizer=config.optimizer, init=config.init,
+    values = dict(restarts=1, batch_restarts=0, iterations=config.iterations, optimizer=config.optimizer, init=config.init,
                   learning_rate=config.learning_rate, anneal_start=config.anneal_start,
                   anneal_iterations=config.anneal_iterations, seed=seed)
     values.update(changes)
@@ -108,17 +109,21 @@ class Restart:
 
 def run_restarts(units: UnitSequences, graph: Fsa, pairs: Tensor | None, config: TrainConfig,
                  checkpoint_dir: Path, metrics) -> list[Restart]:
-    """All restarts, trained ``config.batch_restarts`` at a time as one batch (0 = all
-    together); each restart is checkpointed when its batch is done, so an
-    interrupted run resumes with the restarts it had not finished."""
-    seqs, lengths = units.padded()
+    """All restarts, trained ``config.batch_restarts`` at a time as one batch on
+    ``config.device`` (0: all together on a GPU, one at a time on a CPU, the
+    faster choice on each); each restart is checkpointed when its batch is
+    done, so an interrupted run resumes with the restarts it had not finished."""
+    device = resolve_device(config.device)
+    seqs, lengths = units.padded(device)
+    groups = units.group_tensor()
     checkpoint_dir.mkdir(parents=True, exist_ok=True)
     paths = [checkpoint_dir / f"restart_{r:02d}.pt" for r in range(config.restarts)]
     done = {r: Restart(**torch.load(path)) for r, path in enumerate(paths) if path.exists()}
     for restart in done.values():
         log.info("restart %d/%d: resumed, loss %.4f", restart.restart + 1, config.restarts, restart.loss)
     missing = [r for r in range(config.restarts) if r not in done]
-    step = config.batch_restarts or config.restarts
+    step = config.batch_restarts or (config.restarts if device.type == "cuda" else 1)
+    graph = graph.to(device)
 
     def record(restart, iteration, _table, loss):
         metrics.write(stage="seqce", restart=restart, iteration=iteration, loss=loss)
@@ -127,7 +132,7 @@ def run_restarts(units: UnitSequences, graph: Fsa, pairs: Tensor | None, config:
         batch = missing[begin:begin + step]
         result = fit_seqce(seqs, lengths, graph, units.num_units,
                            _seqce_config(config, config.seed, init=_init(config, pairs), restarts=config.restarts),
-                           label_pairs=pairs, callback=record, groups=units.group_tensor(), restart_ids=batch)
+                           label_pairs=pairs, callback=record, groups=groups, restart_ids=batch)
         for i, r in enumerate(batch):
             done[r] = Restart(r, result.restart_losses[i], result.restart_emissions[i], result.histories[i])
             with atomic_path(paths[r]) as tmp:
