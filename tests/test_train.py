@@ -107,3 +107,18 @@ def test_resume_after_kill_matches_an_uninterrupted_run(tiny_corpus, tmp_path):
     a = torch.load(reference / "round1" / "model.pt")["state_dict"]
     b = torch.load(killed / "round1" / "model.pt")["state_dict"]
     assert all(torch.allclose(a[k], b[k], atol=1e-6) for k in a)
+
+
+def test_self_loop_is_set_from_the_units_rate_unless_given():
+    import numpy as np
+
+    from usrasr.train.config import TrainConfig
+    from usrasr.train.seqce_stage import SELF_LOOP_RANGE, with_unit_rate
+    from usrasr.train.units import UnitSequences
+
+    units = UnitSequences(["a", "b"], [np.zeros(30, dtype=np.int64), np.zeros(18, dtype=np.int64)],
+                          [np.arange(30), np.arange(18)], num_units=1)
+    # 48 steps in 2 s at 12 phones/s: two steps per phone, so a self-loop of 1/2
+    assert with_unit_rate(TrainConfig(), units, 2.0).self_loop_prob == pytest.approx(0.5)
+    assert with_unit_rate(TrainConfig(phones_per_second=48), units, 2.0).self_loop_prob == SELF_LOOP_RANGE[0]
+    assert with_unit_rate(TrainConfig(self_loop_prob=0.3), units, 2.0).self_loop_prob == 0.3

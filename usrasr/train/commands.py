@@ -66,6 +66,8 @@ def print_summary(summary: dict, title: str) -> None:
     if "unit_quality" in summary:
         for split, q in summary["unit_quality"].items():
             console.print(f"units on {split}: purity {q['purity']:.3f}, PNMI {q['pnmi']:.3f}")
+    if "self_loop_prob" in summary:
+        console.print(f"HMM self-loop probability: {summary['self_loop_prob']:.3f}")
     if "diagnosis" in summary:
         console.print(f"diagnosis: {summary['diagnosis']}")
     console.print(f"seconds per stage: {summary.get('seconds', {})}")

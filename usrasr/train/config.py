@@ -30,7 +30,11 @@ class TrainConfig(YamlConfig):
     speaker_emissions: bool = False
     # graph: HMM topology o phone LM
     states_per_phone: int = 1
-    self_loop_prob: float = 0.1  # merged units: a phone rarely spans two different units
+    # Probability of staying in a phone for one more unit step.  Negative: set without
+    # labels from the units' rate, so that the HMM expects (units per second /
+    # phones_per_second) steps per phone.
+    self_loop_prob: float = -1.0
+    phones_per_second: float = 12.0  # typical of read speech; set it for your language and style
     silence: bool = True
     silence_prob: float = 0.05
     # sequence-level cross-entropy search
@@ -65,5 +69,7 @@ class TrainConfig(YamlConfig):
             raise UsrasrError(f"units must be one of {', '.join(UNIT_SOURCES)}, got '{self.units}'")
         if self.units == "encoder" and not self.encoder:
             raise UsrasrError("units=encoder needs `--set encoder=DIR` (a `usrasr pretrain` output)")
+        if self.self_loop_prob >= 1 or self.phones_per_second <= 0:
+            raise UsrasrError("need self_loop_prob < 1 (negative: from the units' rate) and phones_per_second > 0")
         if self.cmvn not in ("utterance", "speaker"):
             raise UsrasrError(f"cmvn must be 'utterance' or 'speaker', got '{self.cmvn}'")

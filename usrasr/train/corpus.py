@@ -14,6 +14,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from usrasr.train.units import FRAME_SHIFT
 from usrasr.utils.errors import UsrasrError
 
 
@@ -23,6 +24,10 @@ class AudioSplit:
     feats: list[torch.Tensor]  # (T, 80) fbank per utterance
     speakers: list[str]
     voices: list[str]
+
+    def seconds(self) -> float:
+        """Audio duration (10 ms fbank frames)."""
+        return sum(len(f) for f in self.feats) * FRAME_SHIFT
 
 
 def load_audio(corpus: str | Path, split: str) -> AudioSplit:

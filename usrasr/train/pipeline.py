@@ -29,7 +29,7 @@ from usrasr.train.corpus import AudioSplit, ScoringData, load_audio
 from usrasr.train.metrics import MetricsLog, plot_losses
 from usrasr.train.seqce_stage import (
     label_pairs, oracle_hmm, read_phone_text, run_restarts, save_phone_text, sequence_loss, training_graph,
-    viterbi_phones, write_summary,
+    viterbi_phones, with_unit_rate, write_summary,
 )
 from usrasr.train.self_training import decode_split, end_neural_training, serve_neural_training, train_neural
 from usrasr.train.unit_sources import encoder_units, fbank_units, speaker_groups
@@ -116,6 +116,8 @@ def train(corpus: str | Path, out: str | Path, config: TrainConfig, resume: bool
                      len(speakers))
             units = {"train_audio": units["train_audio"]}
             units["train_audio"].groups = speaker_groups(splits["train_audio"], units["train_audio"].ids)
+        config = with_unit_rate(config, units["train_audio"], splits["train_audio"].seconds())
+        summary["self_loop_prob"] = config.self_loop_prob
         timings["units"] = time.time() - t0
         if score:
             for name, seqs in units.items():

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import json
 import math
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 import numpy as np
@@ -47,6 +47,26 @@ def training_graph(corpus: Path, config: TrainConfig) -> Fsa:
         phone_lm_path(corpus), num_phones=len(PHONES), states_per_phone=config.states_per_phone,
         self_loop_prob=config.self_loop_prob, silence_phone=SILENCE_ID if config.silence else None,
         silence_prob=config.silence_prob, symbols=PHONE_IDS)
+
+
+# The range a self-loop set from the units' rate is kept in.
+SELF_LOOP_RANGE = (0.05, 0.95)
+
+
+def with_unit_rate(config: TrainConfig, units: UnitSequences, seconds: float) -> TrainConfig:
+    """``config`` with a negative ``self_loop_prob`` replaced by one set from the
+    units alone: the HMM's expected steps per phone, ``1 / (1 - p)``, becomes
+    the units' rate over ``phones_per_second``.  Run-merged fbank units come at
+    about 2.3 per phone, so the old fixed 0.1 made the model insert a phone
+    for almost every unit."""
+    if config.self_loop_prob >= 0:
+        return config
+    steps_per_phone = sum(len(u) for u in units.units) / (seconds * config.phones_per_second)
+    low, high = SELF_LOOP_RANGE
+    loop = min(max(1 - 1 / steps_per_phone, low), high)
+    log.info("%.2f unit steps per phone at %.1f phones/s: self-loop probability %.3f",
+             steps_per_phone, config.phones_per_second, loop)
+    return replace(config, self_loop_prob=loop)
 
 
 def label_pairs(corpus: Path, config: TrainConfig, num_labels: int) -> Tensor | None:

@@ -25,7 +25,7 @@ import torch
 from usrasr.pretrain.model import layer_features, load_encoder
 from usrasr.train.config import TrainConfig
 from usrasr.train.corpus import AudioSplit
-from usrasr.train.seqce_stage import label_pairs, quick_fit_loss, training_graph
+from usrasr.train.seqce_stage import label_pairs, quick_fit_loss, training_graph, with_unit_rate
 from usrasr.train.units import Codebook, UnitSequences, kmeans, normalize_features, to_sequences
 from usrasr.utils.console import log
 from usrasr.utils.errors import UsrasrError
@@ -126,10 +126,7 @@ def encoder_units(config: TrainConfig, splits: dict[str, AudioSplit], corpus: Pa
             candidates = [(previous["layer"], previous["k"])]
     clusterers = {}
     scores = []
-    if len(candidates) > 1:
-        graph = training_graph(corpus, config)
-        pairs = label_pairs(corpus, config, int(graph.label.max()) + 1)
-        select_config = dataclasses.replace(config, iterations=config.select_iterations)
+    select_config = dataclasses.replace(config, iterations=config.select_iterations)
     for layer, k in candidates:
         train_feats = features("train_audio", layer)
         clusterer = UnitClusterer(config, k, encoder.config.subsampling).fit(train, train_feats)
@@ -140,7 +137,11 @@ def encoder_units(config: TrainConfig, splits: dict[str, AudioSplit], corpus: Pa
         entropy = unigram_entropy(train_units)
         if config.speaker_emissions:
             train_units.groups = speaker_groups(train, train_units.ids)
-        loss = quick_fit_loss(train_units, graph, pairs, select_config)
+        # each candidate's own rate sets its duration model (when self_loop_prob is left to the units)
+        fit_config = with_unit_rate(select_config, train_units, train.seconds())
+        graph = training_graph(corpus, fit_config)
+        pairs = label_pairs(corpus, fit_config, int(graph.label.max()) + 1)
+        loss = quick_fit_loss(train_units, graph, pairs, fit_config)
         scores.append({"layer": layer, "k": k, "unigram_entropy": entropy, "seqce_loss": loss,
                        "gain": (entropy - loss) / entropy, **(score_units(train_units) if score_units else {})})
         log.info("layer %d, K=%d: unit entropy %.3f, seq-CE loss %.3f, gain %.3f", layer, k, entropy, loss,
