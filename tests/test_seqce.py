@@ -5,6 +5,7 @@ from dataclasses import replace
 import pytest
 import torch
 
+from usrasr.graph.fsa import FsaVec
 from usrasr.simulate.world import phone_error, random_world, sample
 from usrasr.train.seqce import SeqCEConfig, decode, fit_seqce, moment_fit, unit_pair_counts
 
@@ -25,16 +26,18 @@ def test_lowest_loss_restart_reaches_oracle_small_world():
     assert phone_error(units, phones, world.lm_graph(), result.log_emissions) <= oracle + 0.02
 
 
-@pytest.mark.parametrize("optimizer, grouped", [("em", False), ("adam", False), ("em", True)])
-def test_batched_restarts_follow_the_trajectories_of_restarts_run_alone(optimizer, grouped):
+@pytest.mark.parametrize("optimizer, grouped, graph_per_sequence",
+                         [("em", False, False), ("adam", False, False), ("em", True, False), ("em", False, True)])
+def test_batched_restarts_follow_the_trajectories_of_restarts_run_alone(optimizer, grouped, graph_per_sequence):
     """All restarts in one batch, in batches of two, or one at a time by id: the same tables."""
     world, _, units, lengths = _data(num_seqs=120)
     groups = torch.arange(len(units)) % 2 if grouped else None
+    graph = FsaVec([world.lm_graph()] * len(units)) if graph_per_sequence else world.lm_graph()
     config = SeqCEConfig(restarts=3, iterations=12, optimizer=optimizer, init="frequency", tolerance=3.5e-3)
     fit = dict(label_pairs=world.label_pairs(15), groups=groups)
-    together = fit_seqce(units, lengths, world.lm_graph(), world.num_units, replace(config, batch_restarts=0), **fit)
-    in_pairs = fit_seqce(units, lengths, world.lm_graph(), world.num_units, replace(config, batch_restarts=2), **fit)
-    alone = [fit_seqce(units, lengths, world.lm_graph(), world.num_units, config, restart_ids=[r], **fit)
+    together = fit_seqce(units, lengths, graph, world.num_units, replace(config, batch_restarts=0), **fit)
+    in_pairs = fit_seqce(units, lengths, graph, world.num_units, replace(config, batch_restarts=2), **fit)
+    alone = [fit_seqce(units, lengths, graph, world.num_units, config, restart_ids=[r], **fit)
              for r in range(3)]
     assert len({len(h) for h in together.histories}) > 1  # one restart stopped before the others
     for r in range(3):

@@ -15,7 +15,8 @@ counts, which are the gradient of the total log-likelihood wrt the log table)
 or by Adam, optionally with deterministic annealing (emission scores scaled by
 an inverse temperature that rises to one).
 
-All sequences of a batch run together as a ``(B, T)`` tensor.
+All sequences of a batch run together as a ``(B, T)`` tensor, and restarts
+trained together as one ``(R * B, T)`` batch.
 """
 
 from __future__ import annotations
@@ -28,7 +29,7 @@ from typing import Callable, Sequence
 import torch
 from torch import Tensor
 
-from usrasr.graph.fsa import Fsa
+from usrasr.graph.fsa import Fsa, FsaVec
 from usrasr.graph.marginals import BestPath, best_path, total_scores
 
 log = logging.getLogger("usrasr")
@@ -243,7 +244,7 @@ def _train_restarts(
     log_tables: Tensor,
     unit_seqs: Tensor,
     lengths: Tensor,
-    graph: Fsa,
+    graph: Fsa | FsaVec,
     config: SeqCEConfig,
     callback: IterationCallback | None,
     groups: Tensor | None = None,
@@ -263,6 +264,8 @@ def _train_restarts(
     flat_groups = (torch.arange(restarts, device=unit_seqs.device)[:, None] * num_groups
                    + local_groups.to(unit_seqs.device)[None, :]).reshape(-1)
     all_seqs, all_lengths = unit_seqs.repeat(restarts, 1), lengths.repeat(restarts)
+    if isinstance(graph, FsaVec) and restarts > 1:  # one graph per sequence: one per copy too
+        graph = FsaVec([graph[i] for i in range(len(graph))] * restarts)
     shape = log_tables.shape
     logits = log_tables.reshape(-1, *shape[-2:]).clone().requires_grad_()
     adam = torch.optim.Adam([logits], lr=config.learning_rate) if config.optimizer == "adam" else None
@@ -302,7 +305,7 @@ def _train_restarts(
 def fit_seqce(
     unit_seqs: Tensor,
     lengths: Tensor,
-    graph: Fsa,
+    graph: Fsa | FsaVec,
     num_units: int,
     config: SeqCEConfig | None = None,
     label_pairs: Tensor | None = None,
