@@ -361,7 +361,7 @@ def fit_seqce(
     for begin in range(0, len(restart_ids), step):
         chunk = restart_ids[begin:begin + step]
         results = _train_restarts(chunk, starts[begin:begin + step], unit_seqs, lengths, graph, config, callback, groups)
-        for r, table, loss, history in zip(chunk, *results):
+        for r, loss, history in zip(chunk, *results[1:]):
             log.info("restart %d: loss %.4f nats/frame after %d iterations", r + 1, loss, len(history) - 1)
         tables += [table.cpu() for table in results[0]]
         losses += results[1]

@@ -127,6 +127,7 @@ def encoder_units(config: TrainConfig, splits: dict[str, AudioSplit], corpus: Pa
     clusterers = {}
     scores = []
     select_config = dataclasses.replace(config, iterations=config.select_iterations)
+    graphs: dict[float, tuple] = {}  # self-loop -> (training graph, label pairs)
     for layer, k in candidates:
         train_feats = features("train_audio", layer)
         clusterer = UnitClusterer(config, k, encoder.config.subsampling).fit(train, train_feats)
@@ -137,11 +138,13 @@ def encoder_units(config: TrainConfig, splits: dict[str, AudioSplit], corpus: Pa
         entropy = unigram_entropy(train_units)
         if config.speaker_emissions:
             train_units.groups = speaker_groups(train, train_units.ids)
-        # each candidate's own rate sets its duration model (when self_loop_prob is left to the units)
+        # each candidate's own rate sets its duration model (when self_loop_prob is left to the units);
+        # candidates with the same self-loop share one graph
         fit_config = with_unit_rate(select_config, train_units, train.seconds())
-        graph = training_graph(corpus, fit_config)
-        pairs = label_pairs(corpus, fit_config, int(graph.label.max()) + 1)
-        loss = quick_fit_loss(train_units, graph, pairs, fit_config)
+        if fit_config.self_loop_prob not in graphs:
+            graph = training_graph(corpus, fit_config)
+            graphs[fit_config.self_loop_prob] = graph, label_pairs(corpus, fit_config, int(graph.label.max()) + 1)
+        loss = quick_fit_loss(train_units, *graphs[fit_config.self_loop_prob], fit_config)
         scores.append({"layer": layer, "k": k, "unigram_entropy": entropy, "seqce_loss": loss,
                        "gain": (entropy - loss) / entropy, **(score_units(train_units) if score_units else {})})
         log.info("layer %d, K=%d: unit entropy %.3f, seq-CE loss %.3f, gain %.3f", layer, k, entropy, loss,
