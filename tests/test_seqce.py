@@ -46,6 +46,25 @@ def test_batched_restarts_follow_the_trajectories_of_restarts_run_alone(optimize
         assert together.histories[r] == pytest.approx(alone[r].histories[0], abs=1e-5)
 
 
+def test_tied_group_tables_span_independent_and_shared_tables():
+    """Tying 0 leaves each group's table its own; a huge tying gives every group the shared fit."""
+    world, _, units, lengths = _data(num_seqs=120)
+    groups = torch.arange(len(units)) % 3
+    config = SeqCEConfig(restarts=1, iterations=5, init="frequency", tolerance=-1.0)
+    fit = dict(label_pairs=world.label_pairs(15))
+    shared = fit_seqce(units, lengths, world.lm_graph(), world.num_units, config, **fit).log_emissions
+    tied = fit_seqce(units, lengths, world.lm_graph(), world.num_units, replace(config, tying=1e9), groups=groups,
+                     **fit).log_emissions
+    loose = fit_seqce(units, lengths, world.lm_graph(), world.num_units, replace(config, tying=1.0), groups=groups,
+                      **fit).log_emissions
+    assert tied.shape == (3, *shared.shape)
+    for g in range(3):
+        assert torch.allclose(tied[g].exp(), shared.exp(), atol=1e-4)
+    assert (loose[0].exp() - loose[1].exp()).abs().max() > 1e-2
+    with pytest.raises(ValueError):
+        SeqCEConfig(optimizer="adam", tying=1.0)
+
+
 def test_em_never_increases_the_loss_and_rows_are_normalised():
     world, _, units, lengths = _data()
     result = fit_seqce(units, lengths, world.lm_graph(), world.num_units,

@@ -122,3 +122,44 @@ def test_self_loop_is_set_from_the_units_rate_unless_given():
     assert with_unit_rate(TrainConfig(), units, 2.0).self_loop_prob == pytest.approx(0.5)
     assert with_unit_rate(TrainConfig(phones_per_second=48), units, 2.0).self_loop_prob == SELF_LOOP_RANGE[0]
     assert with_unit_rate(TrainConfig(self_loop_prob=0.3), units, 2.0).self_loop_prob == 0.3
+    # two states per phone share the steps: one step per state, the lowest self-loop
+    assert with_unit_rate(TrainConfig(states_per_phone=2), units, 2.0).self_loop_prob == SELF_LOOP_RANGE[0]
+    assert with_unit_rate(TrainConfig(states_per_phone=2, phones_per_second=6), units, 2.0).self_loop_prob \
+        == pytest.approx(0.5)
+
+
+def test_adapted_codebooks_keep_unit_ids_and_empty_clusters():
+    from usrasr.train.units import Codebook, kmeans
+
+    generator = torch.Generator().manual_seed(0)
+    centres = torch.tensor([[0.0, 0.0], [10.0, 0.0], [0.0, 10.0]])
+    shared = Codebook(centres.clone())
+    # a speaker whose sounds sit shifted from the shared centres and never visit the third
+    data = torch.cat([centres[:2] + torch.tensor([1.0, 1.0])] * 50) + 0.1 * torch.randn(100, 2, generator=generator)
+    adapted = kmeans(data, 3, iterations=5, init=shared)
+    assert torch.allclose(adapted.centroids[:2], centres[:2] + 1.0, atol=0.1)  # unit k moved with the voice
+    assert torch.equal(adapted.centroids[2], centres[2])  # the empty unit keeps its shared centre
+    with pytest.raises(ValueError):
+        kmeans(data, 2, iterations=1, init=shared)
+
+
+def test_ctc_augmentation_warps_and_masks_real_frames_only():
+    from usrasr.models.ctc_train import Augmentation
+
+    torch.manual_seed(0)
+    x = torch.randn(3, 50, 80)
+    lengths = torch.tensor([50, 30, 10])
+    x[1, 30:] = 0
+    x[2, 10:] = 0
+    identity = Augmentation(warp=0.0, freq_masks=0, time_masks=0)(x, lengths)
+    assert torch.allclose(identity, x)
+    warped = Augmentation(warp=0.2, freq_masks=0, time_masks=0)(x, lengths)
+    assert warped.shape == x.shape and not torch.allclose(warped, x)
+    assert torch.allclose(warped[:, :, 0], x[:, :, 0])  # the lowest bin stays put
+    masked = Augmentation(warp=0.0, freq_masks=2, freq_width=10, time_masks=0)(x, lengths)
+    changed = (masked != x).any(dim=1)  # (B, F): bins masked in some frame
+    assert changed.any(dim=1).all() and (changed.sum(dim=1) <= 20).all()
+    mean = x[0].mean(0)
+    assert torch.allclose(masked[0][:, changed[0]], mean[changed[0]].expand(50, -1))
+    for aug in (warped, masked):
+        assert aug[1, 30:].abs().sum() == 0 and aug[2, 10:].abs().sum() == 0

@@ -7,13 +7,14 @@ targets are pseudo-labels (phone ids of ``tokens.txt``, never the blank 0).
 from __future__ import annotations
 
 import math
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable, Mapping, Sequence
 
 import torch
 from torch.nn.utils.rnn import pad_sequence
 
-from usrasr.models.acoustic import CtcAcousticModel
+from usrasr.models.acoustic import CtcAcousticModel, valid_mask
 from usrasr.utils.console import log, progress
 from usrasr.utils.distributed import barrier, gather_objects, mean_over_processes, process_rank, shard, world_size
 from usrasr.utils.errors import UsrasrError
@@ -55,6 +56,51 @@ def _resolve(utterances, targets) -> tuple[list[torch.Tensor], list[list[int]]]:
     return feats, labels
 
 
+@dataclass
+class Augmentation:
+    """On-the-fly training-time distortions of fbank (B, T, F), drawn from torch's global RNG.
+
+    * ``warp``: vocal-tract-length-style warping, each utterance's frequency axis
+      stretched by a factor drawn from [1 - warp, 1 + warp] (linear interpolation
+      over the mel bins). Unseen voices differ from the training voices mostly in
+      formant positions; this makes the model see a continuum of them.
+    * SpecAugment masks (Park et al., 2019): ``freq_masks`` bands of up to
+      ``freq_width`` bins and ``time_masks`` spans of up to ``time_width`` frames,
+      set to the utterance's mean (zero after the model's per-utterance CMVN).
+    """
+
+    warp: float = 0.1
+    freq_masks: int = 2
+    freq_width: int = 12
+    time_masks: int = 4
+    time_width: int = 10
+
+    def __call__(self, x: torch.Tensor, lengths: torch.Tensor) -> torch.Tensor:
+        batch, frames, bins = x.shape
+        if self.warp > 0:
+            factor = 1 + (2 * torch.rand(batch, 1) - 1) * self.warp
+            source = (torch.arange(bins, dtype=torch.float32)[None, :] / factor).clamp(max=bins - 1)
+            low = source.floor().long()
+            high = (low + 1).clamp(max=bins - 1)
+            frac = (source - low).to(x.device)[:, None, :]
+            gather = lambda idx: x.gather(2, idx.to(x.device)[:, None, :].expand(batch, frames, bins))  # noqa: E731
+            x = gather(low) * (1 - frac) + gather(high) * frac
+        mask = valid_mask(lengths, frames).to(x.device)
+        mean = (x * mask[..., None]).sum(1, keepdim=True) / lengths.to(x.device).clamp(min=1)[:, None, None]
+        drop = torch.zeros(batch, frames, bins, dtype=torch.bool)
+        for b in range(batch):
+            for _ in range(self.freq_masks):
+                width = int(torch.randint(self.freq_width + 1, ()))
+                start = int(torch.randint(bins - width + 1, ()))
+                drop[b, :, start:start + width] = True
+            for _ in range(self.time_masks):
+                width = min(int(torch.randint(self.time_width + 1, ())), int(lengths[b]))
+                start = int(torch.randint(int(lengths[b]) - width + 1, ()))
+                drop[b, start:start + width, :] = True
+        drop = drop.to(x.device)
+        return torch.where(drop, mean.expand_as(x), x) * mask[..., None]
+
+
 def _save_checkpoint(path: Path, step: int, model, optimizer, scheduler, generator, order, losses,
                      rng_states) -> None:
     """Everything needed to continue exactly where training stopped."""
@@ -86,8 +132,11 @@ def train_ctc(
     checkpoint_every: int = 100,
     on_step: Callable[[int, float], None] | None = None,
     description: str = "ctc",
+    augmentation: Augmentation | None = None,
+    cosine_decay: bool = False,
 ) -> CtcAcousticModel:
-    """Train ``model`` with CTC for ``steps`` mini-batch updates (Adam, linear warm-up).
+    """Train ``model`` with CTC for ``steps`` mini-batch updates (Adam, linear warm-up
+    over the first tenth, then a constant rate or, with ``cosine_decay``, a cosine to zero).
 
     Args:
       utterances: feature tensors ``(T, feat_dim)``, or a Lhotse CutSet with stored features.
@@ -114,7 +163,15 @@ def train_ctc(
     model.to(device).train()
     optimizer = torch.optim.Adam(model.parameters(), lr=lr)
     warmup = max(1, steps // 10)
-    scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda s: min(1.0, (s + 1) / warmup))
+
+    def rate(step: int) -> float:
+        if step < warmup:
+            return (step + 1) / warmup
+        if not cosine_decay:
+            return 1.0
+        return 0.5 * (1 + math.cos(math.pi * (step - warmup) / max(1, steps - warmup)))
+
+    scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, rate)
     generator = torch.Generator().manual_seed(seed)
     order: list[int] = []
     losses: list[float] = []
@@ -150,6 +207,8 @@ def train_ctc(
             share = shard(batch, rank, world)
             x = pad_sequence([feats[i] for i in share], batch_first=True).to(device)
             x_lens = torch.tensor([len(feats[i]) for i in share], device=device)
+            if augmentation is not None:
+                x = augmentation(x, x_lens.cpu())
             y = torch.tensor([t for i in share for t in labels[i]], dtype=torch.long)
             y_lens = torch.tensor([len(labels[i]) for i in share], dtype=torch.long)
             log_probs, out_lens = network(x, x_lens)

@@ -22,12 +22,17 @@ class TrainConfig(YamlConfig):
     kmeans_iterations: int = 20
     cmvn: str = "utterance"  # "utterance", or "speaker" (needs speaker labels)
     codebook_per_speaker: bool = False  # one k-means codebook per speaker (needs speaker labels)
+    # codebook_per_speaker: start each speaker's k-means from one shared codebook (unit ids comparable)
+    adapt_speaker_codebooks: bool = False
     mode_width: int = 5  # majority filter over frames before merging runs (1 = off)
     merge_runs: bool = True
     diagnostic_noise: float = 0.0  # share of frames replaced by random units (diagnostic units)
     diagnostic_voice_dependent: bool = False
     # one emission table per speaker (needs speaker labels; decodes only speakers seen in training)
     speaker_emissions: bool = False
+    # speaker_emissions with adapt_speaker_codebooks: pseudo-counts per phone that pull each
+    # speaker's table towards the table of all speakers (0 = independent tables)
+    emission_tying: float = 0.0
     # graph: HMM topology o phone LM
     states_per_phone: int = 1
     # Probability of staying in a phone for one more unit step.  Negative: set without
@@ -58,6 +63,10 @@ class TrainConfig(YamlConfig):
     ctc_steps: int = 500  # about 5 epochs of the default 1,500 utterances at batch 16
     ctc_batch_size: int = 16
     ctc_lr: float = 1e-3
+    ctc_cosine_decay: bool = False  # after warm-up, decay the rate to zero along a cosine
+    # training-time distortions of fbank (see usrasr.models.ctc_train.Augmentation); 0 = off
+    ctc_warp: float = 0.0  # frequency-axis warping range (vocal tract length)
+    ctc_spec_augment: bool = False  # SpecAugment time and frequency masks
     supervised_oracle: bool = True
     # engineering
     checkpoint_every: int = 100

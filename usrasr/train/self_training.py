@@ -22,7 +22,7 @@ from usrasr.decode.audio import utterances_from_cuts
 from usrasr.decode.pipeline import build_recognizer, resolve_device
 from usrasr.decode.search import SearchOptions
 from usrasr.models.acoustic import AcousticModelConfig, CtcAcousticModel, build_model, load_model, save_model
-from usrasr.models.ctc_train import train_ctc
+from usrasr.models.ctc_train import Augmentation, train_ctc
 from usrasr.pretrain.model import ctc_model_from_encoder
 from usrasr.train.config import TrainConfig
 from usrasr.train.corpus import AudioSplit
@@ -89,8 +89,17 @@ def _fit_ctc(config: TrainConfig, audio: AudioSplit, job: NeuralJob,
     train_ctc(model, [f for f, _ in rows], [t for _, t in rows], steps=config.ctc_steps, lr=config.ctc_lr,
               device=device, batch_size=config.ctc_batch_size, seed=config.seed,
               checkpoint=model_dir / "train_state.pt", checkpoint_every=config.checkpoint_every,
-              on_step=on_step, description=name)
+              on_step=on_step, description=name, augmentation=_augmentation(config),
+              cosine_decay=config.ctc_cosine_decay)
     return model
+
+
+def _augmentation(config: TrainConfig) -> Augmentation | None:
+    if not config.ctc_warp and not config.ctc_spec_augment:
+        return None
+    if config.ctc_spec_augment:
+        return Augmentation(warp=config.ctc_warp)
+    return Augmentation(warp=config.ctc_warp, freq_masks=0, time_masks=0)
 
 
 def decode_split(model_path: Path, corpus: Path, split: str, unit: str, graph_dir: Path,

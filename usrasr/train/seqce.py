@@ -63,6 +63,11 @@ class SeqCEConfig:
     anneal_start: float = 1.0
     anneal_iterations: int = 0
     smoothing: float = 1e-4  # pseudo-count added to every expected count in the M-step
+    # Per-group tables: pseudo-counts per label row drawn from the pooled table of all
+    # groups in the M-step (MAP adaptation of each group's table towards the shared one),
+    # and every group starts from the same table.  0 = independent groups.  Only
+    # meaningful when unit ids mean the same in every group (adapted codebooks).
+    tying: float = 0.0
     tolerance: float = 1e-6  # stop a restart when the loss improves less than this per frame
     # Restarts trained together as one batch of restarts x sequences (0 = all at once).
     # Memory grows with it (batch_restarts copies of the dense scores); on a GPU the
@@ -77,6 +82,8 @@ class SeqCEConfig:
             raise ValueError(f"optimizer must be one of {OPTIMIZERS}, got {self.optimizer!r}")
         if self.restarts < 1 or self.iterations < 0 or self.batch_restarts < 0:
             raise ValueError("need restarts >= 1, iterations >= 0 and batch_restarts >= 0")
+        if self.tying < 0 or (self.tying > 0 and self.optimizer != "em"):
+            raise ValueError("tying is a non-negative pseudo-count of the EM M-step")
         if not 0 < self.anneal_start <= 1:
             raise ValueError("anneal_start is an inverse temperature in (0, 1]")
 
@@ -298,6 +305,10 @@ def _train_restarts(
             (counts,) = torch.autograd.grad(totals.sum(), logits)
             # d/d(log table) of the annealed total is beta * expected counts.
             counts = counts / beta + config.smoothing
+            if per_group and config.tying > 0:
+                grouped = counts.view(restarts, num_groups, *shape[-2:])
+                pooled = grouped.sum(1, keepdim=True)
+                counts = (grouped + config.tying * pooled / pooled.sum(-1, keepdim=True)).view_as(counts)
             logits = (counts / counts.sum(-1, keepdim=True)).log().requires_grad_()
     raise AssertionError("unreachable: the last iteration always returns")
 
@@ -350,6 +361,11 @@ def fit_seqce(
     if groups is None:
         seeds = [restart_seed(config.seed, r) for r in restart_ids]
         starts = _initial_tables(config, cpu_seqs, cpu_lengths, num_labels, num_units, cpu_pairs, restart_ids, seeds)
+    elif config.tying > 0:  # tied groups start from one table fitted to all sequences
+        groups = torch.as_tensor(groups).long().to(unit_seqs.device)
+        seeds = [restart_seed(config.seed, r) for r in restart_ids]
+        shared = _initial_tables(config, cpu_seqs, cpu_lengths, num_labels, num_units, cpu_pairs, restart_ids, seeds)
+        starts = shared[:, None].expand(-1, int(groups.max()) + 1, -1, -1).contiguous()
     else:
         groups = torch.as_tensor(groups).long().cpu()
         starts = _grouped_initial_tables(config, cpu_seqs, cpu_lengths, groups, num_labels, num_units, cpu_pairs,

@@ -55,15 +55,19 @@ SELF_LOOP_RANGE = (0.05, 0.95)
 
 def with_unit_rate(config: TrainConfig, units: UnitSequences, seconds: float) -> TrainConfig:
     """``config`` with a negative ``self_loop_prob`` replaced by one set from the
-    units alone: the HMM's expected steps per phone, ``1 / (1 - p)``, becomes
-    the units' rate over ``phones_per_second``.  Run-merged fbank units come at
-    about 2.3 per phone, so the old fixed 0.1 made the model insert a phone
-    for almost every unit."""
+    units alone: the HMM's expected steps per phone, ``states_per_phone / (1 - p)``,
+    becomes the units' rate over ``phones_per_second``.  Run-merged fbank units
+    come at about 2.3 per phone, so the old fixed 0.1 made the model insert a
+    phone for almost every unit."""
     if config.self_loop_prob >= 0:
         return config
     steps_per_phone = sum(len(u) for u in units.units) / (seconds * config.phones_per_second)
     low, high = SELF_LOOP_RANGE
-    loop = min(max(1 - 1 / steps_per_phone, low), high)
+    loop = min(max(1 - config.states_per_phone / steps_per_phone, low), high)
+    if steps_per_phone < config.states_per_phone:
+        log.warning("%.2f unit steps per phone is fewer than the %d states per phone: phones shorter than that "
+                    "cannot be read (use fewer states, or units without merge_runs)",
+                    steps_per_phone, config.states_per_phone)
     log.info("%.2f unit steps per phone at %.1f phones/s: self-loop probability %.3f",
              steps_per_phone, config.phones_per_second, loop)
     return replace(config, self_loop_prob=loop)
@@ -109,7 +113,7 @@ def label_pairs(corpus: Path, config: TrainConfig, num_labels: int) -> Tensor | 
 def _seqce_config(config: TrainConfig, seed: int, **changes) -> SeqCEConfig:
     values = dict(restarts=1, batch_restarts=0, iterations=config.iterations, optimizer=config.optimizer, init=config.init,
                   learning_rate=config.learning_rate, anneal_start=config.anneal_start,
-                  anneal_iterations=config.anneal_iterations, seed=seed)
+                  anneal_iterations=config.anneal_iterations, tying=config.emission_tying, seed=seed)
     values.update(changes)
     return SeqCEConfig(**values)
 

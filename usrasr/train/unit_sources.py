@@ -43,7 +43,9 @@ class UnitClusterer:
     """k-means codebook(s) over one kind of features: a single codebook, or one per
     speaker (needs speaker labels; every speaker, seen or unseen, is clustered on
     its own audio, so unit ids mean nothing across speakers and per-speaker
-    emission tables are needed to read them).
+    emission tables are needed to read them; with ``adapt_speaker_codebooks``
+    each speaker's codebook is adapted from one shared codebook instead, so
+    unit ids keep their meaning across speakers and one table can read them).
 
     ``factor`` is how many 10 ms frames one feature frame spans; units are
     repeated back to 10 ms so their starts line up with fbank frames.
@@ -52,16 +54,25 @@ class UnitClusterer:
     def __init__(self, config: TrainConfig, k: int, factor: int = 1):
         self.config, self.k, self.factor = config, k, factor
         self.codebooks: dict[str, Codebook] = {}
+        self.shared: Codebook | None = None
 
     def _group_keys(self, split: AudioSplit) -> list[str]:
         return split.speakers if self.config.codebook_per_speaker else ["all"] * len(split.ids)
 
     def fit(self, split: AudioSplit, feats: list[torch.Tensor]) -> "UnitClusterer":
         keys = self._group_keys(split)
+        init = None
+        if self.config.codebook_per_speaker and self.config.adapt_speaker_codebooks:
+            # Every speaker's codebook starts from one shared codebook of the first split
+            # fitted (train-audio), so unit k is the same sound region, refined to each voice.
+            if self.shared is None:
+                self.shared = kmeans(torch.cat(feats), self.k, self.config.kmeans_iterations, seed=self.config.seed)
+            init = self.shared
         for key in sorted(set(keys)):
             if key not in self.codebooks:
                 rows = torch.cat([f for f, g in zip(feats, keys) if g == key])
-                self.codebooks[key] = kmeans(rows, self.k, self.config.kmeans_iterations, seed=self.config.seed)
+                self.codebooks[key] = kmeans(rows, self.k, self.config.kmeans_iterations, seed=self.config.seed,
+                                             init=init)
         return self
 
     def sequences(self, split: AudioSplit, feats: list[torch.Tensor]) -> UnitSequences:

@@ -135,21 +135,27 @@ class Codebook:
         return torch.cat(out) if out else torch.zeros(0, dtype=torch.long)
 
 
-def kmeans(data: Tensor, k: int, iterations: int = 20, seed: int = 0, sample: int = 200_000) -> Codebook:
-    """Batched Lloyd k-means with k-means++ initialisation on a random sample of rows."""
+def kmeans(data: Tensor, k: int, iterations: int = 20, seed: int = 0, sample: int = 200_000,
+           init: Codebook | None = None) -> Codebook:
+    """Batched Lloyd k-means on a random sample of rows, from ``init`` or a k-means++ start."""
     generator = torch.Generator().manual_seed(seed)
     if data.shape[0] > sample:
         data = data[torch.randperm(data.shape[0], generator=generator)[:sample]]
     data = data.float()
     if data.shape[0] < k:
         raise ValueError(f"k-means needs at least k={k} frames, got {data.shape[0]}")
-    first = torch.randint(data.shape[0], (1,), generator=generator)
-    centroids = data[first]
-    nearest = ((data - centroids[0]) ** 2).sum(1)
-    for _ in range(1, k):  # k-means++: sample proportional to squared distance
-        idx = torch.multinomial(nearest / nearest.sum(), 1, generator=generator)
-        centroids = torch.cat([centroids, data[idx]])
-        nearest = torch.minimum(nearest, ((data - data[idx]) ** 2).sum(1))
+    if init is not None:
+        if init.centroids.shape != (k, data.shape[1]):
+            raise ValueError(f"k-means init has shape {tuple(init.centroids.shape)}, need ({k}, {data.shape[1]})")
+        centroids = init.centroids.float().clone()
+    else:
+        first = torch.randint(data.shape[0], (1,), generator=generator)
+        centroids = data[first]
+        nearest = ((data - centroids[0]) ** 2).sum(1)
+        for _ in range(1, k):  # k-means++: sample proportional to squared distance
+            idx = torch.multinomial(nearest / nearest.sum(), 1, generator=generator)
+            centroids = torch.cat([centroids, data[idx]])
+            nearest = torch.minimum(nearest, ((data - data[idx]) ** 2).sum(1))
     codebook = Codebook(centroids)
     with progress() as bar:
         task = bar.add_task(f"k-means K={k}", total=iterations, status="")
@@ -159,7 +165,9 @@ def kmeans(data: Tensor, k: int, iterations: int = 20, seed: int = 0, sample: in
             counts = torch.bincount(assignment, minlength=k).float()
             empty = counts == 0
             centroids = torch.where(empty[:, None], centroids, sums / counts.clamp_min(1)[:, None])
-            if empty.any():  # re-seed empty clusters on random points
+            # Re-seed empty clusters on random points, except when adapting a given codebook:
+            # there an empty cluster keeps its centroid so that unit ids keep their meaning.
+            if empty.any() and init is None:
                 centroids[empty] = data[torch.randint(data.shape[0], (int(empty.sum()),), generator=generator)]
             codebook = Codebook(centroids)
             bar.advance(task)
