@@ -143,6 +143,16 @@ def test_adapted_codebooks_keep_unit_ids_and_empty_clusters():
         kmeans(data, 2, iterations=1, init=shared)
 
 
+def test_tying_needs_comparable_unit_ids_and_em():
+    from usrasr.train.config import TrainConfig
+    from usrasr.utils.errors import UsrasrError
+
+    TrainConfig(speaker_emissions=True, codebook_per_speaker=True, adapt_speaker_codebooks=True, emission_tying=5)
+    for bad in (dict(codebook_per_speaker=True), dict(optimizer="adam"), dict(emission_tying=-1.0)):
+        with pytest.raises(UsrasrError):
+            TrainConfig(**{"speaker_emissions": True, "emission_tying": 5.0, **bad})
+
+
 def test_ctc_augmentation_warps_and_masks_real_frames_only():
     from usrasr.models.ctc_train import Augmentation
 

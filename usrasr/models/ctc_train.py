@@ -147,6 +147,7 @@ def train_ctc(
         it exists, training continues from it and ends exactly as an
         uninterrupted run would.
       on_step: called with (step, loss) after every update (metrics logging).
+      augmentation: distortions applied to every training batch (none when None).
     Under ``torch.distributed``, every process calls this with the same
     arguments: the model is wrapped in DDP, each process takes its share of
     every batch, the updates are those of one process on the whole batch (up

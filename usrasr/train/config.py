@@ -80,5 +80,10 @@ class TrainConfig(YamlConfig):
             raise UsrasrError("units=encoder needs `--set encoder=DIR` (a `usrasr pretrain` output)")
         if self.self_loop_prob >= 1 or self.phones_per_second <= 0:
             raise UsrasrError("need self_loop_prob < 1 (negative: from the units' rate) and phones_per_second > 0")
+        if self.emission_tying < 0 or (self.emission_tying > 0 and self.optimizer != "em"):
+            raise UsrasrError("emission_tying is a non-negative pseudo-count of EM (optimizer=em)")
+        if self.emission_tying > 0 and self.codebook_per_speaker and not self.adapt_speaker_codebooks:
+            raise UsrasrError("emission_tying needs unit ids that mean the same for every speaker: "
+                              "set adapt_speaker_codebooks=true (or one shared codebook)")
         if self.cmvn not in ("utterance", "speaker"):
             raise UsrasrError(f"cmvn must be 'utterance' or 'speaker', got '{self.cmvn}'")
