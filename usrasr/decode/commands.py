@@ -128,7 +128,8 @@ def decode(
         return
     if model_path is None:
         raise UsrasrError("--model is required (or use --compile-only)")
-    from usrasr.decode.pipeline import build_recognizer, default_lm, resolve_device, resolve_lang_dir
+    from usrasr.decode.pipeline import build_recognizer, default_lm, resolve_lang_dir
+    from usrasr.utils.device import resolve_device
     from usrasr.models.acoustic import load_model
 
     utterances = _collect_utterances(files, wav_scp, cuts)

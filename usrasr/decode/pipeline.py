@@ -17,19 +17,6 @@ from usrasr.models.acoustic import CtcAcousticModel, LoadedModel
 from usrasr.utils.errors import UsrasrError
 
 
-def resolve_device(name: str) -> torch.device:
-    """``auto`` -> CUDA when available, else CPU."""
-    if name == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    try:
-        device = torch.device(name)
-    except RuntimeError:
-        raise UsrasrError(f"unknown device '{name}'") from None
-    if device.type == "cuda" and not torch.cuda.is_available():
-        raise UsrasrError("--device cuda requested but CUDA is not available")
-    return device
-
-
 def resolve_lang_dir(model_path: Path | None, loaded: LoadedModel | None, option: Path | None) -> Path:
     """``--lang``, else the lang dir recorded in the model, else ``lang/`` beside it or its own dir."""
     if option is not None:

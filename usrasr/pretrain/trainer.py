@@ -20,7 +20,7 @@ from pathlib import Path
 import torch
 from torch.nn.utils.rnn import pad_sequence
 
-from usrasr.decode.pipeline import resolve_device
+from usrasr.utils.device import resolve_device
 from usrasr.models.acoustic import valid_mask
 from usrasr.pretrain.config import PretrainConfig
 from usrasr.pretrain.model import (

@@ -29,7 +29,7 @@ def train(ctx, corpus, out_dir, config_path, overrides, units, resume, no_score)
     Under `torchrun --nproc_per_node N -m usrasr train ...`, N processes train
     the CTC models together (gloo on CPU, NCCL on GPU); rank 0 does the rest.
     """
-    from usrasr.decode.pipeline import resolve_device
+    from usrasr.utils.device import resolve_device
     from usrasr.train.config import TrainConfig
     from usrasr.utils.config import parse_overrides
     from usrasr.train.pipeline import train as run

@@ -19,7 +19,8 @@ import torch
 
 from usrasr.data.phones import PHONES
 from usrasr.decode.audio import utterances_from_cuts
-from usrasr.decode.pipeline import build_recognizer, resolve_device
+from usrasr.decode.pipeline import build_recognizer
+from usrasr.utils.device import resolve_device
 from usrasr.decode.search import SearchOptions
 from usrasr.models.acoustic import AcousticModelConfig, CtcAcousticModel, build_model, load_model, save_model
 from usrasr.models.ctc_train import Augmentation, train_ctc

@@ -17,7 +17,7 @@ from torch import Tensor
 
 from usrasr.data.lm import read_arpa
 from usrasr.data.phones import PHONES, SILENCE, SPOKEN_NOISE
-from usrasr.decode.pipeline import resolve_device
+from usrasr.utils.device import resolve_device
 from usrasr.graph.fsa import Fsa, FsaVec
 from usrasr.graph.topo import compose_topo_lm, hmm_lm_graph, hmm_topo
 from usrasr.train.config import TrainConfig
