@@ -8,6 +8,8 @@ import click
 from rich.console import Console
 from rich.table import Table
 
+from usrasr.train.config import UNIT_SOURCES
+
 
 @click.command()
 @click.option("--corpus", type=click.Path(file_okay=False, exists=True, path_type=Path), required=True,
@@ -17,8 +19,9 @@ from rich.table import Table
 @click.option("--config", "config_path", type=click.Path(dir_okay=False, exists=True, path_type=Path),
               default=None, help="YAML config; see `usrasr.train.config.TrainConfig`.")
 @click.option("--set", "overrides", multiple=True, metavar="KEY=VALUE", help="Override a config key.")
-@click.option("--units", type=click.Choice(["fbank", "encoder", "diagnostic"]), default=None,
-              help="Unit source: fbank k-means; encoder (set encoder=DIR, a `usrasr pretrain` output); "
+@click.option("--units", type=click.Choice(list(UNIT_SOURCES)), default=None,
+              help="Unit source: fbank k-means; segments (k-means of phone-like fbank segments); "
+                   "encoder (set encoder=DIR, a `usrasr pretrain` output); "
                    "diagnostic = phone ids from the scoring alignments (diagnosis only).")
 @click.option("--resume", is_flag=True, help="Continue an interrupted run from its checkpoints.")
 @click.option("--no-score", is_flag=True, help="Skip oracles and PER (reads no transcripts at all).")
@@ -55,6 +58,9 @@ def print_summary(summary: dict, title: str) -> None:
     for column in ("model", "loss", "PER train", "PER test", "WER test"):
         table.add_column(column, justify="left" if column == "model" else "right")
     rows = [("seq-CE (lowest loss)", summary.get("seqce")), ("oracle HMM (same units)", summary.get("oracle_hmm"))]
+    if "word_em" in summary:
+        rows += [("word-level EM (HLG)", summary["word_em"]),
+                 ("oracle HMM table through HLG", summary["word_em"].get("oracle"))]
     rows += [(f"self-training round {r['round']}", r) for r in summary.get("self_training", [])]
     rows.append(("supervised oracle (CTC)", summary.get("supervised")))
     for name, row in rows:
@@ -68,6 +74,9 @@ def print_summary(summary: dict, title: str) -> None:
             console.print(f"units on {split}: purity {q['purity']:.3f}, PNMI {q['pnmi']:.3f}")
     if "self_loop_prob" in summary:
         console.print(f"HMM self-loop probability: {summary['self_loop_prob']:.3f}")
+    if "oracle" in summary.get("word_em", {}):
+        console.print(f"word-level cost per step: found {summary['word_em']['cost_history'][-1]:.4f}, "
+                      f"oracle HMM table {summary['word_em']['oracle']['cost_per_step']:.4f}")
     if "diagnosis" in summary:
         console.print(f"diagnosis: {summary['diagnosis']}")
     console.print(f"seconds per stage: {summary.get('seconds', {})}")

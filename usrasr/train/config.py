@@ -7,20 +7,28 @@ from dataclasses import dataclass
 from usrasr.utils.config import YamlConfig
 from usrasr.utils.errors import UsrasrError
 
-UNIT_SOURCES = ("fbank", "encoder", "diagnostic")
+UNIT_SOURCES = ("fbank", "segments", "encoder", "diagnostic")
+SPEAKER_FIELDS = ("speaker", "voice")
 
 
 @dataclass
 class TrainConfig(YamlConfig):
     # acoustic units
-    units: str = "fbank"  # fbank k-means, "encoder" (a pretrained layer), or "diagnostic" (alignments)
+    # "fbank" (k-means of frames), "segments" (k-means of phone-like segments),
+    # "encoder" (a pretrained layer), or "diagnostic" (alignments)
+    units: str = "fbank"
     num_units: int = 100
+    segment_penalty: float = 80.0  # units=segments: cost of a segment boundary (higher: longer segments)
+    segment_parts: int = 3  # units=segments: sub-span means per segment feature
     encoder: str = ""  # units=encoder: a `usrasr pretrain` output dir or its encoder.pt
     unit_layer: int = -1  # units=encoder: layer 0..N, or -1 to choose it without labels
     kmeans_k_choices: str = ""  # units=encoder: comma-separated K to choose from ("" = num_units)
     select_iterations: int = 10  # EM iterations of each candidate's seq-CE fit when choosing
     kmeans_iterations: int = 20
     cmvn: str = "utterance"  # "utterance", or "speaker" (needs speaker labels)
+    # What identifies a speaker for the per-speaker options: the supervisions' "speaker",
+    # or "voice" (their custom field; the default corpus's speed variants of a voice are one voice)
+    speaker_field: str = "speaker"
     codebook_per_speaker: bool = False  # one k-means codebook per speaker (needs speaker labels)
     # codebook_per_speaker: start each speaker's k-means from one shared codebook (unit ids comparable)
     adapt_speaker_codebooks: bool = False
@@ -52,6 +60,10 @@ class TrainConfig(YamlConfig):
     anneal_start: float = 1.0
     anneal_iterations: int = 0
     oracle_iterations: int = 20
+    # word-level refinement (hard EM through HLG, see usrasr.train.word_em); 0 iterations = off
+    word_em_iterations: int = 0
+    word_em_screen_iterations: int = 3  # per restart and speaker group, to choose the restart
+    word_em_beam: float = 10.0
     # self-training (neural CTC on fbank, pseudo-labels from the previous model)
     self_training_rounds: int = 2
     # a `usrasr pretrain` output: every CTC model (self-training and the supervised oracle)
@@ -85,5 +97,11 @@ class TrainConfig(YamlConfig):
         if self.emission_tying > 0 and self.codebook_per_speaker and not self.adapt_speaker_codebooks:
             raise UsrasrError("emission_tying needs unit ids that mean the same for every speaker: "
                               "set adapt_speaker_codebooks=true (or one shared codebook)")
+        if self.speaker_field not in SPEAKER_FIELDS:
+            raise UsrasrError(f"speaker_field must be one of {', '.join(SPEAKER_FIELDS)}, got '{self.speaker_field}'")
+        if self.word_em_iterations < 0 or self.word_em_screen_iterations < 1 or self.segment_penalty <= 0:
+            raise UsrasrError("need word_em_iterations >= 0, word_em_screen_iterations >= 1 and segment_penalty > 0")
+        if self.word_em_iterations and self.states_per_phone != 1:
+            raise UsrasrError("word-level EM reads one emission row per phone: it needs states_per_phone=1")
         if self.cmvn not in ("utterance", "speaker"):
             raise UsrasrError(f"cmvn must be 'utterance' or 'speaker', got '{self.cmvn}'")

@@ -8,6 +8,7 @@ poisoning those files.
 
 from __future__ import annotations
 
+import dataclasses
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -24,6 +25,10 @@ class AudioSplit:
     feats: list[torch.Tensor]  # (T, 80) fbank per utterance
     speakers: list[str]
     voices: list[str]
+
+    def speakers_from(self, field: str) -> "AudioSplit":
+        """The split with ``speakers`` read from ``field``: "speaker" (as is) or "voice"."""
+        return self if field == "speaker" else dataclasses.replace(self, speakers=list(self.voices))
 
     def seconds(self) -> float:
         """Audio duration (10 ms fbank frames)."""

@@ -6,7 +6,8 @@ Outputs under the experiment dir::
     units/                codebook.pt, units per split
     seqce/restart_*.pt    one checkpoint per finished restart
     seqce/model.pt        the lowest-loss restart: emissions + graph settings
-    pseudo_labels/round0.txt   Viterbi phone sequences of train-audio
+    word_em/model.pt      word-level refinement (if on): tables, chosen restarts, labels
+    pseudo_labels/round0.txt   phone sequences of train-audio that self-training starts from
     metrics.jsonl         every loss, per iteration / step
     losses.png            loss curves
     summary.json          the results table
@@ -32,7 +33,8 @@ from usrasr.train.seqce_stage import (
     viterbi_phones, with_unit_rate, write_summary,
 )
 from usrasr.train.self_training import decode_split, end_neural_training, serve_neural_training, train_neural
-from usrasr.train.unit_sources import encoder_units, fbank_units, speaker_groups
+from usrasr.train.unit_sources import encoder_units, fbank_units, segment_units, speaker_groups
+from usrasr.train.word_em import WordLevelEM, run_word_em
 from usrasr.train.units import UnitSequences, alignment_units, to_sequences, unit_quality
 from usrasr.utils.console import log
 from usrasr.utils.distributed import is_main_process, world_size
@@ -82,6 +84,23 @@ def _score_model(model: Path, corpus: Path, out: Path, config: TrainConfig, scor
     return scores
 
 
+def _word_em_scores(word_em: WordLevelEM, units: UnitSequences, refined: dict, oracle: torch.Tensor,
+                    scoring: ScoringData) -> dict:
+    """PER/WER of the refined labels, and the oracle HMM's table under the same criterion."""
+    refs, texts = scoring.phones("train_audio"), scoring.texts("train_audio")
+    oracle_decoded = word_em.decode(units, oracle)
+
+    def wer(words: dict[str, str]) -> float:
+        return compute_error_rate({k: v for k, v in texts.items() if k in words}, words, unit="word").error_rate
+
+    scores = {"per_train": _per(refs, refined["phones"]), "wer_train": wer(refined["words"]),
+              "oracle": {"cost_per_step": oracle_decoded.cost_per_step, "per_train": _per(refs, oracle_decoded.phones()),
+                         "wer_train": wer(oracle_decoded.words)}}
+    log.info("word-level EM: PER %.1f, WER %.1f on train-audio (oracle table: cost %.4f, PER %.1f)",
+             scores["per_train"], scores["wer_train"], scores["oracle"]["cost_per_step"], scores["oracle"]["per_train"])
+    return scores
+
+
 def train(corpus: str | Path, out: str | Path, config: TrainConfig, resume: bool = False,
           score: bool = True) -> dict | None:
     """Run unsupervised training on a prepared corpus; return the summary.
@@ -103,11 +122,14 @@ def train(corpus: str | Path, out: str | Path, config: TrainConfig, resume: bool
     summary: dict = {"config": config.to_dict(), "world_size": world_size()}
     try:
         t0 = time.time()
-        splits = {name: load_audio(corpus, name) for name in ("train_audio", EVAL_SPLIT)}
+        splits = {name: load_audio(corpus, name).speakers_from(config.speaker_field)
+                  for name in ("train_audio", EVAL_SPLIT)}
         if config.units == "diagnostic":
             units = _diagnostic_units(config, splits, scoring)
         elif config.units == "encoder":
             units = encoder_units(config, splits, corpus, out, _train_unit_quality(scoring, splits) if score else None)
+        elif config.units == "segments":
+            units = segment_units(config, splits, out)
         else:
             units = fbank_units(config, splits, out)
         if config.speaker_emissions:
@@ -136,7 +158,6 @@ def train(corpus: str | Path, out: str | Path, config: TrainConfig, resume: bool
             torch.save({"log_emissions": best.log_emissions, "loss": best.loss, "restart": best.restart,
                         "config": config.to_dict()}, tmp)
         pseudo = viterbi_phones(units["train_audio"], graph, best.log_emissions)
-        save_phone_text(out / "pseudo_labels" / "round0.txt", pseudo)
         timings["seqce"] = time.time() - t0
         summary["seqce"] = {"loss": best.loss, "best_restart": best.restart,
                             "restart_losses": [r.loss for r in restarts]}
@@ -178,6 +199,19 @@ def train(corpus: str | Path, out: str | Path, config: TrainConfig, resume: bool
             summary["diagnosis"] = verdict
             log.info("seq-CE loss %.4f vs oracle HMM loss %.4f: %s", best.loss, oracle_loss, verdict)
             timings["scoring"] = time.time() - t0
+
+        if config.word_em_iterations:
+            t0 = time.time()
+            word_em = WordLevelEM.from_corpus(corpus, out / "graphs", config.word_em_beam)
+            refined = run_word_em(units["train_audio"], [r.log_emissions for r in restarts], word_em,
+                                  config.word_em_screen_iterations, config.word_em_iterations, out / "word_em")
+            pseudo = refined["phones"]
+            summary["word_em"] = {"chosen_restarts": refined["chosen_restarts"],
+                                  "screen_costs": refined["screen_costs"], "cost_history": refined["cost_history"]}
+            if score:
+                summary["word_em"].update(_word_em_scores(word_em, units["train_audio"], refined, oracle, scoring))
+            timings["word_em"] = time.time() - t0
+        save_phone_text(out / "pseudo_labels" / "round0.txt", pseudo)
 
         labels = pseudo
         for round_ in range(1, config.self_training_rounds + 1):

@@ -1,5 +1,6 @@
-"""Acoustic units for the sequence-level stage: k-means over fbank or over a
-pretrained encoder's layer, one codebook for everyone or one per speaker.
+"""Acoustic units for the sequence-level stage: k-means over fbank frames, over
+phone-like fbank segments, or over a pretrained encoder's layer, one codebook
+for everyone or one per speaker.
 
 Encoder units choose their layer and K without labels.  For each candidate
 (layer, K): one short seq-CE fit on the training units, scored by the share
@@ -26,7 +27,8 @@ from usrasr.pretrain.model import layer_features, load_encoder
 from usrasr.train.config import TrainConfig
 from usrasr.train.corpus import AudioSplit
 from usrasr.train.seqce_stage import label_pairs, quick_fit_loss, training_graph, with_unit_rate
-from usrasr.train.units import Codebook, UnitSequences, kmeans, normalize_features, to_sequences
+from usrasr.train.segments import segment_boundaries, segment_features
+from usrasr.train.units import FRAME_SHIFT, Codebook, UnitSequences, kmeans, normalize_features, to_sequences
 from usrasr.utils.console import log
 from usrasr.utils.errors import UsrasrError
 from usrasr.utils.io import atomic_path, write_json_atomic
@@ -75,10 +77,13 @@ class UnitClusterer:
                                              init=init)
         return self
 
-    def sequences(self, split: AudioSplit, feats: list[torch.Tensor]) -> UnitSequences:
+    def assign(self, split: AudioSplit, feats: list[torch.Tensor]) -> list[np.ndarray]:
+        """Unit id of every feature row, each utterance by its speaker's codebook."""
         self.fit(split, feats)  # unseen speakers get codebooks of their own
-        frame_units = [np.repeat(self.codebooks[key].assign(f).numpy(), self.factor)[:len(raw)]
-                       for f, key, raw in zip(feats, self._group_keys(split), split.feats)]
+        return [self.codebooks[key].assign(f).numpy() for f, key in zip(feats, self._group_keys(split))]
+
+    def sequences(self, split: AudioSplit, feats: list[torch.Tensor]) -> UnitSequences:
+        frame_units = [np.repeat(ids, self.factor)[:len(raw)] for ids, raw in zip(self.assign(split, feats), split.feats)]
         return to_sequences(split.ids, frame_units, self.k, self.config.merge_runs, self.config.mode_width)
 
     def save(self, path: Path) -> None:
@@ -95,6 +100,23 @@ def fbank_units(config: TrainConfig, splits: dict[str, AudioSplit], out: Path) -
     feats = {name: _normalized(config, split, split.feats) for name, split in splits.items()}
     clusterer = UnitClusterer(config, config.num_units).fit(splits["train_audio"], feats["train_audio"])
     result = {name: clusterer.sequences(split, feats[name]) for name, split in splits.items()}
+    clusterer.save(out / "units" / "codebook.pt")
+    return result
+
+
+def segment_units(config: TrainConfig, splits: dict[str, AudioSplit], out: Path) -> dict[str, UnitSequences]:
+    """One unit per phone-like segment: segments of per-utterance normalised fbank
+    (:mod:`usrasr.train.segments`), k-means over their trajectory features."""
+    clusterer = UnitClusterer(config, config.num_units)
+    result = {}
+    for name, split in splits.items():
+        boundaries = segment_boundaries(normalize_features(split.feats), config.segment_penalty)
+        feats = segment_features(_normalized(config, split, split.feats), boundaries, config.segment_parts)
+        ids = clusterer.assign(split, feats)
+        result[name] = UnitSequences(list(split.ids), [u.astype(np.int64) for u in ids],
+                                     [b[:-1] for b in boundaries], config.num_units)
+        rate = sum(len(u) for u in ids) / max(sum(len(f) for f in split.feats) * FRAME_SHIFT, 1e-9)
+        log.info("%s: %.1f segments per second", name, rate)
     clusterer.save(out / "units" / "codebook.pt")
     return result
 
