@@ -83,6 +83,9 @@ def test_word_em_repairs_a_table_with_swapped_phones(tiny_corpus, pure_units, tm
     truth = truth.log_softmax(-1)
     decoded = em.decode(pure_units, truth)
     assert len(decoded.steps) == len(pure_units.ids)
+    forked = WordLevelEM(em.lang, em.graph, workers=2).decode(pure_units, truth)  # two decoding processes
+    assert forked.words == decoded.words and forked.cost == pytest.approx(decoded.cost)
+    assert all((forked.steps[k] == v).all() for k, v in decoded.steps.items())
     assert _phone_error(decoded.phones(), tiny_corpus) < 10  # runs of one phone merge into one unit
 
     # Swap the emissions of two frequent vowels and two frequent consonants: the phone

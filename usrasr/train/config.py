@@ -64,6 +64,7 @@ class TrainConfig(YamlConfig):
     word_em_iterations: int = 0
     word_em_screen_iterations: int = 3  # per restart and speaker group, to choose the restart
     word_em_beam: float = 10.0
+    word_em_workers: int = 0  # decoding processes (0: one per CPU core)
     # self-training (neural CTC on fbank, pseudo-labels from the previous model)
     self_training_rounds: int = 2
     # a `usrasr pretrain` output: every CTC model (self-training and the supervised oracle)
@@ -99,8 +100,10 @@ class TrainConfig(YamlConfig):
                               "set adapt_speaker_codebooks=true (or one shared codebook)")
         if self.speaker_field not in SPEAKER_FIELDS:
             raise UsrasrError(f"speaker_field must be one of {', '.join(SPEAKER_FIELDS)}, got '{self.speaker_field}'")
-        if self.word_em_iterations < 0 or self.word_em_screen_iterations < 1 or self.segment_penalty <= 0:
-            raise UsrasrError("need word_em_iterations >= 0, word_em_screen_iterations >= 1 and segment_penalty > 0")
+        if (self.word_em_iterations < 0 or self.word_em_screen_iterations < 1 or self.word_em_workers < 0
+                or self.segment_penalty <= 0):
+            raise UsrasrError("need word_em_iterations >= 0, word_em_screen_iterations >= 1, word_em_workers >= 0 "
+                              "and segment_penalty > 0")
         if self.word_em_iterations and self.states_per_phone != 1:
             raise UsrasrError("word-level EM reads one emission row per phone: it needs states_per_phone=1")
         if self.cmvn not in ("utterance", "speaker"):

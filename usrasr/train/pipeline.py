@@ -19,6 +19,7 @@ file; the other ranks train along in the CTC stages only (see
 
 from __future__ import annotations
 
+import os
 import time
 from pathlib import Path
 
@@ -202,7 +203,8 @@ def train(corpus: str | Path, out: str | Path, config: TrainConfig, resume: bool
 
         if config.word_em_iterations:
             t0 = time.time()
-            word_em = WordLevelEM.from_corpus(corpus, out / "graphs", config.word_em_beam)
+            word_em = WordLevelEM.from_corpus(corpus, out / "graphs", config.word_em_beam,
+                                              workers=config.word_em_workers or len(os.sched_getaffinity(0)))
             refined = run_word_em(units["train_audio"], [r.log_emissions for r in restarts], word_em,
                                   config.word_em_screen_iterations, config.word_em_iterations, out / "word_em")
             pseudo = refined["phones"]

@@ -22,6 +22,7 @@ iterations, so one good restart per speaker is enough.
 from __future__ import annotations
 
 import math
+import multiprocessing
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -65,6 +66,14 @@ class Decoded:
         return out
 
 
+_forked: tuple["WordLevelEM", np.ndarray] | None = None  # what forked decode workers read
+
+
+def _decode_in_worker(jobs: list) -> Decoded:
+    em, tables = _forked
+    return em._decode_jobs(jobs, tables)
+
+
 def full_rows(tables: Tensor) -> Tensor:
     """``(..., S, K)`` seq-CE tables as ``(..., len(PHONES), K)`` on the CPU: one row per
     phone (the training graph has one label per phone, with ``states_per_phone=1``,
@@ -82,11 +91,13 @@ def full_rows(tables: Tensor) -> Tensor:
 class WordLevelEM:
     """Decode unit sequences through HLG and re-estimate categorical emission tables."""
 
-    def __init__(self, lang: Lang, graph: kaldifst.StdVectorFst, beam: float = 10.0, smoothing: float = 0.1):
+    def __init__(self, lang: Lang, graph: kaldifst.StdVectorFst, beam: float = 10.0, smoothing: float = 0.1,
+                 workers: int = 1):
+        """``workers`` > 1 decodes in that many forked processes (the decoder is single-threaded)."""
         missing = [p for p in PHONES if p not in lang.tokens]
         if missing:
             raise UsrasrError(f"{lang.directory}/tokens.txt lacks phones {' '.join(missing)}")
-        self.lang, self.graph, self.smoothing = lang, graph, smoothing
+        self.lang, self.graph, self.smoothing, self.workers = lang, graph, smoothing, max(1, workers)
         self._columns = np.array([lang.tokens[p] for p in PHONES])  # token id of each table row
         self._row_of_token = np.full(lang.num_model_tokens, -1)
         self._row_of_token[self._columns] = np.arange(len(PHONES))
@@ -97,26 +108,42 @@ class WordLevelEM:
         self._decoder = kaldi_decoder.FasterDecoder(graph, options)
 
     @classmethod
-    def from_corpus(cls, corpus: Path, graph_dir: Path, beam: float = 10.0, smoothing: float = 0.1) -> "WordLevelEM":
+    def from_corpus(cls, corpus: Path, graph_dir: Path, beam: float = 10.0, smoothing: float = 0.1,
+                    workers: int = 1) -> "WordLevelEM":
         lang = read_lang(corpus / "lang")
         word_lms = sorted((corpus / "lm").glob("word_*gram.arpa"))
         if not word_lms:
             raise UsrasrError(f"no word LM in {corpus / 'lm'}: run `usrasr prepare` first")
-        return cls(lang, load_graph(ensure_graph("HLG", lang, word_lms[0], graph_dir)), beam, smoothing)
+        return cls(lang, load_graph(ensure_graph("HLG", lang, word_lms[0], graph_dir)), beam, smoothing, workers)
 
-    def _scores(self, table: Tensor, units: np.ndarray) -> np.ndarray:
+    def _scores(self, table: np.ndarray, units: np.ndarray) -> np.ndarray:
         scores = np.full((len(units), self.lang.num_model_tokens), _NO_BLANK, dtype=np.float32)
-        scores[:, self._columns] = table[:, units].t().numpy()
+        scores[:, self._columns] = table[:, units].T
         return scores
 
     def decode(self, units: UnitSequences, tables: Tensor) -> Decoded:
         """Best path of every utterance; ``tables`` is ``(S, K)`` or ``(G, S, K)`` read by ``units.groups``."""
-        tables = full_rows(tables)
-        groups = units.groups if tables.dim() == 3 else [None] * len(units.ids)
+        tables = full_rows(tables).numpy()
+        groups = units.groups if tables.ndim == 3 else [None] * len(units.ids)
+        jobs = [(uid, seq, group) for uid, seq, group in zip(units.ids, units.units, groups) if len(seq)]
+        workers = min(self.workers, len(jobs))
+        if workers <= 1:
+            return self._decode_jobs(jobs, tables)
+        # Forked workers inherit the graph and decoder; they only run numpy and the decoder
+        # (no torch: its thread pool does not survive a fork).
+        global _forked
+        _forked = (self, tables)
+        try:
+            with multiprocessing.get_context("fork").Pool(workers) as pool:
+                parts = pool.map(_decode_in_worker, [jobs[w::workers] for w in range(workers)])
+        finally:
+            _forked = None
+        return Decoded({k: v for p in parts for k, v in p.steps.items()}, {k: v for p in parts for k, v in p.words.items()},
+                       sum(p.cost for p in parts), sum(p.num_steps for p in parts))
+
+    def _decode_jobs(self, jobs: list[tuple[str, np.ndarray, int | None]], tables: np.ndarray) -> Decoded:
         steps, words, cost, num_steps = {}, {}, 0.0, 0
-        for uid, seq, group in zip(units.ids, units.units, groups):
-            if len(seq) == 0:
-                continue
+        for uid, seq, group in jobs:
             self._decoder.decode(kaldi_decoder.DecodableCtc(self._scores(tables if group is None else tables[group], seq)))
             _, best = self._decoder.get_best_path()
             ok, ilabels, olabels, weight = kaldifst.get_linear_symbol_sequence(best)
