@@ -95,7 +95,7 @@ def test_word_em_repairs_a_table_with_swapped_phones(tiny_corpus, pure_units, tm
         i, j = PHONES.index(a), PHONES.index(b)
         swapped[[i, j]] = swapped[[j, i]]
     before = em.decode(pure_units, swapped)
-    tables, after = em.iterate(pure_units, swapped, 3)
+    tables, after, _ = em.iterate(pure_units, swapped, 3)
     assert after.cost_per_step < before.cost_per_step
     assert _phone_error(em.decode(pure_units, tables).phones(), tiny_corpus) < _phone_error(before.phones(),
                                                                                          tiny_corpus) - 5

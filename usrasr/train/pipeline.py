@@ -73,14 +73,17 @@ def _per(references: dict[str, str], hypotheses: dict[str, str]) -> float:
     return compute_error_rate(refs, hypotheses, unit="phone").error_rate
 
 
+def _wer(references: dict[str, str], hypotheses: dict[str, str]) -> float:
+    refs = {k: v for k, v in references.items() if k in hypotheses}
+    return compute_error_rate(refs, hypotheses, unit="word").error_rate
+
+
 def _score_model(model: Path, corpus: Path, out: Path, config: TrainConfig, scoring: ScoringData) -> dict:
     """PER (HP graph) and WER (HLG graph) of a CTC model on the evaluation split."""
     phones = decode_split(model, corpus, EVAL_SPLIT, "phone", out / "graphs", config.device)
     words = decode_split(model, corpus, EVAL_SPLIT, "word", out / "graphs", config.device)
     texts = scoring.texts(EVAL_SPLIT)
-    scores = {"per_test": _per(scoring.phones(EVAL_SPLIT), phones),
-              "wer_test": compute_error_rate({k: v for k, v in texts.items() if k in words}, words,
-                                             unit="word").error_rate}
+    scores = {"per_test": _per(scoring.phones(EVAL_SPLIT), phones), "wer_test": _wer(texts, words)}
     log.info("%s: PER %.1f, WER %.1f on %s", model, scores["per_test"], scores["wer_test"], EVAL_SPLIT)
     return scores
 
@@ -90,13 +93,9 @@ def _word_em_scores(word_em: WordLevelEM, units: UnitSequences, refined: dict, o
     """PER/WER of the refined labels, and the oracle HMM's table under the same criterion."""
     refs, texts = scoring.phones("train_audio"), scoring.texts("train_audio")
     oracle_decoded = word_em.decode(units, oracle)
-
-    def wer(words: dict[str, str]) -> float:
-        return compute_error_rate({k: v for k, v in texts.items() if k in words}, words, unit="word").error_rate
-
-    scores = {"per_train": _per(refs, refined["phones"]), "wer_train": wer(refined["words"]),
+    scores = {"per_train": _per(refs, refined["phones"]), "wer_train": _wer(texts, refined["words"]),
               "oracle": {"cost_per_step": oracle_decoded.cost_per_step, "per_train": _per(refs, oracle_decoded.phones()),
-                         "wer_train": wer(oracle_decoded.words)}}
+                         "wer_train": _wer(texts, oracle_decoded.words)}}
     log.info("word-level EM: PER %.1f, WER %.1f on train-audio (oracle table: cost %.4f, PER %.1f)",
              scores["per_train"], scores["wer_train"], scores["oracle"]["cost_per_step"], scores["oracle"]["per_train"])
     return scores

@@ -26,7 +26,7 @@ from usrasr.models.acoustic import AcousticModelConfig, CtcAcousticModel, build_
 from usrasr.models.ctc_train import Augmentation, train_ctc
 from usrasr.pretrain.model import ctc_model_from_encoder
 from usrasr.train.config import TrainConfig
-from usrasr.train.corpus import AudioSplit
+from usrasr.train.corpus import AudioSplit, corpus_lm
 from usrasr.train.seqce_stage import PHONE_IDS
 from usrasr.utils.console import log
 from usrasr.utils.distributed import share_from_main
@@ -107,7 +107,7 @@ def decode_split(model_path: Path, corpus: Path, split: str, unit: str, graph_di
                  device: str = "auto") -> dict[str, str]:
     """Decode a split's cuts with a CTC model: phones (HP graph) or words (HLG graph)."""
     loaded = load_model(model_path)
-    lm = sorted((corpus / "lm").glob(("phone" if unit == "phone" else "word") + "_*gram.arpa"))[0]
+    lm = corpus_lm(corpus, "phone" if unit == "phone" else "word")
     recognizer = build_recognizer(loaded, corpus / "lang", unit, lm, graph_dir, SearchOptions(),
                                   resolve_device(device))
     utterances = utterances_from_cuts(corpus / "manifests" / f"cuts_{split}.jsonl.gz")

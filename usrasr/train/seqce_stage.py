@@ -21,6 +21,7 @@ from usrasr.utils.device import resolve_device
 from usrasr.graph.fsa import Fsa, FsaVec
 from usrasr.graph.topo import compose_topo_lm, hmm_lm_graph, hmm_topo
 from usrasr.train.config import TrainConfig
+from usrasr.train.corpus import corpus_lm
 from usrasr.train.seqce import SeqCEConfig, decode, fit_seqce, loss_per_frame
 from usrasr.train.units import UnitSequences
 from usrasr.utils.console import log
@@ -34,17 +35,10 @@ _NOT_SCORED = {SILENCE_ID, PHONE_IDS[SPOKEN_NOISE]}
 DECODE_CHUNK = 256  # utterances per Viterbi batch (backpointers are B x T x states)
 
 
-def phone_lm_path(corpus: Path) -> Path:
-    found = sorted((corpus / "lm").glob("phone_*gram.arpa"))
-    if not found:
-        raise UsrasrError(f"no phone LM in {corpus / 'lm'}: run `usrasr prepare` first")
-    return found[0]
-
-
 def training_graph(corpus: Path, config: TrainConfig) -> Fsa:
     """HMM topology o phone LM, with optional silence between phones."""
     return hmm_lm_graph(
-        phone_lm_path(corpus), num_phones=len(PHONES), states_per_phone=config.states_per_phone,
+        corpus_lm(corpus, "phone"), num_phones=len(PHONES), states_per_phone=config.states_per_phone,
         self_loop_prob=config.self_loop_prob, silence_phone=SILENCE_ID if config.silence else None,
         silence_prob=config.silence_prob, symbols=PHONE_IDS)
 
@@ -82,7 +76,7 @@ def label_pairs(corpus: Path, config: TrainConfig, num_labels: int) -> Tensor | 
     """
     if config.states_per_phone != 1:
         return None
-    lm = read_arpa(phone_lm_path(corpus))
+    lm = read_arpa(corpus_lm(corpus, "phone"))
     size = len(PHONES)
     move = np.zeros((size, size))
     unigram = np.zeros(size)

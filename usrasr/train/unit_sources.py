@@ -28,7 +28,7 @@ from usrasr.train.config import TrainConfig
 from usrasr.train.corpus import AudioSplit
 from usrasr.train.seqce_stage import label_pairs, quick_fit_loss, training_graph, with_unit_rate
 from usrasr.train.segments import segment_boundaries, segment_features
-from usrasr.train.units import FRAME_SHIFT, Codebook, UnitSequences, kmeans, normalize_features, to_sequences
+from usrasr.train.units import Codebook, UnitSequences, kmeans, normalize_features, to_sequences
 from usrasr.utils.console import log
 from usrasr.utils.errors import UsrasrError
 from usrasr.utils.io import atomic_path, write_json_atomic
@@ -115,8 +115,7 @@ def segment_units(config: TrainConfig, splits: dict[str, AudioSplit], out: Path)
         ids = clusterer.assign(split, feats)
         result[name] = UnitSequences(list(split.ids), [u.astype(np.int64) for u in ids],
                                      [b[:-1] for b in boundaries], config.num_units)
-        rate = sum(len(u) for u in ids) / max(sum(len(f) for f in split.feats) * FRAME_SHIFT, 1e-9)
-        log.info("%s: %.1f segments per second", name, rate)
+        log.info("%s: %.1f segments per second", name, sum(len(u) for u in ids) / max(split.seconds(), 1e-9))
     clusterer.save(out / "units" / "codebook.pt")
     return result
 

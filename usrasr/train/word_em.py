@@ -34,6 +34,7 @@ from torch import Tensor
 
 from usrasr.data.phones import PHONES, SILENCE, SPOKEN_NOISE
 from usrasr.graph.hlg import SILENCE_WORD, Lang, ensure_graph, load_graph, read_lang
+from usrasr.train.corpus import corpus_lm
 from usrasr.train.units import UnitSequences
 from usrasr.utils.console import log, track
 from usrasr.utils.errors import UsrasrError
@@ -111,10 +112,8 @@ class WordLevelEM:
     def from_corpus(cls, corpus: Path, graph_dir: Path, beam: float = 10.0, smoothing: float = 0.1,
                     workers: int = 1) -> "WordLevelEM":
         lang = read_lang(corpus / "lang")
-        word_lms = sorted((corpus / "lm").glob("word_*gram.arpa"))
-        if not word_lms:
-            raise UsrasrError(f"no word LM in {corpus / 'lm'}: run `usrasr prepare` first")
-        return cls(lang, load_graph(ensure_graph("HLG", lang, word_lms[0], graph_dir)), beam, smoothing, workers)
+        graph = load_graph(ensure_graph("HLG", lang, corpus_lm(corpus, "word"), graph_dir))
+        return cls(lang, graph, beam, smoothing, workers)
 
     def _scores(self, table: np.ndarray, units: np.ndarray) -> np.ndarray:
         scores = np.full((len(units), self.lang.num_model_tokens), _NO_BLANK, dtype=np.float32)
@@ -181,16 +180,18 @@ class WordLevelEM:
         return out
 
     def iterate(self, units: UnitSequences, tables: Tensor, iterations: int,
-                description: str = "") -> tuple[Tensor, Decoded]:
-        """``iterations`` rounds of decode + re-estimate; returns the last tables and
-        the decode that produced them (its cost is that of the tables before the update)."""
-        decoded = None
+                description: str = "") -> tuple[Tensor, Decoded | None, list[float]]:
+        """``iterations`` rounds of decode + re-estimate; returns the last tables, the
+        decode that produced them (its cost is that of the tables before the update;
+        None after no iteration) and the cost per step of every iteration."""
+        decoded, history = None, []
         for _ in (track(range(iterations), description) if description else range(iterations)):
             decoded = self.decode(units, tables)
             if not decoded.steps:
                 raise UsrasrError("word-level EM: no utterance has a path through HLG within the beam")
+            history.append(decoded.cost_per_step)
             tables = self.reestimate(units, decoded, tables)
-        return tables, decoded
+        return tables, decoded, history
 
 
 @dataclass
@@ -217,7 +218,7 @@ def screen_and_refine(em: WordLevelEM, units: UnitSequences, restart_tables: lis
         for k, subset in enumerate(members):
             if not subset.ids:
                 continue
-            refined, decoded = em.iterate(subset, table, screen_iterations)
+            refined, decoded, _ = em.iterate(subset, table, screen_iterations)
             costs[r][k] = decoded.cost_per_step
             if grouped:
                 screened[r][k] = refined[k]
@@ -227,12 +228,7 @@ def screen_and_refine(em: WordLevelEM, units: UnitSequences, restart_tables: lis
                  " ".join(f"{c:.3f}" for c in costs[r]))
     chosen = [min(range(len(restart_tables)), key=lambda r: costs[r][k]) for k in range(num_groups)]
     tables = torch.stack([screened[chosen[k]][k] for k in range(num_groups)]) if grouped else screened[chosen[0]]
-    history = []
-    decoded = None
-    for _ in track(range(iterations), "word-level EM"):
-        decoded = em.decode(units, tables)
-        history.append(decoded.cost_per_step)
-        tables = em.reestimate(units, decoded, tables)
+    tables, decoded, history = em.iterate(units, tables, iterations, "word-level EM")
     if decoded is None:
         decoded = em.decode(units, tables)
         history.append(decoded.cost_per_step)
