@@ -78,3 +78,22 @@ def test_viterbi_matches_the_arc_kernel(states_per_phone):
     reference = best_path(dense, lengths, FsaVec([graph] * 5))  # arc kernel
     assert torch.allclose(scores, reference.scores, atol=1e-9)
     assert torch.equal(arcs, reference.arcs)
+
+
+def test_parallel_arcs_keep_the_best_one_on_every_build():
+    # A phone bigram with repeats gives every state a self-loop beside the LM arc back into the
+    # same phone: same states, different score and aux label.  Viterbi must take the better one,
+    # every time the chain is built (an indexed write with repeated indices used to keep either).
+    graph = random_hmm_graph(num_phones=40, states_per_phone=1, seed=4)
+    num_labels = int(graph.label.max()) + 1
+    expected: dict[tuple[int, int], int] = {}
+    for arc, (src, dst, score) in enumerate(zip(graph.src.tolist(), graph.dst.tolist(), graph.score.tolist())):
+        best = expected.get((src, dst))
+        if best is None or score >= graph.score[best].item():
+            expected[(src, dst)] = arc
+    assert len(expected) < graph.num_arcs  # the graph does have parallel arcs
+    for _ in range(20):
+        chain = DenseChain.from_fsa(graph, num_labels)
+        picked = {(s, d): int(chain.best_arc[s, d]) for s, d in expected}
+        assert picked == expected
+        assert int((chain.best_arc >= 0).sum()) == len(expected)

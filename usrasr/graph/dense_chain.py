@@ -22,6 +22,7 @@ import torch
 from torch import Tensor
 
 from usrasr.graph.fsa import Fsa
+from usrasr.graph.scatter import scatter_max
 
 # Above this many states the dense (N x N) transition matrix stops paying off
 # against the sparse arc kernel.
@@ -59,13 +60,12 @@ class DenseChain:
         state_label = state_label.clamp(min=0)
         onehot = torch.zeros(n, num_labels, dtype=torch.float64, device=fsa.src.device)
         onehot[entered.nonzero().squeeze(1), state_label[entered]] = 1.0
-        # Viterbi needs the single best arc between two states, not their sum.
-        order = torch.argsort(fsa.score.double(), stable=True)  # later (higher) scores overwrite earlier ones
-        best_arc = torch.full((n * n,), -1, dtype=torch.long, device=fsa.src.device)
-        best_arc[(fsa.src * n + fsa.dst)[order]] = order
-        best_arc = best_arc.view(n, n)
-        best_score = torch.where(best_arc >= 0, fsa.score.double()[best_arc.clamp(min=0)],
-                                 torch.tensor(float("-inf"), dtype=torch.float64))
+        # Viterbi needs the single best arc between two states, not their sum.  Parallel arcs
+        # (a self-loop beside an LM arc back into the same phone) differ in score and aux label,
+        # so the pick must be an explicit max: an indexed write with repeated indices keeps an
+        # unspecified one of them.
+        best_score, best_arc = scatter_max(fsa.score.double(), fsa.src * n + fsa.dst, n * n)
+        best_arc, best_score = best_arc.view(n, n), best_score.view(n, n)
         return cls(transition, transition[fsa.start].clone(), fsa.final.double().exp(), state_label, onehot,
                    float(fsa.final[fsa.start]), fsa.start, best_arc, best_score, fsa.final.double())
 

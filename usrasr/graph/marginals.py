@@ -39,11 +39,11 @@ import torch
 from torch import Tensor
 
 from usrasr.graph.dense_chain import DenseChain, chain_best_arcs, chain_total_scores
+from usrasr.graph.scatter import NEG_INF, scatter_logsumexp_, scatter_max
 from usrasr.graph.fsa import Fsa, FsaVec
 
 log = logging.getLogger("usrasr")
 
-NEG_INF = float("-inf")
 
 
 @dataclass
@@ -125,29 +125,6 @@ def _flatten(graph: Fsa | FsaVec, batch_size: int, num_labels: int) -> _FlatBatc
     )
 
 
-def _scatter_logsumexp_(values: Tensor, index: Tensor, size: int, scratch: Tensor | None = None) -> Tensor:
-    """``log(sum(exp(values)))`` grouped by ``index``; ``-inf`` for empty or
-    all-``-inf`` groups, never NaN.  Overwrites ``values``; ``scratch`` is an
-    optional buffer shaped like it (the hot loops reuse their buffers instead
-    of allocating several arc-sized tensors per frame)."""
-    peak = values.new_full((size,), NEG_INF).scatter_reduce_(0, index, values, "amax")
-    # A group whose max is -inf sums only zeros; shift it by 0 instead of -inf.
-    peak.masked_fill_(peak == NEG_INF, 0.0)
-    values -= torch.index_select(peak, 0, index, out=scratch)
-    sums = values.new_zeros(size).scatter_add_(0, index, values.exp_())
-    return sums.log_().add_(peak)
-
-
-def _scatter_max(values: Tensor, index: Tensor, size: int) -> tuple[Tensor, Tensor]:
-    """Max of ``values`` grouped by ``index``, and the position of the
-    maximising element (the largest position on ties; -1 for empty groups)."""
-    best = values.new_full((size,), NEG_INF).scatter_reduce_(0, index, values, "amax")
-    positions = torch.arange(values.numel(), device=values.device)
-    candidates = torch.where(values == best.index_select(0, index), positions, -1)
-    argbest = torch.full((size,), -1, dtype=torch.long, device=values.device)
-    return best, argbest.scatter_reduce_(0, index, candidates, "amax")
-
-
 def _frames(dense: Tensor) -> Tensor:
     """(B, T, S) -> (T, B*S): one contiguous row of all utterances per frame."""
     batch, frames, labels = dense.shape
@@ -191,10 +168,10 @@ def _forward_scan(
         arc_value += arc_score
         arc_value += torch.index_select(frames[t], 0, flat.dense_col, out=scratch)
         if tropical:
-            new_alpha, history[t] = _scatter_max(arc_value, flat.dst, flat.num_states)
+            new_alpha, history[t] = scatter_max(arc_value, flat.dst, flat.num_states)
         else:
             history[t] = alpha
-            new_alpha = _scatter_logsumexp_(arc_value, flat.dst, flat.num_states, scratch)
+            new_alpha = scatter_logsumexp_(arc_value, flat.dst, flat.num_states, scratch)
         shift = new_alpha.new_full((flat.batch_size,), NEG_INF).scatter_reduce_(0, flat.state_utt, new_alpha, "amax")
         shift = torch.where((t < lengths) & (shift > NEG_INF), shift, 0.0)
         alpha = torch.where(t < state_len, new_alpha - shift.index_select(0, flat.state_utt), alpha)
@@ -297,7 +274,7 @@ def _log_forward(
 ) -> tuple[Tensor, Tensor, Tensor]:
     """Float64 log-semiring totals ``(B,)``, scaled alphas and their offsets."""
     last_alpha, alphas, offsets = _forward_scan(flat, dense, flat_score, lengths, tropical=False)
-    scaled_totals = _scatter_logsumexp_(last_alpha + flat_final, flat.state_utt, flat.batch_size)
+    scaled_totals = scatter_logsumexp_(last_alpha + flat_final, flat.state_utt, flat.batch_size)
     return scaled_totals.double() + offsets[-1], alphas, offsets
 
 
@@ -369,7 +346,7 @@ class _ViterbiTotals(torch.autograd.Function):
         flat_score = arc_score.index_select(0, flat.graph_arc)
         flat_final = final.index_select(0, flat.graph_state)
         last_alpha, backpointers, offsets = _forward_scan(flat, dense, flat_score, lengths, tropical=True)
-        scaled_totals, best_end = _scatter_max(last_alpha + flat_final, flat.state_utt, flat.batch_size)
+        scaled_totals, best_end = scatter_max(last_alpha + flat_final, flat.state_utt, flat.batch_size)
         totals = (scaled_totals.double() + offsets[-1]).to(dense.dtype)
         best_end = torch.where(totals > NEG_INF, best_end, -1)
         path = _backtrack(flat, backpointers, best_end, lengths, dense.shape[1])
