@@ -200,6 +200,24 @@ def test_compile_only_cli(corpus, tmp_path):
     assert all(kaldifst.StdVectorFst.read(p).num_states > 0 for p in result.stdout.split())
 
 
+
+def test_default_lms_are_whatever_order_prepare_wrote(corpus, tmp_path):
+    # `usrasr prepare --word-lm-order 4` writes word_4gram.arpa: decode must find it unnamed.
+    other = tmp_path / "corpus"
+    shutil.copytree(corpus / "lang", other / "lang")
+    (other / "lm").mkdir()
+    shutil.copy(corpus / "lm" / "phone_2gram.arpa", other / "lm" / "phone_3gram.arpa")
+    result = run_cli("decode", "--compile-only", "--lang", other / "lang", "--graph-dir", tmp_path / "g")
+    assert result.exit_code == 0, result.output
+    assert result.stdout.split() == [str(tmp_path / "g" / "HP.fst")]  # no word LM: HP only
+    shutil.copy(corpus / "lm" / "word_3gram.arpa", other / "lm" / "word_4gram.arpa")
+    result = run_cli("decode", "--compile-only", "--lang", other / "lang", "--graph-dir", tmp_path / "g")
+    assert result.stdout.split() == [str(tmp_path / "g" / "HLG.fst"), str(tmp_path / "g" / "HP.fst")]
+    for name in ("word_4gram.arpa", "phone_3gram.arpa"):
+        (other / "lm" / name).unlink()
+    result = run_cli("decode", "--compile-only", "--lang", other / "lang", "--graph-dir", tmp_path / "g")
+    assert result.exit_code != 0 and "no LM given" in result.output
+
 # --------------------------------------------------------------------------- models
 
 

@@ -75,6 +75,22 @@ class TextCorpusReport:
     rank: dict
 
 
+
+def lm_name(unit: str, order: int | str) -> str:
+    """File name of the ``unit`` ("phone" or "word") n-gram LM inside ``<corpus>/lm/``."""
+    return f"{unit}_{order}gram.arpa"
+
+
+def corpus_lm(corpus: str | Path, unit: str, missing_ok: bool = False) -> Path | None:
+    """The ARPA LM of ``unit`` that `usrasr prepare` wrote into ``<corpus>/lm/``, whatever its
+    order; ``None`` (with ``missing_ok``) or an error when there is none."""
+    found = sorted((Path(corpus) / "lm").glob(lm_name(unit, "*")))
+    if found:
+        return found[0]
+    if missing_ok:
+        return None
+    raise UsrasrError(f"no {unit} LM in {Path(corpus) / 'lm'}: run `usrasr prepare` first (or name one)")
+
 def prepare_text_corpus(
     sentences: Iterable[str],
     out_dir: str | Path,
@@ -114,8 +130,8 @@ def prepare_text_corpus(
     phone_sentences = [" ".join(p for w in s.split() for p in lexicon[w])
                        for s in sentences if all(w in lexicon for w in s.split())]
     phone_counts = Counter(p for s in phone_sentences for p in s.split())
-    phone_lm = train_arpa(phone_sentences, phone_lm_order, out_dir / "lm" / f"phone_{phone_lm_order}gram.arpa")
-    word_lm = train_arpa(sentences, word_lm_order, out_dir / "lm" / f"word_{word_lm_order}gram.arpa")
+    phone_lm = train_arpa(phone_sentences, phone_lm_order, out_dir / "lm" / lm_name("phone", phone_lm_order))
+    word_lm = train_arpa(sentences, word_lm_order, out_dir / "lm" / lm_name("word", word_lm_order))
     rank: RankReport = check_lm_rank(phone_lm, phone_counts, out_dir / "lm" / "rank.json")
 
     report = TextCorpusReport(

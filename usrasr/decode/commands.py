@@ -26,11 +26,11 @@ def _compile_only(lang_dir: Path | None, lm: Path | None, phone_lm: Path | None,
     lang = read_lang(lang_dir)
     built = []
     for kind, unit, explicit in (("HLG", "word", lm), ("HP", "phone", phone_lm)):
-        path = explicit or default_lm(lang_dir, unit)
-        if explicit is not None or path.is_file():
+        path = explicit or default_lm(lang_dir, unit, missing_ok=True)
+        if path is not None:
             built.append(ensure_graph(kind, lang, path, graph_dir, force))
     if not built:
-        raise UsrasrError(f"no LM given (--lm, --phone-lm) and none at {default_lm(lang_dir, 'word').parent}")
+        raise UsrasrError(f"no LM given (--lm, --phone-lm) and none in {lang_dir.parent / 'lm'}")
     for path in built:
         click.echo(str(path))
 
@@ -83,8 +83,8 @@ def _record(decoded, unit: str, fmt: str) -> str:
 @click.option("--model", "model_path", type=_EXISTING, help="Acoustic model checkpoint (.pt).")
 @click.option("--lang", "lang_dir", type=click.Path(file_okay=False, path_type=Path),
               help="Lang dir [default: recorded in the model, or lang/ beside it].")
-@click.option("--lm", type=_PATH, help="Word ARPA LM for HLG [default: <lang>/../lm/word_3gram.arpa].")
-@click.option("--phone-lm", type=_PATH, help="Phone ARPA LM for HP [default: <lang>/../lm/phone_2gram.arpa].")
+@click.option("--lm", type=_PATH, help="Word ARPA LM for HLG [default: the word LM in <lang>/../lm/].")
+@click.option("--phone-lm", type=_PATH, help="Phone ARPA LM for HP [default: the phone LM in <lang>/../lm/].")
 @click.option("--graph-dir", type=click.Path(file_okay=False, path_type=Path),
               help="Where HLG.fst / HP.fst are cached [default: the lang dir].")
 @click.option("--force", is_flag=True, help="Recompile graphs even if the cache is up to date.")

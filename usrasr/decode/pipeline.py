@@ -10,6 +10,7 @@ import numpy as np
 import torch
 from torch.nn.utils.rnn import pad_sequence
 
+from usrasr.data.text_corpus import corpus_lm
 from usrasr.decode.audio import FRAME_SHIFT, BadInput, Utterance, load_features
 from usrasr.decode.search import GraphSearch, Hypothesis, SearchOptions, Unit
 from usrasr.graph.hlg import Lang, ensure_graph, load_graph, read_lang
@@ -32,9 +33,9 @@ def resolve_lang_dir(model_path: Path | None, loaded: LoadedModel | None, option
     raise UsrasrError("no lang dir recorded in the model or found beside it; pass --lang DIR")
 
 
-def default_lm(lang_dir: Path, unit: Unit) -> Path:
-    """Where prepare puts the LMs: ``<corpus>/lm/`` next to ``<corpus>/<lang>``."""
-    return lang_dir.parent / "lm" / ("word_3gram.arpa" if unit == "word" else "phone_2gram.arpa")
+def default_lm(lang_dir: Path, unit: Unit, missing_ok: bool = False) -> Path | None:
+    """The LM prepare wrote for ``unit`` into ``<corpus>/lm/``, next to ``<corpus>/<lang>``."""
+    return corpus_lm(lang_dir.parent, unit, missing_ok)
 
 
 def check_tokens(loaded: LoadedModel, lang: Lang) -> None:

@@ -14,6 +14,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from usrasr.data.lm import RankReport, rank_report, read_arpa
+from usrasr.data.text_corpus import corpus_lm
 from usrasr.utils.errors import UsrasrError
 
 log = logging.getLogger("usrasr")
@@ -56,8 +57,9 @@ def phone_sentences(text: Path, lexicon: Path) -> list[list[str]]:
 
 def check_corpus(corpus: Path, max_order: int = 3) -> CheckReport:
     """Measure the conditions for a prepared corpus (see ``docs/layout.md``)."""
-    arpa, text, lexicon = corpus / "lm/phone_2gram.arpa", corpus / "text/train_text.txt", corpus / "lang/lexicon.txt"
-    for path in (arpa, text, lexicon):
+    text, lexicon = corpus / "text/train_text.txt", corpus / "lang/lexicon.txt"
+    arpa = corpus_lm(corpus, "phone")
+    for path in (text, lexicon):
         if not path.exists():
             raise UsrasrError(f"{path} is missing; run `usrasr prepare text` first")
     sentences = phone_sentences(text, lexicon)

@@ -35,14 +35,6 @@ class AudioSplit:
         return sum(len(f) for f in self.feats) * FRAME_SHIFT
 
 
-def corpus_lm(corpus: str | Path, unit: str) -> Path:
-    """The ARPA LM of ``unit`` ("phone" or "word") that `usrasr prepare` wrote."""
-    found = sorted((Path(corpus) / "lm").glob(f"{unit}_*gram.arpa"))
-    if not found:
-        raise UsrasrError(f"no {unit} LM in {Path(corpus) / 'lm'}: run `usrasr prepare` first")
-    return found[0]
-
-
 def load_audio(corpus: str | Path, split: str) -> AudioSplit:
     from lhotse import load_manifest
 

@@ -26,7 +26,8 @@ from usrasr.models.acoustic import AcousticModelConfig, CtcAcousticModel, build_
 from usrasr.models.ctc_train import Augmentation, train_ctc
 from usrasr.pretrain.model import ctc_model_from_encoder
 from usrasr.train.config import TrainConfig
-from usrasr.train.corpus import AudioSplit, corpus_lm
+from usrasr.data.text_corpus import corpus_lm
+from usrasr.train.corpus import AudioSplit
 from usrasr.train.seqce_stage import PHONE_IDS
 from usrasr.utils.console import log
 from usrasr.utils.distributed import share_from_main

@@ -21,7 +21,7 @@ from usrasr.utils.device import resolve_device
 from usrasr.graph.fsa import Fsa, FsaVec
 from usrasr.graph.topo import compose_topo_lm, hmm_lm_graph, hmm_topo
 from usrasr.train.config import TrainConfig
-from usrasr.train.corpus import corpus_lm
+from usrasr.data.text_corpus import corpus_lm
 from usrasr.train.seqce import SeqCEConfig, decode, fit_seqce, loss_per_frame
 from usrasr.train.units import UnitSequences
 from usrasr.utils.console import log

@@ -34,7 +34,7 @@ from torch import Tensor
 
 from usrasr.data.phones import PHONES, SILENCE, SPOKEN_NOISE
 from usrasr.graph.hlg import SILENCE_WORD, Lang, ensure_graph, load_graph, read_lang
-from usrasr.train.corpus import corpus_lm
+from usrasr.data.text_corpus import corpus_lm
 from usrasr.train.units import UnitSequences
 from usrasr.utils.console import log, track
 from usrasr.utils.errors import UsrasrError
