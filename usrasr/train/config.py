@@ -8,7 +8,7 @@ from usrasr.utils.config import YamlConfig
 from usrasr.utils.errors import UsrasrError
 
 UNIT_SOURCES = ("fbank", "segments", "encoder", "diagnostic")
-SPEAKER_FIELDS = ("speaker", "voice")
+SPEAKER_FIELDS = ("speaker", "voice", "cluster")
 
 
 @dataclass
@@ -25,18 +25,20 @@ class TrainConfig(YamlConfig):
     kmeans_k_choices: str = ""  # units=encoder: comma-separated K to choose from ("" = num_units)
     select_iterations: int = 10  # EM iterations of each candidate's seq-CE fit when choosing
     kmeans_iterations: int = 20
-    cmvn: str = "utterance"  # "utterance", or "speaker" (needs speaker labels)
+    cmvn: str = "utterance"  # "utterance", or "speaker" (needs speaker labels or speaker_field=cluster)
     # What identifies a speaker for the per-speaker options: the supervisions' "speaker",
-    # or "voice" (their custom field; the default corpus's speed variants of a voice are one voice)
+    # "voice" (their custom field; the default corpus's speed variants of a voice are one voice),
+    # or "cluster" (no labels needed: utterances clustered by voice, see usrasr.train.speakers)
     speaker_field: str = "speaker"
-    codebook_per_speaker: bool = False  # one k-means codebook per speaker (needs speaker labels)
+    speaker_clusters: int = 0  # speaker_field=cluster: clusters per split (0: chosen by the silhouette)
+    codebook_per_speaker: bool = False  # one k-means codebook per speaker (speaker labels or clusters)
     # codebook_per_speaker: start each speaker's k-means from one shared codebook (unit ids comparable)
     adapt_speaker_codebooks: bool = False
     mode_width: int = 5  # majority filter over frames before merging runs (1 = off)
     merge_runs: bool = True
     diagnostic_noise: float = 0.0  # share of frames replaced by random units (diagnostic units)
     diagnostic_voice_dependent: bool = False
-    # one emission table per speaker (needs speaker labels; decodes only speakers seen in training)
+    # one emission table per speaker (speaker labels or clusters; decodes only speakers seen in training)
     speaker_emissions: bool = False
     # speaker_emissions with adapt_speaker_codebooks: pseudo-counts per phone that pull each
     # speaker's table towards the table of all speakers (0 = independent tables)
@@ -98,6 +100,8 @@ class TrainConfig(YamlConfig):
         if self.emission_tying > 0 and self.codebook_per_speaker and not self.adapt_speaker_codebooks:
             raise UsrasrError("emission_tying needs unit ids that mean the same for every speaker: "
                               "set adapt_speaker_codebooks=true (or one shared codebook)")
+        if self.speaker_clusters < 0 or self.speaker_clusters == 1:
+            raise UsrasrError(f"speaker_clusters must be 0 (chosen) or at least 2, got {self.speaker_clusters}")
         if self.speaker_field not in SPEAKER_FIELDS:
             raise UsrasrError(f"speaker_field must be one of {', '.join(SPEAKER_FIELDS)}, got '{self.speaker_field}'")
         if (self.word_em_iterations < 0 or self.word_em_screen_iterations < 1 or self.word_em_workers < 0

@@ -26,9 +26,21 @@ class AudioSplit:
     speakers: list[str]
     voices: list[str]
 
-    def speakers_from(self, field: str) -> "AudioSplit":
-        """The split with ``speakers`` read from ``field``: "speaker" (as is) or "voice"."""
-        return self if field == "speaker" else dataclasses.replace(self, speakers=list(self.voices))
+    def speakers_from(self, field: str, clusters: int = 0, tag: str = "", seed: int = 0) -> "AudioSplit":
+        """The split with ``speakers`` read from ``field``: "speaker" (as is), "voice", or
+        "cluster": pseudo-speakers clustered from the audio alone (``clusters`` of them, 0 =
+        chosen by the silhouette), named ``<tag>-spk<i>`` so that no two splits share one."""
+        if field == "speaker":
+            return self
+        if field == "voice":
+            return dataclasses.replace(self, speakers=list(self.voices))
+        from usrasr.train.speakers import cluster_speakers
+        from usrasr.utils.console import log
+
+        found = cluster_speakers(self.feats, clusters, seed)
+        log.info("%s: %d pseudo-speakers clustered from the audio (silhouette %.3f%s)", tag or "audio",
+                 found.num_clusters, found.silhouette, ", the best of 2..20" if found.chosen else "")
+        return dataclasses.replace(self, speakers=[f"{tag}-spk{c}" for c in found.labels])
 
     def seconds(self) -> float:
         """Audio duration (10 ms fbank frames)."""

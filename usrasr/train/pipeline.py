@@ -33,6 +33,7 @@ from usrasr.train.seqce_stage import (
     label_pairs, oracle_hmm, read_phone_text, run_restarts, save_phone_text, sequence_loss, training_graph,
     viterbi_phones, with_unit_rate, write_summary,
 )
+from usrasr.train.speakers import cluster_purity
 from usrasr.train.self_training import decode_split, end_neural_training, serve_neural_training, train_neural
 from usrasr.train.unit_sources import encoder_units, fbank_units, segment_units, speaker_groups
 from usrasr.train.word_em import WordLevelEM, run_word_em
@@ -122,8 +123,13 @@ def train(corpus: str | Path, out: str | Path, config: TrainConfig, resume: bool
     summary: dict = {"config": config.to_dict(), "world_size": world_size()}
     try:
         t0 = time.time()
-        splits = {name: load_audio(corpus, name).speakers_from(config.speaker_field)
+        splits = {name: load_audio(corpus, name).speakers_from(config.speaker_field, config.speaker_clusters,
+                                                                 tag=name, seed=config.seed)
                   for name in ("train_audio", EVAL_SPLIT)}
+        summary["speakers"] = {name: {"count": len(set(split.speakers))} for name, split in splits.items()}
+        if score and config.speaker_field == "cluster":  # how well the clusters follow the labelled voices
+            for name, split in splits.items():
+                summary["speakers"][name]["purity_vs_voice"] = cluster_purity(split.speakers, split.voices)
         if config.units == "diagnostic":
             units = _diagnostic_units(config, splits, scoring)
         elif config.units == "encoder":
@@ -134,8 +140,8 @@ def train(corpus: str | Path, out: str | Path, config: TrainConfig, resume: bool
             units = fbank_units(config, splits, out)
         if config.speaker_emissions:
             speakers = sorted(set(splits["train_audio"].speakers))
-            log.info("one emission table per speaker (%d); needs speaker labels, evaluates on training speakers only",
-                     len(speakers))
+            log.info("one emission table per speaker (%d, %s); evaluates on training speakers only", len(speakers),
+                     "clustered from the audio" if config.speaker_field == "cluster" else "from the speaker labels")
             units = {"train_audio": units["train_audio"]}
             units["train_audio"].groups = speaker_groups(splits["train_audio"], units["train_audio"].ids)
         config = with_unit_rate(config, units["train_audio"], splits["train_audio"].seconds())

@@ -96,7 +96,8 @@ def normalize_features(feats: list[Tensor], groups: Sequence[str] | None = None)
     """Mean/variance normalisation per utterance, or per group (e.g. speaker) when given.
 
     Per-speaker normalisation needs speaker labels; the default corpus has
-    voice ids, users' audio may not.
+    voice ids, users' audio may not (``speaker_field=cluster`` makes them
+    from the audio, see :mod:`usrasr.train.speakers`).
     """
     keys = list(range(len(feats))) if groups is None else list(groups)
     stats: dict = {}
