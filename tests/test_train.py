@@ -143,6 +143,21 @@ def test_adapted_codebooks_keep_unit_ids_and_empty_clusters():
         kmeans(data, 2, iterations=1, init=shared)
 
 
+def test_annealed_search_with_shorter_oracle_fits(tiny_corpus, tmp_path):
+    # The oracle (oracle_iterations) and the candidate fits are shorter than the annealing:
+    # they must not anneal, and the search itself must finish annealing.
+    out = tmp_path / "annealed"
+    train("--corpus", tiny_corpus, "--out", out, *FAST, "--set", "anneal_start=0.3", "--set", "anneal_iterations=5",
+          "--set", "oracle_iterations=2", "--set", "self_training_rounds=0", "--set", "supervised_oracle=false")
+    summary = json.loads((out / "summary.json").read_text())
+    assert len(summary["seqce"]["restart_losses"]) == 2 and "oracle_hmm" in summary
+    from usrasr.train.config import TrainConfig
+    from usrasr.utils.errors import UsrasrError
+
+    with pytest.raises(UsrasrError, match="must not exceed iterations"):
+        TrainConfig(anneal_start=0.3, anneal_iterations=30, iterations=20)
+
+
 def test_tying_needs_comparable_unit_ids_and_em():
     from usrasr.train.config import TrainConfig
     from usrasr.utils.errors import UsrasrError

@@ -100,6 +100,9 @@ class TrainConfig(YamlConfig):
         if self.emission_tying > 0 and self.codebook_per_speaker and not self.adapt_speaker_codebooks:
             raise UsrasrError("emission_tying needs unit ids that mean the same for every speaker: "
                               "set adapt_speaker_codebooks=true (or one shared codebook)")
+        if self.anneal_start < 1 and self.anneal_iterations > self.iterations:
+            raise UsrasrError(f"anneal_iterations ({self.anneal_iterations}) must not exceed iterations "
+                              f"({self.iterations}): the loss is only defined once annealing has ended")
         if self.speaker_clusters < 0 or self.speaker_clusters == 1:
             raise UsrasrError(f"speaker_clusters must be 0 (chosen) or at least 2, got {self.speaker_clusters}")
         if self.speaker_field not in SPEAKER_FIELDS:

@@ -86,6 +86,9 @@ class SeqCEConfig:
             raise ValueError("tying is a non-negative pseudo-count of the EM M-step")
         if not 0 < self.anneal_start <= 1:
             raise ValueError("anneal_start is an inverse temperature in (0, 1]")
+        if self.anneal_start < 1 and self.anneal_iterations > self.iterations:
+            raise ValueError("annealing must end by the last iteration (anneal_iterations <= iterations): "
+                             "the loss is only defined at inverse temperature 1")
 
 
 @dataclass

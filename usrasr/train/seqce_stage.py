@@ -201,7 +201,8 @@ def oracle_hmm(units: UnitSequences, references: dict[str, str], config: TrainCo
     graphs = FsaVec([_transcript_graph(topo, references[uid], config) for uid in subset.ids])
     seqs, lengths = subset.padded()
     result = fit_seqce(seqs, lengths, graphs, units.num_units,
-                       _seqce_config(config, config.seed, init="random", iterations=config.oracle_iterations),
+                       _seqce_config(config, config.seed, init="random", iterations=config.oracle_iterations,
+                                     anneal_start=1.0, anneal_iterations=0),  # a fit to the truth: nothing to anneal
                        groups=subset.group_tensor())
     table = result.log_emissions[..., :num_labels, :]
     missing = num_labels - table.shape[-2]

@@ -158,7 +158,9 @@ def encoder_units(config: TrainConfig, splits: dict[str, AudioSplit], corpus: Pa
             candidates = [(previous["layer"], previous["k"])]
     clusterers = {}
     scores = []
-    select_config = dataclasses.replace(config, iterations=config.select_iterations)
+    # Short fits that only rank the candidates: no annealing, which may outlast them.
+    select_config = dataclasses.replace(config, iterations=config.select_iterations, anneal_start=1.0,
+                                        anneal_iterations=0)
     graphs: dict[float, tuple] = {}  # self-loop -> (training graph, label pairs)
     for layer, k in candidates:
         train_feats = features("train_audio", layer)
