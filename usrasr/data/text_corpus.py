@@ -75,7 +75,6 @@ class TextCorpusReport:
     rank: dict
 
 
-
 def lm_name(unit: str, order: int | str) -> str:
     """File name of the ``unit`` ("phone" or "word") n-gram LM inside ``<corpus>/lm/``."""
     return f"{unit}_{order}gram.arpa"
@@ -90,6 +89,7 @@ def corpus_lm(corpus: str | Path, unit: str, missing_ok: bool = False) -> Path |
     if missing_ok:
         return None
     raise UsrasrError(f"no {unit} LM in {Path(corpus) / 'lm'}: run `usrasr prepare` first (or name one)")
+
 
 def prepare_text_corpus(
     sentences: Iterable[str],

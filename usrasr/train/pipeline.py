@@ -33,8 +33,8 @@ from usrasr.train.seqce_stage import (
     label_pairs, oracle_hmm, read_phone_text, run_restarts, save_phone_text, sequence_loss, training_graph,
     viterbi_phones, with_unit_rate, write_summary,
 )
-from usrasr.train.speakers import cluster_purity
 from usrasr.train.self_training import decode_split, end_neural_training, serve_neural_training, train_neural
+from usrasr.train.speakers import cluster_purity
 from usrasr.train.unit_sources import encoder_units, fbank_units, segment_units, speaker_groups
 from usrasr.train.word_em import WordLevelEM, run_word_em
 from usrasr.train.units import UnitSequences, alignment_units, to_sequences, unit_quality

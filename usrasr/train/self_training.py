@@ -18,6 +18,7 @@ from typing import Callable
 import torch
 
 from usrasr.data.phones import PHONES
+from usrasr.data.text_corpus import corpus_lm
 from usrasr.decode.audio import utterances_from_cuts
 from usrasr.decode.pipeline import build_recognizer
 from usrasr.utils.device import resolve_device
@@ -26,7 +27,6 @@ from usrasr.models.acoustic import AcousticModelConfig, CtcAcousticModel, build_
 from usrasr.models.ctc_train import Augmentation, train_ctc
 from usrasr.pretrain.model import ctc_model_from_encoder
 from usrasr.train.config import TrainConfig
-from usrasr.data.text_corpus import corpus_lm
 from usrasr.train.corpus import AudioSplit
 from usrasr.train.seqce_stage import PHONE_IDS
 from usrasr.utils.console import log

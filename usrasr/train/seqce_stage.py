@@ -17,11 +17,11 @@ from torch import Tensor
 
 from usrasr.data.lm import read_arpa
 from usrasr.data.phones import PHONES, SILENCE, SPOKEN_NOISE
+from usrasr.data.text_corpus import corpus_lm
 from usrasr.utils.device import resolve_device
 from usrasr.graph.fsa import Fsa, FsaVec
 from usrasr.graph.topo import compose_topo_lm, hmm_lm_graph, hmm_topo
 from usrasr.train.config import TrainConfig
-from usrasr.data.text_corpus import corpus_lm
 from usrasr.train.seqce import SeqCEConfig, decode, fit_seqce, loss_per_frame
 from usrasr.train.units import UnitSequences
 from usrasr.utils.console import log

@@ -81,7 +81,7 @@ def cluster_speakers(feats: Sequence[torch.Tensor], num_clusters: int = 0, seed:
     for count in counts:
         labels = fcluster(tree, count, "maxclust") - 1
         scored.append((silhouette(distances, labels), count, labels))
-    score, count, labels = max(scored, key=lambda s: s[0]) if num_clusters <= 0 else scored[0]
+    score, _, labels = max(scored, key=lambda s: s[0])
     found = int(labels.max()) + 1  # ties in the tree can give fewer clusters than asked
     centres = np.stack([points[labels == c].mean(0) for c in range(found)])
     nearest = ((embeddings[:, None, :] - centres[None]) ** 2).sum(-1).argmin(1)

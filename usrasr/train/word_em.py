@@ -33,8 +33,8 @@ import torch
 from torch import Tensor
 
 from usrasr.data.phones import PHONES, SILENCE, SPOKEN_NOISE
-from usrasr.graph.hlg import SILENCE_WORD, Lang, ensure_graph, load_graph, read_lang
 from usrasr.data.text_corpus import corpus_lm
+from usrasr.graph.hlg import SILENCE_WORD, Lang, ensure_graph, load_graph, read_lang
 from usrasr.train.units import UnitSequences
 from usrasr.utils.console import log, track
 from usrasr.utils.errors import UsrasrError
