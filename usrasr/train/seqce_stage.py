@@ -104,10 +104,12 @@ def label_pairs(corpus: Path, config: TrainConfig, num_labels: int) -> Tensor | 
     return torch.from_numpy(joint / joint.sum())
 
 
-def _seqce_config(config: TrainConfig, seed: int, **changes) -> SeqCEConfig:
+def _seqce_config(config: TrainConfig, seed: int, anneal: bool = True, **changes) -> SeqCEConfig:
+    """The seq-CE settings of ``config``; ``anneal=False`` for short fits that are not the search
+    (the oracle's fit to the truth, candidate ranking), which the annealing schedule may outlast."""
     values = dict(restarts=1, batch_restarts=0, iterations=config.iterations, optimizer=config.optimizer, init=config.init,
-                  learning_rate=config.learning_rate, anneal_start=config.anneal_start,
-                  anneal_iterations=config.anneal_iterations, tying=config.emission_tying, seed=seed)
+                  learning_rate=config.learning_rate, anneal_start=config.anneal_start if anneal else 1.0,
+                  anneal_iterations=config.anneal_iterations if anneal else 0, tying=config.emission_tying, seed=seed)
     values.update(changes)
     return SeqCEConfig(**values)
 
@@ -158,10 +160,13 @@ def run_restarts(units: UnitSequences, graph: Fsa, pairs: Tensor | None, config:
     return [done[r] for r in range(config.restarts)]
 
 
-def quick_fit_loss(units: UnitSequences, graph: Fsa, pairs: Tensor | None, config: TrainConfig) -> float:
-    """Loss per unit of one seq-CE fit (``config.iterations`` EM steps, no checkpoint): a label-free score."""
+def quick_fit_loss(units: UnitSequences, graph: Fsa, pairs: Tensor | None, config: TrainConfig,
+                   iterations: int) -> float:
+    """Loss per unit of one short unannealed seq-CE fit (``iterations`` EM steps, no checkpoint):
+    a label-free score."""
     seqs, lengths = units.padded()
-    return fit_seqce(seqs, lengths, graph, units.num_units, _seqce_config(config, config.seed, init=_init(config, pairs)),
+    return fit_seqce(seqs, lengths, graph, units.num_units,
+                     _seqce_config(config, config.seed, anneal=False, init=_init(config, pairs), iterations=iterations),
                      label_pairs=pairs, groups=units.group_tensor()).loss
 
 
@@ -201,8 +206,7 @@ def oracle_hmm(units: UnitSequences, references: dict[str, str], config: TrainCo
     graphs = FsaVec([_transcript_graph(topo, references[uid], config) for uid in subset.ids])
     seqs, lengths = subset.padded()
     result = fit_seqce(seqs, lengths, graphs, units.num_units,
-                       _seqce_config(config, config.seed, init="random", iterations=config.oracle_iterations,
-                                     anneal_start=1.0, anneal_iterations=0),  # a fit to the truth: nothing to anneal
+                       _seqce_config(config, config.seed, anneal=False, init="random", iterations=config.oracle_iterations),
                        groups=subset.group_tensor())
     table = result.log_emissions[..., :num_labels, :]
     missing = num_labels - table.shape[-2]

@@ -15,7 +15,6 @@ phone LM's structure accounts for, which is what unsupervised training needs.
 
 from __future__ import annotations
 
-import dataclasses
 import json
 from pathlib import Path
 from typing import Callable
@@ -158,9 +157,6 @@ def encoder_units(config: TrainConfig, splits: dict[str, AudioSplit], corpus: Pa
             candidates = [(previous["layer"], previous["k"])]
     clusterers = {}
     scores = []
-    # Short fits that only rank the candidates: no annealing, which may outlast them.
-    select_config = dataclasses.replace(config, iterations=config.select_iterations, anneal_start=1.0,
-                                        anneal_iterations=0)
     graphs: dict[float, tuple] = {}  # self-loop -> (training graph, label pairs)
     for layer, k in candidates:
         train_feats = features("train_audio", layer)
@@ -174,11 +170,11 @@ def encoder_units(config: TrainConfig, splits: dict[str, AudioSplit], corpus: Pa
             train_units.groups = speaker_groups(train, train_units.ids)
         # each candidate's own rate sets its duration model (when self_loop_prob is left to the units);
         # candidates with the same self-loop share one graph
-        fit_config = with_unit_rate(select_config, train_units, train.seconds())
+        fit_config = with_unit_rate(config, train_units, train.seconds())
         if fit_config.self_loop_prob not in graphs:
             graph = training_graph(corpus, fit_config)
             graphs[fit_config.self_loop_prob] = graph, label_pairs(corpus, fit_config, int(graph.label.max()) + 1)
-        loss = quick_fit_loss(train_units, *graphs[fit_config.self_loop_prob], fit_config)
+        loss = quick_fit_loss(train_units, *graphs[fit_config.self_loop_prob], fit_config, config.select_iterations)
         scores.append({"layer": layer, "k": k, "unigram_entropy": entropy, "seqce_loss": loss,
                        "gain": (entropy - loss) / entropy, **(score_units(train_units) if score_units else {})})
         log.info("layer %d, K=%d: unit entropy %.3f, seq-CE loss %.3f, gain %.3f", layer, k, entropy, loss,
