@@ -188,3 +188,25 @@ def test_ctc_augmentation_warps_and_masks_real_frames_only():
     assert torch.allclose(masked[0][:, changed[0]], mean[changed[0]].expand(50, -1))
     for aug in (warped, masked):
         assert aug[1, 30:].abs().sum() == 0 and aug[2, 10:].abs().sum() == 0
+
+
+
+def test_word_level_relabelling_spells_the_decoded_words(tiny_corpus, monkeypatch):
+    from usrasr.data.lang import read_lexicon
+    from usrasr.train import self_training
+
+    lexicon = read_lexicon(tiny_corpus / "lang" / "lexicon.txt")
+    words = [w for w in lexicon if w.isalpha()][:3]
+    decoded = {"u1": " ".join(words), "u2": "", "u3": f"{words[0]} !SIL {words[1]}"}
+    asked = []
+
+    def fake_decode(model, corpus, split, unit, graph_dir, device="auto"):
+        asked.append(unit)
+        return decoded if unit == "word" else {"u1": "AA B"}
+
+    monkeypatch.setattr(self_training, "decode_split", fake_decode)
+    labels = self_training.relabel_split(Path("m.pt"), tiny_corpus, "train_audio", "word", Path("g"))
+    assert asked == ["word"]
+    assert labels == {"u1": " ".join(p for w in words for p in lexicon[w]), "u2": "",
+                      "u3": " ".join([*lexicon[words[0]], *lexicon[words[1]]])}
+    assert self_training.relabel_split(Path("m.pt"), tiny_corpus, "train_audio", "phone", Path("g")) == {"u1": "AA B"}

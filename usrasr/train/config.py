@@ -68,17 +68,22 @@ class TrainConfig(YamlConfig):
     word_em_beam: float = 10.0
     word_em_workers: int = 0  # decoding processes (0: one per CPU core)
     # self-training (neural CTC on fbank, pseudo-labels from the previous model)
-    self_training_rounds: int = 2
+    # One round by default: a second round, trained on the first model's own labels of
+    # train-audio, was worse on unseen voices in every measured case (docs/train.md)
+    self_training_rounds: int = 1
+    # How each round relabels train-audio for the next: "word" (best words of the HLG graph,
+    # word LM, spelled with the lexicon) or "phone" (best phones of the HP graph, phone LM)
+    self_training_labels: str = "word"
     # a `usrasr pretrain` output: every CTC model (self-training and the supervised oracle)
     # starts from its encoder, whose shape then replaces arch / hidden_dim / num_layers
     ctc_init: str = ""
     arch: str = "tdnn"
     hidden_dim: int = 256
     num_layers: int = 6
-    ctc_steps: int = 500  # about 5 epochs of the default 1,500 utterances at batch 16
+    ctc_steps: int = 1500  # about 16 epochs of the default 1,500 utterances at batch 16
     ctc_batch_size: int = 16
     ctc_lr: float = 1e-3
-    ctc_cosine_decay: bool = False  # after warm-up, decay the rate to zero along a cosine
+    ctc_cosine_decay: bool = True  # after warm-up, decay the rate to zero along a cosine
     # training-time distortions of fbank (see usrasr.models.ctc_train.Augmentation); 0 = off
     ctc_warp: float = 0.0  # frequency-axis warping range (vocal tract length)
     ctc_spec_augment: bool = False  # SpecAugment time and frequency masks
@@ -113,5 +118,7 @@ class TrainConfig(YamlConfig):
                               "and segment_penalty > 0")
         if self.word_em_iterations and self.states_per_phone != 1:
             raise UsrasrError("word-level EM reads one emission row per phone: it needs states_per_phone=1")
+        if self.self_training_labels not in ("phone", "word"):
+            raise UsrasrError(f"self_training_labels must be 'phone' or 'word', got '{self.self_training_labels}'")
         if self.cmvn not in ("utterance", "speaker"):
             raise UsrasrError(f"cmvn must be 'utterance' or 'speaker', got '{self.cmvn}'")

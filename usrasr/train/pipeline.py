@@ -33,7 +33,9 @@ from usrasr.train.seqce_stage import (
     label_pairs, oracle_hmm, read_phone_text, run_restarts, save_phone_text, sequence_loss, training_graph,
     viterbi_phones, with_unit_rate, write_summary,
 )
-from usrasr.train.self_training import decode_split, end_neural_training, serve_neural_training, train_neural
+from usrasr.train.self_training import (
+    decode_split, end_neural_training, relabel_split, serve_neural_training, train_neural,
+)
 from usrasr.train.speakers import cluster_purity
 from usrasr.train.unit_sources import encoder_units, fbank_units, segment_units, speaker_groups
 from usrasr.train.word_em import WordLevelEM, run_word_em
@@ -228,8 +230,8 @@ def train(corpus: str | Path, out: str | Path, config: TrainConfig, resume: bool
                                  f"self-training {name}")
             labels_path = out / "pseudo_labels" / f"{name}.txt"
             if not labels_path.exists():
-                save_phone_text(labels_path, decode_split(model, corpus, "train_audio", "phone", out / "graphs",
-                                                          config.device))
+                save_phone_text(labels_path, relabel_split(model, corpus, "train_audio", config.self_training_labels,
+                                                           out / "graphs", config.device))
             labels = read_phone_text(labels_path)
             timings[f"self_training_{name}"] = time.time() - t0
             summary.setdefault("self_training", []).append({"round": round_, "model": str(model)})

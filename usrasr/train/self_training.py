@@ -17,7 +17,8 @@ from typing import Callable
 
 import torch
 
-from usrasr.data.phones import PHONES
+from usrasr.data.lang import pronounce, read_lexicon
+from usrasr.data.phones import PHONES, SILENCE, SPOKEN_NOISE
 from usrasr.data.text_corpus import corpus_lm
 from usrasr.decode.audio import utterances_from_cuts
 from usrasr.decode.pipeline import build_recognizer
@@ -115,3 +116,16 @@ def decode_split(model_path: Path, corpus: Path, split: str, unit: str, graph_di
     with torch.inference_mode():
         return {d.utterance.id: d.hypothesis.text for d in recognizer.decode(utterances, batch_size=16)
                 if d.hypothesis is not None}
+
+
+def relabel_split(model_path: Path, corpus: Path, split: str, level: str, graph_dir: Path,
+                  device: str = "auto") -> dict[str, str]:
+    """Pseudo-labels for the next self-training round: the best phones through the HP
+    graph (``level="phone"``), or the best words through the HLG graph spelled with the
+    lexicon (``level="word"``), whose word LM corrects phones that the phone LM lets by."""
+    if level == "phone":
+        return decode_split(model_path, corpus, split, "phone", graph_dir, device)
+    lexicon = read_lexicon(corpus / "lang" / "lexicon.txt")
+    words = decode_split(model_path, corpus, split, "word", graph_dir, device)
+    return {uid: " ".join(p for p in pronounce(text.split(), lexicon) if p not in (SILENCE, SPOKEN_NOISE))
+            for uid, text in words.items()}
