@@ -8,6 +8,7 @@ Outputs under the experiment dir::
     seqce/model.pt        the lowest-loss restart: emissions + graph settings
     word_em/model.pt      word-level refinement (if on): tables, chosen restarts, labels
     pseudo_labels/round0.txt   phone sequences of train-audio that self-training starts from
+    pseudo_labels/round<k>.txt the relabelling by round k's model, for round k + 1
     metrics.jsonl         every loss, per iteration / step
     losses.png            loss curves
     summary.json          the results table
@@ -228,11 +229,13 @@ def train(corpus: str | Path, out: str | Path, config: TrainConfig, resume: bool
             name = f"round{round_}"
             model = train_neural(config, splits["train_audio"], labels, out / name, corpus / "lang", metrics,
                                  f"self-training {name}")
-            labels_path = out / "pseudo_labels" / f"{name}.txt"
-            if not labels_path.exists():
-                save_phone_text(labels_path, relabel_split(model, corpus, "train_audio", config.self_training_labels,
-                                                           out / "graphs", config.device))
-            labels = read_phone_text(labels_path)
+            labels_path = out / "pseudo_labels" / f"{name}.txt"  # what the next round trains on
+            if round_ < config.self_training_rounds:
+                if not labels_path.exists():
+                    save_phone_text(labels_path, relabel_split(model, corpus, "train_audio",
+                                                               config.self_training_labels, out / "graphs",
+                                                               config.device))
+                labels = read_phone_text(labels_path)
             timings[f"self_training_{name}"] = time.time() - t0
             summary.setdefault("self_training", []).append({"round": round_, "model": str(model)})
             if score:
