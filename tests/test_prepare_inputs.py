@@ -143,6 +143,20 @@ def test_prepare_audio_converts_and_skips_bad_files(tmp_path):
     assert "skipped 3 file(s)" in out
 
 
+def test_prepared_audio_reads_from_another_working_directory(tmp_path, monkeypatch):
+    from usrasr.train.corpus import load_audio
+
+    (tmp_path / "src").mkdir()
+    sf.write(tmp_path / "src" / "a.wav", _tone(1.0, 16000), 16000)
+    monkeypatch.chdir(tmp_path)
+    code, out = run("prepare", "audio", "src", "--out", "rel")  # relative paths, as users type them
+    assert code == 0, out
+    (tmp_path / "elsewhere").mkdir()
+    monkeypatch.chdir(tmp_path / "elsewhere")
+    split = load_audio(tmp_path / "rel", "train_audio")
+    assert split.ids == ["a"] and split.feats[0].shape[1] == 80
+
+
 def test_prepare_audio_from_wav_scp_and_all_bad_fails(tmp_path):
     sf.write(tmp_path / "a.wav", _tone(0.5, 16000), 16000)
     scp = tmp_path / "wav.scp"

@@ -105,7 +105,8 @@ def import_audio(pairs: list[tuple[str, str]], out_dir: str | Path, num_workers:
     """Convert inputs to 16 kHz mono WAV under ``out_dir/audio``; return (RecordingSet, problems)."""
     from lhotse import Recording, RecordingSet
 
-    out_dir = Path(out_dir)
+    # Absolute: the manifests name these files, and are read from any working directory.
+    out_dir = Path(out_dir).resolve()
     audio_dir = out_dir / "audio"
     audio_dir.mkdir(parents=True, exist_ok=True)
     problems = AudioProblems()
@@ -186,7 +187,7 @@ def compute_features(cuts, out_dir: str | Path, name: str, num_workers: int = 2,
     """
     from lhotse import CutSet
 
-    feats_dir = Path(out_dir) / "features" / name
+    feats_dir = Path(out_dir).resolve() / "features" / name  # absolute, as the audio paths
     feats_dir.mkdir(parents=True, exist_ok=True)
     cuts = cuts.to_eager()
     chunks = cuts.split(num_splits=max(1, (len(cuts) + chunk_size - 1) // chunk_size))
