@@ -191,7 +191,6 @@ def test_ctc_augmentation_warps_and_masks_real_frames_only():
         assert aug[1, 30:].abs().sum() == 0 and aug[2, 10:].abs().sum() == 0
 
 
-
 def test_word_level_relabelling_spells_the_decoded_words(tiny_corpus, monkeypatch):
     from usrasr.data.lang import read_lexicon
     from usrasr.train import self_training

@@ -160,7 +160,7 @@ def prepare_default(
     """Build the default unpaired corpus under ``out_dir``; return the summary report."""
     from usrasr.data.tts import default_voice_plan, synthesize_all
 
-    out_dir = Path(out_dir).resolve()  # the manifests' audio and feature paths must not depend on the cwd
+    out_dir = Path(out_dir).resolve()  # the recordings' paths in the manifests must not depend on the cwd
     sizes = dict(DEFAULT_UTTERANCES if utterances is None else utterances)
     sources = sources or list(SOURCES)
     timings: dict[str, float] = {}

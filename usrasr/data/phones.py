@@ -16,6 +16,7 @@ ARPABET = (
 SILENCE = "SIL"
 SPOKEN_NOISE = "SPN"
 PHONES = tuple(ARPABET + [SILENCE, SPOKEN_NOISE])
+NON_SPEECH = frozenset({SILENCE, SPOKEN_NOISE})  # tokens that are no spoken phone
 
 _STRESS = re.compile(r"[0-2]$")
 

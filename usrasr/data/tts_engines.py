@@ -36,7 +36,7 @@ from typing import Iterable, NamedTuple
 import numpy as np
 import soundfile as sf
 
-from usrasr.data.phones import PHONES, SILENCE, SPOKEN_NOISE
+from usrasr.data.phones import NON_SPEECH, PHONES, SILENCE, SPOKEN_NOISE
 
 log = logging.getLogger("usrasr")
 
@@ -65,7 +65,7 @@ class EngineError(RuntimeError):
 # CMU/radio phoneset used by flite's cmu voices and festival's kal/ked/cmu_us
 # voices.  The allophones CMUdict lacks are mapped to its spelling of them.
 CMU_TO_ARPABET: dict[str, tuple[str, ...]] = {
-    **{p.lower(): (p,) for p in PHONES if p not in (SILENCE, SPOKEN_NOISE)},
+    **{p.lower(): (p,) for p in PHONES if p not in NON_SPEECH},
     "ax": ("AH",),
     "axr": ("ER",),
     "dx": ("T",),  # flap: "better"; CMUdict writes T far more often than D

@@ -18,7 +18,7 @@ from typing import Callable
 import torch
 
 from usrasr.data.lang import pronounce, read_lexicon
-from usrasr.data.phones import PHONES, SILENCE, SPOKEN_NOISE
+from usrasr.data.phones import NON_SPEECH, PHONES
 from usrasr.data.text_corpus import corpus_lm
 from usrasr.decode.audio import utterances_from_cuts
 from usrasr.decode.pipeline import build_recognizer
@@ -127,5 +127,5 @@ def relabel_split(model_path: Path, corpus: Path, split: str, level: str, graph_
         return decode_split(model_path, corpus, split, "phone", graph_dir, device)
     lexicon = read_lexicon(corpus / "lang" / "lexicon.txt")
     words = decode_split(model_path, corpus, split, "word", graph_dir, device)
-    return {uid: " ".join(p for p in pronounce(text.split(), lexicon) if p not in (SILENCE, SPOKEN_NOISE))
+    return {uid: " ".join(p for p in pronounce(text.split(), lexicon) if p not in NON_SPEECH)
             for uid, text in words.items()}

@@ -16,7 +16,7 @@ import torch
 from torch import Tensor
 
 from usrasr.data.lm import read_arpa
-from usrasr.data.phones import PHONES, SILENCE, SPOKEN_NOISE
+from usrasr.data.phones import NON_SPEECH, PHONES, SILENCE, SPOKEN_NOISE
 from usrasr.data.text_corpus import corpus_lm
 from usrasr.utils.device import resolve_device
 from usrasr.graph.fsa import Fsa, FsaVec
@@ -82,11 +82,11 @@ def label_pairs(corpus: Path, config: TrainConfig, num_labels: int) -> Tensor | 
     unigram = np.zeros(size)
     for phone, pid in PHONE_IDS.items():
         lp = lm.logprob.get((phone,))
-        if lp is None or phone in (SILENCE, SPOKEN_NOISE):
+        if lp is None or phone in NON_SPEECH:
             continue
         unigram[pid - 1] = math.exp(lp)
         for other, oid in PHONE_IDS.items():
-            if other not in (SILENCE, SPOKEN_NOISE):
+            if other not in NON_SPEECH:
                 move[pid - 1, oid - 1] = math.exp(lm.conditional((phone,), other))
     unigram /= unigram.sum()
     move /= np.maximum(move.sum(1, keepdims=True), 1e-300)

@@ -32,7 +32,7 @@ import numpy as np
 import torch
 from torch import Tensor
 
-from usrasr.data.phones import PHONES, SILENCE, SPOKEN_NOISE
+from usrasr.data.phones import NON_SPEECH, PHONES
 from usrasr.data.text_corpus import corpus_lm
 from usrasr.graph.hlg import SILENCE_WORD, Lang, ensure_graph, load_graph, read_lang
 from usrasr.train.units import UnitSequences
@@ -42,7 +42,6 @@ from usrasr.utils.io import atomic_path
 
 # The score that shuts the CTC blank off: no path may spend a step on it.
 _NO_BLANK = -1e4
-_NOT_SPOKEN = {SILENCE, SPOKEN_NOISE}
 
 
 @dataclass
@@ -63,7 +62,7 @@ class Decoded:
         out = {}
         for uid, rows in self.steps.items():
             keep = np.concatenate([[True], rows[1:] != rows[:-1]]) if len(rows) else np.zeros(0, bool)
-            out[uid] = " ".join(PHONES[r] for r in rows[keep] if PHONES[r] not in _NOT_SPOKEN)
+            out[uid] = " ".join(PHONES[r] for r in rows[keep] if PHONES[r] not in NON_SPEECH)
         return out
 
 
