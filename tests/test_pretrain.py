@@ -12,10 +12,10 @@ from click.testing import CliRunner
 from conftest import kill_once_written
 from usrasr.cli import cli
 from usrasr.pretrain.model import (
-    EncoderConfig, PretrainModel, RandomProjectionQuantizer, SslEncoder, ctc_model_from_encoder, load_encoder,
-    span_mask,
+    EncoderConfig, PretrainModel, RandomProjectionQuantizer, SpeakerAdversary, SslEncoder, ctc_model_from_encoder,
+    load_encoder, span_mask,
 )
-from usrasr.models.acoustic import load_model
+from usrasr.models.acoustic import load_model, utterance_cmvn
 
 TINY = ["--set", "hidden_dim=32", "--set", "num_layers=2", "--set", "num_heads=2", "--set", "codebook_size=32",
         "--set", "batch_frames=3000", "--set", "warmup_steps=2", "--set", "birq_layer=1"]
@@ -68,6 +68,46 @@ def test_birq_enhanced_loss_trains_the_lower_layers():
         grads[enhanced] = encoder.layers[0].ff1[1].weight.grad.clone()
     assert "enhanced_loss" in parts and parts["code_perplexity"] > 1
     assert not torch.allclose(grads[False], grads[True])
+
+
+def test_speaker_adversary_reverses_its_gradient_into_the_encoder():
+    """The speaker head descends the speaker CE; the layers below it get -weight x that gradient."""
+    feats, lens = torch.randn(2, 60, 80), torch.tensor([60, 44])
+    valid = torch.arange(30)[None, :] < torch.tensor([30, 22])[:, None]
+    masked = span_mask(valid, 0.2, 3, torch.Generator().manual_seed(0))
+    speakers = torch.tensor([0, 2])
+    grads = {}
+    for weight in (1.0, 0.5):
+        torch.manual_seed(0)
+        encoder = SslEncoder(EncoderConfig(hidden_dim=32, num_layers=2, num_heads=2, dropout=0.0))
+        model = PretrainModel(encoder, 16, 4, birq_layer=None, seed=0, adversary=SpeakerAdversary(3, 1, weight))
+        _, parts = model.loss(feats, lens, masked, False, 0.1, 0.0, speakers=speakers)
+        # the speaker part alone, through the same path as in training
+        x, _, ok = encoder.front_end(feats, lens)
+        layer = encoder.run_layers(x, ok, masked & ok)[0]
+        model._speaker_loss(layer, ok, masked & ok, speakers, {}).backward()
+        grads[weight] = (encoder.layers[0].ff1[1].weight.grad.clone(), model.speaker_head.weight.grad.clone())
+    assert 0 <= parts["speaker_accuracy"] <= 1 and parts["speaker_loss"] > 0
+    torch.testing.assert_close(grads[0.5][0], 0.5 * grads[1.0][0])  # encoder: scaled by the weight
+    torch.testing.assert_close(grads[0.5][1], grads[1.0][1])  # head: the plain CE gradient
+    # the encoder's gradient is the reverse of plain descent on the speaker CE
+    torch.manual_seed(0)
+    encoder = SslEncoder(EncoderConfig(hidden_dim=32, num_layers=2, num_heads=2, dropout=0.0))
+    model = PretrainModel(encoder, 16, 4, birq_layer=None, seed=0, adversary=SpeakerAdversary(3, 1, 1.0))
+    x, _, ok = encoder.front_end(feats, lens)
+    frames = utterance_cmvn(encoder.run_layers(x, ok, masked & ok)[0], ok)[ok & ~masked]
+    targets = speakers[:, None].expand_as(ok)[ok & ~masked]
+    torch.nn.functional.cross_entropy(model.speaker_head(frames), targets).backward()
+    torch.testing.assert_close(grads[1.0][0], -encoder.layers[0].ff1[1].weight.grad)
+
+
+def test_pretrain_with_a_speaker_adversary_reads_no_speaker_labels(tiny_corpus, tmp_path):
+    out = tmp_path / "adversary"
+    run_cli("-q", "pretrain", "--corpus", tiny_corpus, "--out", out, "--method", "bestrq", *TINY,
+            "--set", "steps=4", "--set", "speaker_adversary_weight=0.5", "--set", "speaker_clusters=3")
+    rows = _losses(out)
+    assert 0 <= rows[4]["speaker_accuracy"] <= 1
+    assert json.loads((out / "summary.json").read_text())["pseudo_speakers"] == 3
 
 
 @pytest.mark.parametrize("method", ["bestrq", "birq"])

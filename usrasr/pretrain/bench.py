@@ -16,22 +16,32 @@ import click
 from rich.console import Console
 from rich.table import Table
 
-# name -> (label, train overrides); encoder rows add `encoder=` themselves
+# pretraining runs: name -> (method, overrides of the defaults)
+PRETRAIN_RUNS: dict[str, tuple[str, dict]] = {
+    "bestrq": ("bestrq", {}),
+    "birq": ("birq", {}),
+    "birq_adv": ("birq", {"speaker_adversary_weight": 0.5}),
+}
+# train runs, in the order they run: name -> (label, train overrides); a name of PRETRAIN_RUNS
+# takes its units from that encoder
+ENCODER_UNITS = {"kmeans_k_choices": "50,100", "supervised_oracle": False}
 TRAIN_RUNS: dict[str, tuple[str, dict]] = {
     "fbank": ("fbank k-means", {"supervised_oracle": False}),
+    "bestrq": ("BEST-RQ layer units", ENCODER_UNITS),
+    "birq": ("BiRQ layer units", ENCODER_UNITS),
+    "birq_adv": ("BiRQ + speaker adversary (pseudo-speakers, no labels) layer units", ENCODER_UNITS),
     "fbank_spk": ("fbank k-means per speaker + per-speaker tables (needs speaker labels)",
                   {"cmvn": "speaker", "codebook_per_speaker": True, "speaker_emissions": True, "restarts": 3}),
-    "bestrq": ("BEST-RQ layer units", {"kmeans_k_choices": "50,100", "supervised_oracle": False}),
-    "birq": ("BiRQ layer units", {"kmeans_k_choices": "50,100", "supervised_oracle": False}),
 }
-PRETRAIN = {"steps": 120, "warmup_steps": 15, "checkpoint_every": 20}
 
 
-def _pretrain(corpus: Path, out: Path, method: str, budget: float) -> dict:
+def _pretrain(corpus: Path, out: Path, method: str, overrides: dict, steps: int, budget: float) -> dict:
     from usrasr.pretrain.config import PretrainConfig
     from usrasr.pretrain.trainer import pretrain
 
-    config = PretrainConfig.load(None, {**PRETRAIN, "method": method, "time_budget_minutes": budget})
+    config = PretrainConfig.load(None, {**overrides, "method": method, "steps": steps,
+                                        "warmup_steps": max(1, steps // 10), "checkpoint_every": 50,
+                                        "time_budget_minutes": budget})
     return pretrain(corpus, out, config, resume=(out / "config.yaml").exists())
 
 
@@ -80,11 +90,15 @@ def units_table(rows: list[tuple[str, dict, dict | None, dict | None]]) -> Table
 @click.option("--corpus", type=click.Path(file_okay=False, exists=True, path_type=Path), required=True)
 @click.option("--out", "out_dir", type=click.Path(file_okay=False, path_type=Path), required=True,
               help="Folder for every run (pretrain_*/, train_*/); re-running resumes.")
-@click.option("--budget-minutes", type=float, default=16.0, show_default=True,
-              help="Pretraining compute per method (CPU minutes over all threads, or GPU wall minutes).")
-def units(corpus: Path, out_dir: Path, budget_minutes: float) -> None:
-    """Unit sources side by side: fbank, BEST-RQ and BiRQ layers (about 1.5 h on 2 CPU cores)."""
-    pre = {m: _pretrain(corpus, out_dir / f"pretrain_{m}", m, budget_minutes) for m in ("bestrq", "birq")}
+@click.option("--steps", type=int, default=600, show_default=True,
+              help="Pretraining steps per method (10 % warm-up, then cosine decay to zero).")
+@click.option("--budget-minutes", type=float, default=0.0, show_default=True,
+              help="Stop pretraining earlier at this compute per method (CPU minutes over all threads, "
+                   "or GPU wall minutes; 0 = no limit).")
+def units(corpus: Path, out_dir: Path, steps: int, budget_minutes: float) -> None:
+    """Unit sources side by side: fbank, BEST-RQ and BiRQ layers (about 2.5 h on 2 CPU cores)."""
+    pre = {name: _pretrain(corpus, out_dir / f"pretrain_{name}", method, overrides, steps, budget_minutes)
+           for name, (method, overrides) in PRETRAIN_RUNS.items()}
     rows = []
     for name, (label, overrides) in TRAIN_RUNS.items():
         if name in pre:

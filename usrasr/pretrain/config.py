@@ -34,6 +34,12 @@ class PretrainConfig(YamlConfig):
     quantizer_temperature: float = 0.1  # cosine similarities / this = Gumbel-softmax logits
     diversity_weight: float = 0.1  # keeps the enhanced labels from collapsing onto few codes
     label_grad_scale: float = 0.1  # share of the enhanced loss's gradient that reaches the label generator
+    # speaker adversary (0 = off): a frame-level classifier of pseudo-speakers, clustered from the
+    # audio (no speaker labels), on this layer (1-based; -1 = the last), whose reversed gradient,
+    # scaled by the weight, pushes the layer and those below it to drop the voice
+    speaker_adversary_weight: float = 0.0
+    speaker_adversary_layer: int = -1
+    speaker_clusters: int = 0  # pseudo-speakers for the adversary (0: chosen by the silhouette)
     # optimisation
     steps: int = 3000
     # stop after this much compute (0 = no limit), for equal-compute comparisons: CPU time
@@ -52,5 +58,11 @@ class PretrainConfig(YamlConfig):
             raise UsrasrError(f"method must be one of {', '.join(METHODS)}, got '{self.method}'")
         if self.method == "birq" and not 1 <= self.birq_layer <= self.num_layers:
             raise UsrasrError(f"birq_layer must be in 1..{self.num_layers}, got {self.birq_layer}")
+        if self.speaker_adversary_weight < 0 or not (self.speaker_adversary_layer == -1
+                                                     or 1 <= self.speaker_adversary_layer <= self.num_layers):
+            raise UsrasrError(f"need speaker_adversary_weight >= 0 and speaker_adversary_layer in 1..{self.num_layers} "
+                              f"or -1 (the last)")
+        if self.speaker_clusters < 0 or self.speaker_clusters == 1:
+            raise UsrasrError(f"speaker_clusters must be 0 (chosen) or at least 2, got {self.speaker_clusters}")
         if self.subsampling not in (1, 2, 4):
             raise UsrasrError(f"subsampling must be 1, 2 or 4, got {self.subsampling}")

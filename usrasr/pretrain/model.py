@@ -114,11 +114,38 @@ def span_mask(valid: Tensor, start_prob: float, span: int, generator: torch.Gene
     return covered.bool() & valid
 
 
+class _ReverseGradient(torch.autograd.Function):
+    """Identity forward; backward multiplies the gradient by ``-scale`` (domain-adversarial training)."""
+
+    @staticmethod
+    def forward(ctx, x: Tensor, scale: float) -> Tensor:
+        ctx.scale = scale
+        return x.view_as(x)
+
+    @staticmethod
+    def backward(ctx, grad: Tensor) -> tuple[Tensor, None]:
+        return -ctx.scale * grad, None
+
+
+def reverse_gradient(x: Tensor, scale: float = 1.0) -> Tensor:
+    return _ReverseGradient.apply(x, scale)
+
+
+@dataclass
+class SpeakerAdversary:
+    """A frame-level speaker classifier on one layer, trained through a reversed gradient, so
+    that layer learns to hide which (pseudo-)speaker is talking."""
+
+    num_speakers: int
+    layer: int  # 1-based encoder layer
+    weight: float
+
+
 class PretrainModel(nn.Module):
     """Encoder + prediction heads + frozen quantisers; ``loss`` is one training step's objective."""
 
     def __init__(self, encoder: SslEncoder, codebook_size: int, codebook_dim: int, birq_layer: int | None,
-                 seed: int):
+                 seed: int, adversary: SpeakerAdversary | None = None):
         super().__init__()
         self.encoder = encoder
         c = encoder.config
@@ -130,21 +157,30 @@ class PretrainModel(nn.Module):
         if birq_layer is not None:
             self.enhanced_quantizer = RandomProjectionQuantizer(c.hidden_dim, codebook_size, codebook_dim, generator)
             self.enhanced_head = nn.Linear(c.hidden_dim, codebook_size)
+        self.adversary = adversary
+        if adversary is not None:
+            self.speaker_head = nn.Linear(c.hidden_dim, adversary.num_speakers)
 
     def loss(self, feats: Tensor, feat_lens: Tensor, masked: Tensor, enhanced: bool, temperature: float,
-             diversity_weight: float, label_grad_scale: float = 1.0) -> tuple[Tensor, dict[str, float]]:
-        """Masked-prediction cross-entropy (nats per masked frame) and its parts."""
+             diversity_weight: float, label_grad_scale: float = 1.0,
+             speakers: Tensor | None = None) -> tuple[Tensor, dict[str, float]]:
+        """Masked-prediction cross-entropy (nats per masked frame) and its parts; with a speaker
+        adversary, ``speakers`` (B,) are the utterances' (pseudo-)speaker indices."""
         with torch.no_grad():
             anchor = self.anchor_quantizer(stack_frames(feats, feat_lens, self.encoder.config.subsampling))
         x, _, valid = self.encoder.front_end(feats, feat_lens)
         masked = masked & valid
-        hidden = self.encoder.run_layers(x, valid, masked)[-1][masked]
+        outputs = self.encoder.run_layers(x, valid, masked)
+        hidden = outputs[-1][masked]
         anchor_logits = self.anchor_head(hidden)
         anchor_loss = F.cross_entropy(anchor_logits, anchor[masked])
         parts = {"anchor_loss": anchor_loss.item(),
                  "anchor_accuracy": (anchor_logits.argmax(-1) == anchor[masked]).float().mean().item()}
+        loss = anchor_loss
+        if self.adversary is not None:
+            loss = loss + self._speaker_loss(outputs[self.adversary.layer - 1], valid, masked, speakers, parts)
         if not enhanced:
-            return anchor_loss, parts
+            return loss, parts
         # BiRQ, first order: the enhanced labels come from the model's own (unmasked) lower
         # layers, and the straight-through Gumbel-softmax lets the prediction loss reach
         # those layers in the same backward pass as the anchor loss.
@@ -168,7 +204,22 @@ class PretrainModel(nn.Module):
         diversity = 1.0 - perplexity / average.numel()
         parts.update(enhanced_loss=enhanced_loss.item(), code_perplexity=perplexity.item(),
                      enhanced_accuracy=(enhanced_logits.argmax(-1) == targets.argmax(-1)).float().mean().item())
-        return anchor_loss + enhanced_loss + diversity_weight * diversity, parts
+        return loss + enhanced_loss + diversity_weight * diversity, parts
+
+    def _speaker_loss(self, layer: Tensor, valid: Tensor, masked: Tensor, speakers: Tensor | None,
+                      parts: dict[str, float]) -> Tensor:
+        if speakers is None:
+            raise UsrasrError("a speaker adversary needs the utterances' speaker indices")
+        # The classifier sees what k-means will see (per-utterance normalised frames), and only
+        # unmasked frames, which carry the input's voice.  The head descends the CE; the
+        # reversed gradient makes the encoder ascend it.
+        frames = utterance_cmvn(layer, valid)[valid & ~masked]
+        targets = speakers[:, None].expand_as(valid)[valid & ~masked]
+        logits = self.speaker_head(reverse_gradient(frames, self.adversary.weight))
+        speaker_loss = F.cross_entropy(logits, targets)
+        parts.update(speaker_loss=speaker_loss.item(),
+                     speaker_accuracy=(logits.argmax(-1) == targets).float().mean().item())
+        return speaker_loss
 
 
 def save_encoder(path: str | Path, encoder: SslEncoder, info: dict) -> None:

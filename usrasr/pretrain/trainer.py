@@ -24,7 +24,7 @@ from usrasr.utils.device import resolve_device
 from usrasr.models.acoustic import valid_mask
 from usrasr.pretrain.config import PretrainConfig
 from usrasr.pretrain.model import (
-    EncoderConfig, PretrainModel, SslEncoder, length_batches, save_encoder, span_mask,
+    EncoderConfig, PretrainModel, SpeakerAdversary, SslEncoder, length_batches, save_encoder, span_mask,
 )
 from usrasr.train.corpus import load_audio
 from usrasr.train.metrics import MetricsLog, plot_losses
@@ -47,8 +47,16 @@ def pretrain(corpus: str | Path, out: str | Path, config: PretrainConfig, resume
     encoder = SslEncoder(EncoderConfig(**{f.name: getattr(config, f.name) for f in dataclasses.fields(EncoderConfig)
                                           if hasattr(config, f.name)}))
     birq = config.method == "birq"
+    adversary, speakers = None, None
+    if config.speaker_adversary_weight > 0:
+        # pseudo-speakers from the audio alone: pretraining reads no labels of any kind
+        clustered = audio.speakers_from("cluster", config.speaker_clusters, TRAIN_SPLIT, config.seed).speakers
+        names = sorted(set(clustered))
+        speakers = torch.tensor([names.index(s) for s in clustered])
+        layer = config.num_layers if config.speaker_adversary_layer == -1 else config.speaker_adversary_layer
+        adversary = SpeakerAdversary(len(names), layer, config.speaker_adversary_weight)
     model = PretrainModel(encoder, config.codebook_size, config.codebook_dim, config.birq_layer if birq else None,
-                          config.seed).to(device)
+                          config.seed, adversary).to(device)
     optimizer = torch.optim.AdamW(model.parameters(), lr=config.lr, weight_decay=0.01)
     scheduler = torch.optim.lr_scheduler.LambdaLR(
         optimizer, lambda s: min((s + 1) / config.warmup_steps,
@@ -97,7 +105,8 @@ def pretrain(corpus: str | Path, out: str | Path, config: PretrainConfig, resume
                 masked = span_mask(valid, config.mask_prob, config.mask_span, generator)
                 enhanced = birq and step >= enhanced_from
                 loss, parts = model.loss(feats, lens, masked, enhanced, config.quantizer_temperature,
-                                         config.diversity_weight, config.label_grad_scale)
+                                         config.diversity_weight, config.label_grad_scale,
+                                         None if speakers is None else speakers[batch].to(device))
                 optimizer.zero_grad()
                 loss.backward()
                 torch.nn.utils.clip_grad_norm_(model.parameters(), config.grad_clip)
@@ -121,7 +130,8 @@ def pretrain(corpus: str | Path, out: str | Path, config: PretrainConfig, resume
     summary = {"method": config.method, "steps": step, "compute_seconds": round(elapsed, 1),
                "compute_clock": "wall" if device.type == "cuda" else "cpu (process time, all threads)",
                "device": str(device), "utterances": len(audio.ids),
-               "hours": round(sum(len(f) for f in audio.feats) / 360000, 3), "final": parts}
+               "hours": round(sum(len(f) for f in audio.feats) / 360000, 3), "final": parts,
+               "pseudo_speakers": adversary.num_speakers if adversary else None}
     save_encoder(out / "encoder.pt", encoder, {"method": config.method, "steps": step, "corpus": str(corpus)})
     write_json_atomic(out / "summary.json", summary)
     plot_losses(out / "metrics.jsonl", out / "losses.png")

@@ -44,13 +44,14 @@ class YamlConfig:
 
     def record(self, out: Path, resume: bool, may_change: tuple[str, ...] = ()) -> None:
         """Write ``out/config.yaml``; an existing run may only be resumed, with the same
-        configuration except for the keys in ``may_change``."""
+        configuration except for the keys in ``may_change``.  A key the recorded run lacks
+        (an option added since) counts as its default, which is what that run used."""
         path = Path(out) / "config.yaml"
         current = self.to_dict()
         if path.exists():
             if not resume:
                 raise UsrasrError(f"{out} already holds a run: pass --resume to continue it, or use a new --out")
-            previous = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
+            previous = {**type(self)().to_dict(), **(yaml.safe_load(path.read_text(encoding="utf-8")) or {})}
             changed = sorted(k for k, v in current.items() if k not in may_change and previous.get(k) != v)
             if changed:
                 raise UsrasrError(f"--resume with a different config ({', '.join(changed)}); use a new --out")
