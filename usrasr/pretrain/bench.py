@@ -1,10 +1,11 @@
 """``usrasr bench units``: which units make unsupervised training work?
 
-Runs (resumably) BEST-RQ and BiRQ pretraining at equal compute, then
-``usrasr train`` on fbank k-means units, per-speaker fbank units and each
-encoder's units, and prints one table on the unseen-voice test split: unit
-purity / PNMI, the oracle HMM's PER, the seq-CE PER, the PER after
-self-training, and the pretraining compute.
+Runs (resumably) BEST-RQ, BiRQ and BEST-RQ with a speaker adversary for the
+same number of steps (each row reports the compute it used), then ``usrasr
+train`` on fbank k-means units, each encoder's units and per-speaker fbank
+units, and prints one table on the unseen-voice test split: unit purity /
+PNMI, the oracle HMM's PER, the seq-CE PER, the PER after self-training, and
+the pretraining compute.
 """
 
 from __future__ import annotations
@@ -20,7 +21,7 @@ from rich.table import Table
 PRETRAIN_RUNS: dict[str, tuple[str, dict]] = {
     "bestrq": ("bestrq", {}),
     "birq": ("birq", {}),
-    "birq_adv": ("birq", {"speaker_adversary_weight": 0.5}),
+    "bestrq_adv": ("bestrq", {"speaker_adversary_weight": 0.5}),
 }
 # train runs, in the order they run: name -> (label, train overrides); a name of PRETRAIN_RUNS
 # takes its units from that encoder
@@ -29,7 +30,7 @@ TRAIN_RUNS: dict[str, tuple[str, dict]] = {
     "fbank": ("fbank k-means", {"supervised_oracle": False}),
     "bestrq": ("BEST-RQ layer units", ENCODER_UNITS),
     "birq": ("BiRQ layer units", ENCODER_UNITS),
-    "birq_adv": ("BiRQ + speaker adversary (pseudo-speakers, no labels) layer units", ENCODER_UNITS),
+    "bestrq_adv": ("BEST-RQ + speaker adversary (pseudo-speakers, no labels) layer units", ENCODER_UNITS),
     "fbank_spk": ("fbank k-means per speaker + per-speaker tables (needs speaker labels)",
                   {"cmvn": "speaker", "codebook_per_speaker": True, "speaker_emissions": True, "restarts": 3}),
 }
@@ -96,7 +97,7 @@ def units_table(rows: list[tuple[str, dict, dict | None, dict | None]]) -> Table
               help="Stop pretraining earlier at this compute per method (CPU minutes over all threads, "
                    "or GPU wall minutes; 0 = no limit).")
 def units(corpus: Path, out_dir: Path, steps: int, budget_minutes: float) -> None:
-    """Unit sources side by side: fbank, BEST-RQ and BiRQ layers (about 2.5 h on 2 CPU cores)."""
+    """Unit sources side by side: fbank, BEST-RQ and BiRQ layers (about 3 h on 2 CPU cores)."""
     pre = {name: _pretrain(corpus, out_dir / f"pretrain_{name}", method, overrides, steps, budget_minutes)
            for name, (method, overrides) in PRETRAIN_RUNS.items()}
     rows = []
