@@ -70,6 +70,12 @@ def test_birq_enhanced_loss_trains_the_lower_layers():
     assert not torch.allclose(grads[False], grads[True])
 
 
+def _adversarial_model(weight):
+    torch.manual_seed(0)  # the same weights for every call
+    encoder = SslEncoder(EncoderConfig(hidden_dim=32, num_layers=2, num_heads=2, dropout=0.0))
+    return encoder, PretrainModel(encoder, 16, 4, birq_layer=None, seed=0, adversary=SpeakerAdversary(3, 1, weight))
+
+
 def test_speaker_adversary_reverses_its_gradient_into_the_encoder():
     """The speaker head descends the speaker CE; the layers below it get -weight x that gradient."""
     feats, lens = torch.randn(2, 60, 80), torch.tensor([60, 44])
@@ -78,9 +84,7 @@ def test_speaker_adversary_reverses_its_gradient_into_the_encoder():
     speakers = torch.tensor([0, 2])
     grads = {}
     for weight in (1.0, 0.5):
-        torch.manual_seed(0)
-        encoder = SslEncoder(EncoderConfig(hidden_dim=32, num_layers=2, num_heads=2, dropout=0.0))
-        model = PretrainModel(encoder, 16, 4, birq_layer=None, seed=0, adversary=SpeakerAdversary(3, 1, weight))
+        encoder, model = _adversarial_model(weight)
         _, parts = model.loss(feats, lens, masked, False, 0.1, 0.0, speakers=speakers)
         # the speaker part alone, through the same path as in training
         x, _, ok = encoder.front_end(feats, lens)
@@ -91,9 +95,7 @@ def test_speaker_adversary_reverses_its_gradient_into_the_encoder():
     torch.testing.assert_close(grads[0.5][0], 0.5 * grads[1.0][0])  # encoder: scaled by the weight
     torch.testing.assert_close(grads[0.5][1], grads[1.0][1])  # head: the plain CE gradient
     # the encoder's gradient is the reverse of plain descent on the speaker CE
-    torch.manual_seed(0)
-    encoder = SslEncoder(EncoderConfig(hidden_dim=32, num_layers=2, num_heads=2, dropout=0.0))
-    model = PretrainModel(encoder, 16, 4, birq_layer=None, seed=0, adversary=SpeakerAdversary(3, 1, 1.0))
+    encoder, model = _adversarial_model(1.0)
     x, _, ok = encoder.front_end(feats, lens)
     frames = utterance_cmvn(encoder.run_layers(x, ok, masked & ok)[0], ok)[ok & ~masked]
     targets = speakers[:, None].expand_as(ok)[ok & ~masked]
