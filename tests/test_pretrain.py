@@ -5,6 +5,7 @@ import os
 import subprocess
 import sys
 
+import numpy as np
 import pytest
 import torch
 from click.testing import CliRunner
@@ -12,10 +13,11 @@ from click.testing import CliRunner
 from conftest import kill_once_written
 from usrasr.cli import cli
 from usrasr.pretrain.model import (
-    EncoderConfig, PretrainModel, RandomProjectionQuantizer, SpeakerAdversary, SslEncoder, ctc_model_from_encoder,
-    load_encoder, span_mask,
+    EncoderConfig, EnhancedLabels, PretrainModel, RandomProjectionQuantizer, SpeakerAdversary, SslEncoder,
+    balancing_bias, ctc_model_from_encoder, load_encoder, perplexity, span_mask,
 )
 from usrasr.models.acoustic import load_model, utterance_cmvn
+from usrasr.train.unit_sources import warp_consistency, warped_copies
 
 TINY = ["--set", "hidden_dim=32", "--set", "num_layers=2", "--set", "num_heads=2", "--set", "codebook_size=32",
         "--set", "batch_frames=3000", "--set", "warmup_steps=2", "--set", "birq_layer=1"]
@@ -51,29 +53,48 @@ def test_span_mask_covers_spans_of_valid_frames_only():
     assert ((runs[1::2] - runs[::2]) >= 5).all()  # spans are never shorter than 5 frames (a span cut at the end aside)
 
 
-def test_birq_enhanced_loss_trains_the_lower_layers():
-    """First-order bilevel: the enhanced labels' loss reaches the layers that make them."""
-    torch.manual_seed(0)
-    encoder = SslEncoder(EncoderConfig(hidden_dim=32, num_layers=2, num_heads=2, dropout=0.0))
-    model = PretrainModel(encoder, 16, 4, birq_layer=1, seed=0)
-    feats, lens = torch.randn(2, 60, 80), torch.tensor([60, 44])
+def test_birq_enhanced_loss_reaches_the_label_generator_only_through_its_gradient_share():
+    """The enhanced labels' loss trains the lower layers through the masked (student) pass; the
+    straight-through Gumbel-softmax adds the label generator's share (the first-order bilevel
+    step) only when ``label_grad_scale`` > 0."""
+    feats, lens = torch.randn(2, 60, 80, generator=torch.Generator().manual_seed(2)), torch.tensor([60, 44])
     valid = torch.arange(30)[None, :] < torch.tensor([30, 22])[:, None]
     masked = span_mask(valid, 0.2, 3, torch.Generator().manual_seed(0))
     grads = {}
-    for enhanced in (False, True):
-        model.zero_grad()
-        torch.manual_seed(1)
-        loss, parts = model.loss(feats, lens, masked, enhanced, temperature=0.1, diversity_weight=0.0)
+    for enhanced, scale in ((False, 0.0), (True, 0.0), (True, 0.5)):
+        torch.manual_seed(0)  # the same weights every time
+        encoder = SslEncoder(EncoderConfig(hidden_dim=32, num_layers=2, num_heads=2, dropout=0.0))
+        model = PretrainModel(encoder, 16, 4, seed=0,
+                              enhanced=EnhancedLabels(1, diversity_weight=0.0, label_grad_scale=scale))
+        torch.manual_seed(1)  # the same Gumbel noise
+        loss, parts = model.loss(feats, lens, masked, enhanced)
         loss.backward()
-        grads[enhanced] = encoder.layers[0].ff1[1].weight.grad.clone()
-    assert "enhanced_loss" in parts and parts["code_perplexity"] > 1
-    assert not torch.allclose(grads[False], grads[True])
+        grads[enhanced, scale] = encoder.layers[0].ff1[1].weight.grad.clone()
+    assert "enhanced_loss" in parts and parts["code_perplexity"] > 1 and parts["label_perplexity"] > 1
+    assert not torch.allclose(grads[False, 0.0], grads[True, 0.0])
+    assert not torch.allclose(grads[True, 0.0], grads[True, 0.5])
+
+
+def test_balancing_bias_spreads_collapsed_codes_and_keeps_balanced_ones():
+    """Sinkhorn-Knopp's code scaling: rows that all prefer one code get spread over every code."""
+    torch.manual_seed(0)
+    logits = torch.randn(2000, 32)
+    logits[:, 0] += 8.0  # every row's best code is 0
+
+    def used(scores):  # how many codes the rows' best codes spread over
+        return perplexity(torch.bincount(scores.argmax(-1), minlength=32).float() / len(scores))
+
+    assert used(logits) < 1.01
+    assert used(logits + balancing_bias(logits, 3)) > 24  # of 32 codes
+    balanced = torch.randn(2000, 32)  # already even: the bias changes little
+    assert used(balanced + balancing_bias(balanced, 3)) >= used(balanced) - 0.5
+    assert not balancing_bias(logits.requires_grad_(), 3).requires_grad
 
 
 def _adversarial_model(weight):
     torch.manual_seed(0)  # the same weights for every call
     encoder = SslEncoder(EncoderConfig(hidden_dim=32, num_layers=2, num_heads=2, dropout=0.0))
-    return encoder, PretrainModel(encoder, 16, 4, birq_layer=None, seed=0, adversary=SpeakerAdversary(3, 1, weight))
+    return encoder, PretrainModel(encoder, 16, 4, seed=0, adversary=SpeakerAdversary(3, 1, weight))
 
 
 def test_speaker_adversary_reverses_its_gradient_into_the_encoder():
@@ -85,7 +106,7 @@ def test_speaker_adversary_reverses_its_gradient_into_the_encoder():
     grads = {}
     for weight in (1.0, 0.5):
         encoder, model = _adversarial_model(weight)
-        _, parts = model.loss(feats, lens, masked, False, 0.1, 0.0, speakers=speakers)
+        _, parts = model.loss(feats, lens, masked, speakers=speakers)
         # the speaker part alone, through the same path as in training
         x, _, ok = encoder.front_end(feats, lens)
         layer = encoder.run_layers(x, ok, masked & ok)[0]
@@ -126,6 +147,16 @@ def test_pretrain_writes_an_encoder_whose_layers_give_units(tiny_corpus, tmp_pat
     assert (out / "losses.png").stat().st_size > 0 and json.loads((out / "summary.json").read_text())["steps"] == 12
 
 
+def test_warp_consistency_is_one_for_relabelled_units_and_near_zero_for_unrelated_ones():
+    rng = np.random.default_rng(0)
+    units = [rng.integers(0, 20, 500) for _ in range(4)]
+    relabel = rng.permutation(20)
+    assert warp_consistency(units, [relabel[u] for u in units], 20) == pytest.approx(1.0)
+    assert warp_consistency(units, [rng.integers(0, 20, 500) for _ in units], 20) < 0.05
+    warped = warped_copies([torch.randn(30, 80), torch.randn(30, 80)])
+    assert [w.shape for w in warped] == [(30, 80), (30, 80)]
+
+
 def test_train_takes_units_from_an_encoder_layer_chosen_without_labels(tiny_corpus, tmp_path):
     out = tmp_path / "birq"
     run_cli("-q", "pretrain", "--corpus", tiny_corpus, "--out", out, *TINY, "--set", "steps=4")
@@ -137,8 +168,13 @@ def test_train_takes_units_from_an_encoder_layer_chosen_without_labels(tiny_corp
             "--set", "self_training_rounds=1", "--set", "ctc_steps=2", "--set", f"ctc_init={out}")
     selection = json.loads((exp / "units" / "selection.json").read_text())
     assert len(selection["candidates"]) == 3 * 2  # layers 0..2 x two K
-    best = max(selection["candidates"], key=lambda c: c["gain"])
-    assert (selection["layer"], selection["k"]) == (best["layer"], best["k"])
+    candidates = selection["candidates"]
+    assert all(0 <= c["warp_consistency"] <= 1 for c in candidates)
+    mean_consistency = {layer: sum(c["warp_consistency"] for c in candidates if c["layer"] == layer) / 2
+                        for layer in range(3)}
+    assert selection["layer"] == max(mean_consistency, key=mean_consistency.get)
+    best = max((c for c in candidates if c["layer"] == selection["layer"]), key=lambda c: c["gain"])
+    assert selection["k"] == best["k"] and "warp consistency" in selection["reason"]
     assert all(0 <= c["pnmi"] <= 1 for c in selection["candidates"])  # recorded for judging, not for choosing
     summary = json.loads((exp / "summary.json").read_text())
     assert 0 < summary["unit_quality"]["train_audio"]["pnmi"] <= 1

@@ -56,6 +56,18 @@ def _resolve(utterances, targets) -> tuple[list[torch.Tensor], list[list[int]]]:
     return feats, labels
 
 
+def warp_frequency(x: torch.Tensor, factor: torch.Tensor) -> torch.Tensor:
+    """fbank (B, T, F) with each utterance's frequency axis stretched by its ``factor`` (B,):
+    bin f reads bin f / factor, linearly interpolated (vocal-tract-length-style warping)."""
+    batch, frames, bins = x.shape
+    source = (torch.arange(bins, dtype=torch.float32)[None, :] / factor[:, None].float().cpu()).clamp(max=bins - 1)
+    low = source.floor().long()
+    high = (low + 1).clamp(max=bins - 1)
+    frac = (source - low).to(x.device, x.dtype)[:, None, :]
+    gather = lambda idx: x.gather(2, idx.to(x.device)[:, None, :].expand(batch, frames, bins))  # noqa: E731
+    return gather(low) * (1 - frac) + gather(high) * frac
+
+
 @dataclass
 class Augmentation:
     """On-the-fly training-time distortions of fbank (B, T, F), drawn from torch's global RNG.
@@ -78,13 +90,7 @@ class Augmentation:
     def __call__(self, x: torch.Tensor, lengths: torch.Tensor) -> torch.Tensor:
         batch, frames, bins = x.shape
         if self.warp > 0:
-            factor = 1 + (2 * torch.rand(batch, 1) - 1) * self.warp
-            source = (torch.arange(bins, dtype=torch.float32)[None, :] / factor).clamp(max=bins - 1)
-            low = source.floor().long()
-            high = (low + 1).clamp(max=bins - 1)
-            frac = (source - low).to(x.device)[:, None, :]
-            gather = lambda idx: x.gather(2, idx.to(x.device)[:, None, :].expand(batch, frames, bins))  # noqa: E731
-            x = gather(low) * (1 - frac) + gather(high) * frac
+            x = warp_frequency(x, 1 + (2 * torch.rand(batch) - 1) * self.warp)
         mask = valid_mask(lengths, frames).to(x.device)
         mean = (x * mask[..., None]).sum(1, keepdim=True) / lengths.to(x.device).clamp(min=1)[:, None, None]
         drop = torch.zeros(batch, frames, bins, dtype=torch.bool)

@@ -1,7 +1,7 @@
 """``usrasr bench units``: which units make unsupervised training work?
 
-Runs (resumably) BEST-RQ, BiRQ and BEST-RQ with a speaker adversary for the
-same number of steps (each row reports the compute it used), then ``usrasr
+Runs (resumably) BEST-RQ, BiRQ and BiRQ with gradient into its label
+generator for the same number of steps (each row reports the compute it used), then ``usrasr
 train`` on fbank k-means units, each encoder's units and per-speaker fbank
 units, and prints one table on the unseen-voice test split: unit purity /
 PNMI, the oracle HMM's PER, the seq-CE PER, the PER after self-training, and
@@ -21,7 +21,7 @@ from rich.table import Table
 PRETRAIN_RUNS: dict[str, tuple[str, dict]] = {
     "bestrq": ("bestrq", {}),
     "birq": ("birq", {}),
-    "bestrq_adv": ("bestrq", {"speaker_adversary_weight": 0.5}),
+    "birq_label_grad": ("birq", {"label_grad_scale": 0.1}),
 }
 # train runs, in the order they run: name -> (label, train overrides); a name of PRETRAIN_RUNS
 # takes its units from that encoder
@@ -30,7 +30,7 @@ TRAIN_RUNS: dict[str, tuple[str, dict]] = {
     "fbank": ("fbank k-means", {"supervised_oracle": False}),
     "bestrq": ("BEST-RQ layer units", ENCODER_UNITS),
     "birq": ("BiRQ layer units", ENCODER_UNITS),
-    "bestrq_adv": ("BEST-RQ + speaker adversary (pseudo-speakers, no labels) layer units", ENCODER_UNITS),
+    "birq_label_grad": ("BiRQ, label gradient 0.1 (the seed's bilevel step) layer units", ENCODER_UNITS),
     "fbank_spk": ("fbank k-means per speaker + per-speaker tables (needs speaker labels)",
                   {"cmvn": "speaker", "codebook_per_speaker": True, "speaker_emissions": True, "restarts": 3}),
 }

@@ -33,7 +33,11 @@ class PretrainConfig(YamlConfig):
     birq_start: float = 0.1  # share of the steps trained on anchor labels alone first
     quantizer_temperature: float = 0.1  # cosine similarities / this = Gumbel-softmax logits
     diversity_weight: float = 0.1  # keeps the enhanced labels from collapsing onto few codes
-    label_grad_scale: float = 0.1  # share of the enhanced loss's gradient that reaches the label generator
+    # share of the enhanced loss's gradient that reaches the label generator through the straight-through
+    # Gumbel-softmax (the seed's first-order bilevel step); 0 by default: measured, any share makes the
+    # generator's layers learn easy-to-predict labels with less phone information (docs/pretrain.md)
+    label_grad_scale: float = 0.0
+    balance_iterations: int = 3  # Sinkhorn-Knopp iterations evening out enhanced-code usage per batch (0 = off)
     # speaker adversary (0 = off): a frame-level classifier of pseudo-speakers, clustered from the
     # audio (no speaker labels), on this layer (1-based; -1 = the last), whose reversed gradient,
     # scaled by the weight, pushes the layer and those below it to drop the voice
@@ -58,6 +62,8 @@ class PretrainConfig(YamlConfig):
             raise UsrasrError(f"method must be one of {', '.join(METHODS)}, got '{self.method}'")
         if self.method == "birq" and not 1 <= self.birq_layer <= self.num_layers:
             raise UsrasrError(f"birq_layer must be in 1..{self.num_layers}, got {self.birq_layer}")
+        if self.balance_iterations < 0:
+            raise UsrasrError(f"balance_iterations must be >= 0, got {self.balance_iterations}")
         if self.speaker_adversary_weight < 0 or not (self.speaker_adversary_layer == -1
                                                      or 1 <= self.speaker_adversary_layer <= self.num_layers):
             raise UsrasrError(f"need speaker_adversary_weight >= 0 and speaker_adversary_layer in 1..{self.num_layers} "

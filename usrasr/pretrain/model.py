@@ -9,6 +9,7 @@ through the subsampler's receptive field.
 
 from __future__ import annotations
 
+import math
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
@@ -106,6 +107,28 @@ def stack_frames(feats: Tensor, feat_lens: Tensor, factor: int) -> Tensor:
     return feats.reshape(feats.shape[0], feats.shape[1] // factor, factor * feats.shape[2])
 
 
+def balancing_bias(logits: Tensor, iterations: int) -> Tensor:
+    """A per-code bias ``b`` (V,) that evens out code usage over the rows of ``logits`` (N, V).
+
+    Sinkhorn-Knopp on ``exp(logits)`` towards rows that sum to 1 and codes that each get
+    N / V of the mass, in the log domain: the row scaling does not change any row's best
+    code, so the column scaling ``b`` alone is kept, and ``argmax(logits + b)`` spreads the
+    rows over the codes (SwAV's equipartition).  No gradient flows through ``b``.
+    """
+    scores = logits.detach().float()
+    n, v = scores.shape
+    bias = torch.zeros(v, device=scores.device)
+    for _ in range(iterations):
+        rows = torch.logsumexp(scores + bias, dim=1, keepdim=True)
+        bias = math.log(n / v) - torch.logsumexp(scores - rows, dim=0)
+    return bias.to(logits.dtype)
+
+
+def perplexity(p: Tensor) -> Tensor:
+    """exp(entropy) of a distribution: how many outcomes it spreads over."""
+    return torch.exp(-(p * (p + 1e-9).log()).sum())
+
+
 def span_mask(valid: Tensor, start_prob: float, span: int, generator: torch.Generator) -> Tensor:
     """Random spans of ``span`` frames, each valid frame starting one with ``start_prob``; (B, T') bool."""
     starts = (torch.rand(valid.shape, generator=generator) < start_prob).to(valid.device) & valid
@@ -132,6 +155,19 @@ def reverse_gradient(x: Tensor, scale: float = 1.0) -> Tensor:
 
 
 @dataclass
+class EnhancedLabels:
+    """BiRQ's enhanced labels: a random-projection quantiser over the (unmasked) output of
+    encoder layer ``layer``, the code selected by a straight-through Gumbel-softmax."""
+
+    layer: int  # 1-based encoder layer
+    weight: float = 1.0  # of the enhanced CE against the anchor CE
+    temperature: float = 0.1  # cosine similarities / this = the selection's logits
+    diversity_weight: float = 0.1  # wav2vec 2.0's diversity term on the generator's code distribution
+    label_grad_scale: float = 0.0  # share of the enhanced loss's gradient that reaches the label generator
+    balance_iterations: int = 3  # Sinkhorn-Knopp iterations evening out code usage per batch (0 = off)
+
+
+@dataclass
 class SpeakerAdversary:
     """A frame-level speaker classifier on one layer, trained through a reversed gradient, so
     that layer learns to hide which (pseudo-)speaker is talking."""
@@ -144,8 +180,8 @@ class SpeakerAdversary:
 class PretrainModel(nn.Module):
     """Encoder + prediction heads + frozen quantisers; ``loss`` is one training step's objective."""
 
-    def __init__(self, encoder: SslEncoder, codebook_size: int, codebook_dim: int, birq_layer: int | None,
-                 seed: int, adversary: SpeakerAdversary | None = None):
+    def __init__(self, encoder: SslEncoder, codebook_size: int, codebook_dim: int, seed: int,
+                 enhanced: EnhancedLabels | None = None, adversary: SpeakerAdversary | None = None):
         super().__init__()
         self.encoder = encoder
         c = encoder.config
@@ -153,19 +189,19 @@ class PretrainModel(nn.Module):
         self.anchor_quantizer = RandomProjectionQuantizer(c.subsampling * c.feat_dim, codebook_size, codebook_dim,
                                                           generator)
         self.anchor_head = nn.Linear(c.hidden_dim, codebook_size)
-        self.birq_layer = birq_layer
-        if birq_layer is not None:
+        self.enhanced = enhanced
+        if enhanced is not None:
             self.enhanced_quantizer = RandomProjectionQuantizer(c.hidden_dim, codebook_size, codebook_dim, generator)
             self.enhanced_head = nn.Linear(c.hidden_dim, codebook_size)
         self.adversary = adversary
         if adversary is not None:
             self.speaker_head = nn.Linear(c.hidden_dim, adversary.num_speakers)
 
-    def loss(self, feats: Tensor, feat_lens: Tensor, masked: Tensor, enhanced: bool, temperature: float,
-             diversity_weight: float, label_grad_scale: float = 1.0,
+    def loss(self, feats: Tensor, feat_lens: Tensor, masked: Tensor, enhanced: bool = False,
              speakers: Tensor | None = None) -> tuple[Tensor, dict[str, float]]:
-        """Masked-prediction cross-entropy (nats per masked frame) and its parts; with a speaker
-        adversary, ``speakers`` (B,) are the utterances' (pseudo-)speaker indices."""
+        """Masked-prediction cross-entropy (nats per masked frame) and its parts; ``enhanced``
+        adds BiRQ's enhanced labels; with a speaker adversary, ``speakers`` (B,) are the
+        utterances' (pseudo-)speaker indices."""
         with torch.no_grad():
             anchor = self.anchor_quantizer(stack_frames(feats, feat_lens, self.encoder.config.subsampling))
         x, _, valid = self.encoder.front_end(feats, feat_lens)
@@ -179,32 +215,41 @@ class PretrainModel(nn.Module):
         loss = anchor_loss
         if self.adversary is not None:
             loss = loss + self._speaker_loss(outputs[self.adversary.layer - 1], valid, masked, speakers, parts)
-        if not enhanced:
-            return loss, parts
+        if enhanced:
+            loss = loss + self._enhanced_loss(x, valid, masked, hidden, parts)
+        return loss, parts
+
+    def _enhanced_loss(self, x: Tensor, valid: Tensor, masked: Tensor, hidden: Tensor,
+                       parts: dict[str, float]) -> Tensor:
         # BiRQ, first order: the enhanced labels come from the model's own (unmasked) lower
         # layers, and the straight-through Gumbel-softmax lets the prediction loss reach
         # those layers in the same backward pass as the anchor loss.
-        teacher = self.encoder.run_layers(x, valid, num_layers=self.birq_layer)[-1]
+        e = self.enhanced
+        teacher = self.encoder.run_layers(x, valid, num_layers=e.layer)[-1]
         # Per-utterance mean/variance normalisation, as BEST-RQ does to its input: without it
         # the component every frame shares dominates the projection and all frames fall
         # on a few codes (measured: code perplexity ~2 of 256 after a few dozen steps).
         teacher = utterance_cmvn(teacher, valid)
-        code_logits = self.enhanced_quantizer.similarities(teacher) / temperature
-        soft = F.gumbel_softmax(code_logits[masked], tau=1.0)
+        code_logits = self.enhanced_quantizer.similarities(teacher) / e.temperature
+        # Even out the codes chosen in this batch: the generator drifts towards codes that are
+        # easy to predict (measured: 218 -> 15 of 256 codes in use over 600 steps without this).
+        bias = balancing_bias(code_logits[valid], e.balance_iterations) if e.balance_iterations else 0.0
+        soft = F.gumbel_softmax(code_logits[masked] + bias, tau=1.0)
         hard = F.one_hot(soft.argmax(-1), soft.shape[-1]).to(soft.dtype)
         # straight-through: the value is the hard label, the gradient the soft one's, scaled
         # so the label generator follows the predictor slowly (at full scale it collapses the
         # labels onto a few codes that are easy to predict)
-        targets = hard + label_grad_scale * (soft - soft.detach())
+        targets = hard + e.label_grad_scale * (soft - soft.detach())
         enhanced_logits = self.enhanced_head(hidden)
         enhanced_loss = -(targets * enhanced_logits.log_softmax(-1)).sum(-1).mean()
-        # wav2vec 2.0's diversity term: 1 - perplexity / V of the average code distribution
+        # wav2vec 2.0's diversity term: 1 - perplexity / V of the generator's average code distribution
         average = code_logits[valid].softmax(-1).mean(0)
-        perplexity = torch.exp(-(average * (average + 1e-9).log()).sum())
-        diversity = 1.0 - perplexity / average.numel()
-        parts.update(enhanced_loss=enhanced_loss.item(), code_perplexity=perplexity.item(),
+        code_perplexity = perplexity(average)
+        diversity = 1.0 - code_perplexity / average.numel()
+        parts.update(enhanced_loss=enhanced_loss.item(), code_perplexity=code_perplexity.item(),
+                     label_perplexity=perplexity(hard.detach().mean(0)).item(),
                      enhanced_accuracy=(enhanced_logits.argmax(-1) == targets.argmax(-1)).float().mean().item())
-        return loss + enhanced_loss + diversity_weight * diversity, parts
+        return e.weight * enhanced_loss + e.diversity_weight * diversity
 
     def _speaker_loss(self, layer: Tensor, valid: Tensor, masked: Tensor, speakers: Tensor | None,
                       parts: dict[str, float]) -> Tensor:

@@ -24,7 +24,7 @@ from usrasr.utils.device import resolve_device
 from usrasr.models.acoustic import valid_mask
 from usrasr.pretrain.config import PretrainConfig
 from usrasr.pretrain.model import (
-    EncoderConfig, PretrainModel, SpeakerAdversary, SslEncoder, length_batches, save_encoder, span_mask,
+    EncoderConfig, EnhancedLabels, PretrainModel, SpeakerAdversary, SslEncoder, length_batches, save_encoder, span_mask,
 )
 from usrasr.train.corpus import load_audio
 from usrasr.train.metrics import MetricsLog, plot_losses
@@ -55,8 +55,12 @@ def pretrain(corpus: str | Path, out: str | Path, config: PretrainConfig, resume
         speakers = torch.tensor([names.index(s) for s in clustered])
         layer = config.num_layers if config.speaker_adversary_layer == -1 else config.speaker_adversary_layer
         adversary = SpeakerAdversary(len(names), layer, config.speaker_adversary_weight)
-    model = PretrainModel(encoder, config.codebook_size, config.codebook_dim, config.birq_layer if birq else None,
-                          config.seed, adversary).to(device)
+    enhanced = None
+    if birq:
+        enhanced = EnhancedLabels(config.birq_layer, config.birq_weight, config.quantizer_temperature,
+                                  config.diversity_weight, config.label_grad_scale, config.balance_iterations)
+    model = PretrainModel(encoder, config.codebook_size, config.codebook_dim, config.seed, enhanced,
+                          adversary).to(device)
     optimizer = torch.optim.AdamW(model.parameters(), lr=config.lr, weight_decay=0.01)
     scheduler = torch.optim.lr_scheduler.LambdaLR(
         optimizer, lambda s: min((s + 1) / config.warmup_steps,
@@ -103,9 +107,7 @@ def pretrain(corpus: str | Path, out: str | Path, config: PretrainConfig, resume
                 out_lens = (lens + config.subsampling - 1) // config.subsampling  # the front end's ceil(T / s)
                 valid = valid_mask(out_lens, int(out_lens.max()))
                 masked = span_mask(valid, config.mask_prob, config.mask_span, generator)
-                enhanced = birq and step >= enhanced_from
-                loss, parts = model.loss(feats, lens, masked, enhanced, config.quantizer_temperature,
-                                         config.diversity_weight, config.label_grad_scale,
+                loss, parts = model.loss(feats, lens, masked, birq and step >= enhanced_from,
                                          None if speakers is None else speakers[batch].to(device))
                 optimizer.zero_grad()
                 loss.backward()

@@ -2,15 +2,26 @@
 phone-like fbank segments, or over a pretrained encoder's layer, one codebook
 for everyone or one per speaker.
 
-Encoder units choose their layer and K without labels.  For each candidate
-(layer, K): one short seq-CE fit on the training units, scored by the share
-of the units' unigram entropy that the phone-LM model explains,
+Encoder units choose their layer and K without labels.  The layer is the one
+whose units best survive a change of voice: each training utterance's fbank
+is warped along frequency (by 0.9 or 1.1, alternately, about the spread of
+vocal-tract lengths between adult speakers), run through the encoder again,
+and assigned by the same codebook; the *warp consistency* is
+
+    I(units; units of the warped audio) / H(units)
+
+over frames, averaged over the candidate K's of the layer.  Units that follow
+the content rather than the voice keep their identity under the warp.  K is
+then chosen at that layer by a short seq-CE fit, scored by the share of the
+units' unigram entropy that the phone-LM model explains,
 
     gain = (H_unigram(units) - seq-CE loss per unit) / H_unigram(units).
 
 Raw losses are not comparable across unit inventories (more units, more
-entropy); the gain is, and it measures how much of the unit sequence the
-phone LM's structure accounts for, which is what unsupervised training needs.
+entropy); the gain is.  The gain alone picked the deepest layer of every
+encoder measured, which is the layer with the least phone information
+(docs/pretrain.md): smoother unit sequences are explained better whatever
+they carry.
 """
 
 from __future__ import annotations
@@ -22,12 +33,15 @@ from typing import Callable
 import numpy as np
 import torch
 
+from usrasr.models.ctc_train import warp_frequency
 from usrasr.pretrain.model import layer_features, load_encoder
 from usrasr.train.config import TrainConfig
 from usrasr.train.corpus import AudioSplit
 from usrasr.train.seqce_stage import label_pairs, quick_fit_loss, training_graph, with_unit_rate
 from usrasr.train.segments import segment_boundaries, segment_features
-from usrasr.train.units import Codebook, UnitSequences, kmeans, normalize_features, to_sequences
+from usrasr.train.units import (
+    Codebook, UnitSequences, kmeans, mutual_information, normalize_features, to_sequences,
+)
 from usrasr.utils.console import log
 from usrasr.utils.errors import UsrasrError
 from usrasr.utils.io import atomic_path, write_json_atomic
@@ -38,6 +52,24 @@ def unigram_entropy(units: UnitSequences) -> float:
     counts = np.bincount(np.concatenate(units.units), minlength=units.num_units).astype(float)
     p = counts[counts > 0] / counts.sum()
     return float(-(p * np.log(p)).sum())
+
+
+WARP_FACTORS = (0.9, 1.1)  # alternate utterances; about the spread of adult vocal-tract lengths
+
+
+def warped_copies(feats: list[torch.Tensor]) -> list[torch.Tensor]:
+    """Each utterance's fbank warped along frequency by the next of ``WARP_FACTORS``: a change of voice."""
+    return [warp_frequency(f[None], torch.tensor([WARP_FACTORS[i % len(WARP_FACTORS)]]))[0]
+            for i, f in enumerate(feats)]
+
+
+def warp_consistency(units: list[np.ndarray], warped_units: list[np.ndarray], num_units: int) -> float:
+    """I(u; u') / H(u) over frames of units ``u`` and the same audio's units under a warp ``u'``:
+    1 when the warp changes no unit's identity (a relabelling aside), 0 when it keeps nothing."""
+    joint = np.zeros((num_units, num_units))
+    np.add.at(joint, (np.concatenate(units), np.concatenate(warped_units)), 1)
+    mutual, entropy, _ = mutual_information(joint)
+    return mutual / entropy if entropy > 0 else 0.0
 
 
 class UnitClusterer:
@@ -158,6 +190,7 @@ def encoder_units(config: TrainConfig, splits: dict[str, AudioSplit], corpus: Pa
     clusterers = {}
     scores = []
     graphs: dict[float, tuple] = {}  # self-loop -> (training graph, label pairs)
+    warped_layers = layer_features(encoder, warped_copies(train.feats)) if len(candidates) > 1 else None
     for layer, k in candidates:
         train_feats = features("train_audio", layer)
         clusterer = UnitClusterer(config, k, encoder.config.subsampling).fit(train, train_feats)
@@ -166,6 +199,8 @@ def encoder_units(config: TrainConfig, splits: dict[str, AudioSplit], corpus: Pa
             break
         train_units = clusterer.sequences(train, train_feats)
         entropy = unigram_entropy(train_units)
+        consistency = warp_consistency(clusterer.assign(train, train_feats),
+                                       clusterer.assign(train, _normalized(config, train, warped_layers[layer])), k)
         if config.speaker_emissions:
             train_units.groups = speaker_groups(train, train_units.ids)
         # each candidate's own rate sets its duration model (when self_loop_prob is left to the units);
@@ -175,21 +210,32 @@ def encoder_units(config: TrainConfig, splits: dict[str, AudioSplit], corpus: Pa
             graph = training_graph(corpus, fit_config)
             graphs[fit_config.self_loop_prob] = graph, label_pairs(corpus, fit_config, int(graph.label.max()) + 1)
         loss = quick_fit_loss(train_units, *graphs[fit_config.self_loop_prob], fit_config, config.select_iterations)
-        scores.append({"layer": layer, "k": k, "unigram_entropy": entropy, "seqce_loss": loss,
-                       "gain": (entropy - loss) / entropy, **(score_units(train_units) if score_units else {})})
-        log.info("layer %d, K=%d: unit entropy %.3f, seq-CE loss %.3f, gain %.3f", layer, k, entropy, loss,
-                 scores[-1]["gain"])
+        scores.append({"layer": layer, "k": k, "warp_consistency": consistency, "unigram_entropy": entropy,
+                       "seqce_loss": loss, "gain": (entropy - loss) / entropy,
+                       **(score_units(train_units) if score_units else {})})
+        log.info("layer %d, K=%d: warp consistency %.3f, unit entropy %.3f, seq-CE loss %.3f, gain %.3f", layer, k,
+                 consistency, entropy, loss, scores[-1]["gain"])
     if scores:
-        best = max(scores, key=lambda s: s["gain"])
-        chosen = (best["layer"], best["k"])
-        write_json_atomic(selection_path, {
-            "layer": chosen[0], "k": chosen[1], "candidates": scores, "encoder": str(config.encoder),
-            "reason": "highest seq-CE gain (share of unit entropy the phone-LM model explains)"})
+        chosen, reason = _choose_layer_and_k(scores)
+        write_json_atomic(selection_path, {"layer": chosen[0], "k": chosen[1], "candidates": scores,
+                                           "encoder": str(config.encoder), "reason": reason})
     else:
         chosen = candidates[0]
     log.info("encoder units: layer %d, K=%d", *chosen)
     clusterers[chosen].save(out / "units" / "codebook.pt")
     return {name: clusterers[chosen].sequences(split, features(name, chosen[0])) for name, split in splits.items()}
+
+
+def _choose_layer_and_k(scores: list[dict]) -> tuple[tuple[int, int], str]:
+    """The layer of highest mean warp consistency over its K's, then that layer's K of highest gain."""
+    layers = sorted({s["layer"] for s in scores})
+    consistency = {layer: float(np.mean([s["warp_consistency"] for s in scores if s["layer"] == layer]))
+                   for layer in layers}
+    layer = max(layers, key=consistency.get)
+    best = max((s for s in scores if s["layer"] == layer), key=lambda s: s["gain"])
+    reason = (f"layer {layer}: highest warp consistency ({consistency[layer]:.3f}, mean over its K), the share of "
+              f"unit information kept when the voice is warped; K={best['k']}: highest seq-CE gain at that layer")
+    return (layer, best["k"]), reason
 
 
 def speaker_groups(split: AudioSplit, ids: list[str]) -> list[int]:

@@ -212,12 +212,17 @@ def unit_quality(units: UnitSequences, phone_frames: Mapping[str, np.ndarray]) -
     total = joint.sum()
     if total == 0:
         return UnitQuality(math.nan, math.nan, 0)
-    p = joint / total
-    pu, pp = p.sum(1, keepdims=True), p.sum(0, keepdims=True)
+    mutual, _, phone_entropy = mutual_information(joint)
+    return UnitQuality(float(joint.max(1).sum() / total), mutual / phone_entropy, int(total))
+
+
+def mutual_information(joint: np.ndarray) -> tuple[float, float, float]:
+    """I(row; column), H(row) and H(column) in nats, from a table of joint counts."""
+    p = joint / joint.sum()
+    rows, cols = p.sum(1, keepdims=True), p.sum(0, keepdims=True)
     nz = p > 0
-    mutual = float((p[nz] * np.log(p[nz] / (pu @ pp)[nz])).sum())
-    entropy = float(-(pp[pp > 0] * np.log(pp[pp > 0])).sum())
-    return UnitQuality(float(joint.max(1).sum() / total), mutual / entropy, int(total))
+    entropy = lambda q: float(-(q[q > 0] * np.log(q[q > 0])).sum())  # noqa: E731
+    return float((p[nz] * np.log(p[nz] / (rows @ cols)[nz])).sum()), entropy(rows), entropy(cols)
 
 
 def alignment_units(ids: Sequence[str], phone_frames: Mapping[str, np.ndarray], noise: float = 0.0,
