@@ -1,9 +1,9 @@
 """``usrasr bench units``: which units make unsupervised training work?
 
 Runs (resumably) BEST-RQ, BiRQ and BiRQ with gradient into its label
-generator for the same number of steps (each row reports the compute it used), then ``usrasr
-train`` on fbank k-means units, each encoder's units and per-speaker fbank
-units, and prints one table on the unseen-voice test split: unit purity /
+generator for the same number of steps (each row reports the compute it
+used), then ``usrasr train`` on fbank k-means units, each encoder's units and
+per-speaker fbank units, and prints one table on the unseen-voice test split: unit purity /
 PNMI, the oracle HMM's PER, the seq-CE PER, the PER after self-training, and
 the pretraining compute.
 """

@@ -24,7 +24,8 @@ from usrasr.utils.device import resolve_device
 from usrasr.models.acoustic import valid_mask
 from usrasr.pretrain.config import PretrainConfig
 from usrasr.pretrain.model import (
-    EncoderConfig, EnhancedLabels, PretrainModel, SpeakerAdversary, SslEncoder, length_batches, save_encoder, span_mask,
+    EncoderConfig, EnhancedLabels, PretrainModel, SpeakerAdversary, SslEncoder, length_batches, save_encoder,
+    span_mask,
 )
 from usrasr.train.corpus import load_audio
 from usrasr.train.metrics import MetricsLog, plot_losses
