@@ -17,6 +17,7 @@ from usrasr.pretrain.model import (
     balancing_bias, ctc_model_from_encoder, load_encoder, perplexity, span_mask,
 )
 from usrasr.models.acoustic import load_model, utterance_cmvn
+from usrasr.pretrain.bench import equal_compute_steps
 from usrasr.train.unit_sources import warp_consistency, warped_copies
 
 TINY = ["--set", "hidden_dim=32", "--set", "num_layers=2", "--set", "num_heads=2", "--set", "codebook_size=32",
@@ -155,6 +156,14 @@ def test_warp_consistency_is_one_for_relabelled_units_and_near_zero_for_unrelate
     assert warp_consistency(units, [rng.integers(0, 20, 500) for _ in units], 20) < 0.05
     warped = warped_copies([torch.randn(30, 80), torch.randn(30, 80)])
     assert [w.shape for w in warped] == [(30, 80), (30, 80)]
+
+
+def test_equal_compute_steps_buy_the_baseline_the_reference_runs_compute():
+    bestrq, birq = {"steps": 600, "compute_seconds": 1939.0}, {"steps": 600, "compute_seconds": 3046.0}
+    assert equal_compute_steps(bestrq, birq) == 943
+    assert equal_compute_steps(birq, bestrq) == 382
+    # a run stopped early by its time budget: the cost per step is what it measured
+    assert equal_compute_steps({"steps": 100, "compute_seconds": 50.0}, {"steps": 80, "compute_seconds": 80.0}) == 160
 
 
 def test_train_takes_units_from_an_encoder_layer_chosen_without_labels(tiny_corpus, tmp_path):

@@ -2,7 +2,8 @@
 
 Runs (resumably) BEST-RQ, BiRQ and BiRQ with gradient into its label
 generator for the same number of steps (each row reports the compute it
-used), then ``usrasr train`` on fbank k-means units, each encoder's units and
+used), BEST-RQ once more for as many steps as BiRQ's compute buys it (the
+seed's claim is at equal compute), then ``usrasr train`` on fbank k-means units, each encoder's units and
 per-speaker fbank units, and prints one table on the unseen-voice test split: unit purity /
 PNMI, the oracle HMM's PER, the seq-CE PER, the PER after self-training, and
 the pretraining compute.
@@ -26,10 +27,12 @@ PRETRAIN_RUNS: dict[str, tuple[str, dict]] = {
 # train runs, in the order they run: name -> (label, train overrides); a name of PRETRAIN_RUNS
 # takes its units from that encoder
 ENCODER_UNITS = {"kmeans_k_choices": "50,100", "supervised_oracle": False}
+EQUAL_COMPUTE_RUN = "bestrq_equal_compute"  # BEST-RQ with BiRQ's compute: more steps
 TRAIN_RUNS: dict[str, tuple[str, dict]] = {
     "fbank": ("fbank k-means", {"supervised_oracle": False}),
     "bestrq": ("BEST-RQ layer units", ENCODER_UNITS),
     "birq": ("BiRQ layer units", ENCODER_UNITS),
+    EQUAL_COMPUTE_RUN: ("BEST-RQ at BiRQ's compute, layer units", ENCODER_UNITS),
     "birq_label_grad": ("BiRQ, label gradient 0.1 (the seed's bilevel step) layer units", ENCODER_UNITS),
     "fbank_spk": ("fbank k-means per speaker + per-speaker tables (needs speaker labels)",
                   {"cmvn": "speaker", "codebook_per_speaker": True, "speaker_emissions": True, "restarts": 3}),
@@ -44,6 +47,12 @@ def _pretrain(corpus: Path, out: Path, method: str, overrides: dict, steps: int,
                                         "warmup_steps": max(1, steps // 10), "checkpoint_every": 50,
                                         "time_budget_minutes": budget})
     return pretrain(corpus, out, config, resume=(out / "config.yaml").exists())
+
+
+def equal_compute_steps(baseline: dict, reference: dict) -> int:
+    """Steps at which the ``baseline`` pretraining run (a summary) would use the ``reference`` run's compute,
+    at the baseline's measured compute per step."""
+    return max(1, round(reference["compute_seconds"] * baseline["steps"] / baseline["compute_seconds"]))
 
 
 def _train(corpus: Path, out: Path, overrides: dict) -> dict:
@@ -96,12 +105,21 @@ def units_table(rows: list[tuple[str, dict, dict | None, dict | None]]) -> Table
 @click.option("--budget-minutes", type=float, default=0.0, show_default=True,
               help="Stop pretraining earlier at this compute per method (CPU minutes over all threads, "
                    "or GPU wall minutes; 0 = no limit).")
-def units(corpus: Path, out_dir: Path, steps: int, budget_minutes: float) -> None:
-    """Unit sources side by side: fbank, BEST-RQ and BiRQ layers (about 3 h on 2 CPU cores)."""
+@click.option("--equal-compute/--no-equal-compute", default=True, show_default=True,
+              help="Also pretrain BEST-RQ for as many steps as BiRQ's measured compute buys it, and train on "
+                   "its units.")
+def units(corpus: Path, out_dir: Path, steps: int, budget_minutes: float, equal_compute: bool) -> None:
+    """Unit sources side by side: fbank, BEST-RQ and BiRQ layers (about 4 h on 2 CPU cores)."""
     pre = {name: _pretrain(corpus, out_dir / f"pretrain_{name}", method, overrides, steps, budget_minutes)
            for name, (method, overrides) in PRETRAIN_RUNS.items()}
+    if equal_compute:
+        more = equal_compute_steps(pre["bestrq"], pre["birq"])
+        pre[EQUAL_COMPUTE_RUN] = _pretrain(corpus, out_dir / f"pretrain_{EQUAL_COMPUTE_RUN}", "bestrq", {}, more,
+                                           budget_minutes)
     rows = []
     for name, (label, overrides) in TRAIN_RUNS.items():
+        if name == EQUAL_COMPUTE_RUN and not equal_compute:
+            continue
         if name in pre:
             overrides = {**overrides, "units": "encoder", "encoder": str(out_dir / f"pretrain_{name}")}
         run = out_dir / f"train_{name}"
