@@ -113,8 +113,11 @@ class UnitClusterer:
         self.fit(split, feats)  # unseen speakers get codebooks of their own
         return [self.codebooks[key].assign(f).numpy() for f, key in zip(feats, self._group_keys(split))]
 
-    def sequences(self, split: AudioSplit, feats: list[torch.Tensor]) -> UnitSequences:
-        frame_units = [np.repeat(ids, self.factor)[:len(raw)] for ids, raw in zip(self.assign(split, feats), split.feats)]
+    def sequences(self, split: AudioSplit, feats: list[torch.Tensor],
+                  assigned: list[np.ndarray] | None = None) -> UnitSequences:
+        """Unit sequences at 10 ms; ``assigned`` reuses ids that :meth:`assign` already gave ``feats``."""
+        assigned = self.assign(split, feats) if assigned is None else assigned
+        frame_units = [np.repeat(ids, self.factor)[:len(raw)] for ids, raw in zip(assigned, split.feats)]
         return to_sequences(split.ids, frame_units, self.k, self.config.merge_runs, self.config.mode_width)
 
     def save(self, path: Path) -> None:
@@ -191,16 +194,21 @@ def encoder_units(config: TrainConfig, splits: dict[str, AudioSplit], corpus: Pa
     scores = []
     graphs: dict[float, tuple] = {}  # self-loop -> (training graph, label pairs)
     warped_layers = layer_features(encoder, warped_copies(train.feats)) if len(candidates) > 1 else None
+    current = None  # (layer, its normalised train-audio features, the same of the warped audio)
     for layer, k in candidates:
-        train_feats = features("train_audio", layer)
+        if current is None or current[0] != layer:  # candidates come layer by layer: normalise each layer once
+            current = layer, features("train_audio", layer), None
+        train_feats = current[1]
         clusterer = UnitClusterer(config, k, encoder.config.subsampling).fit(train, train_feats)
         clusterers[layer, k] = clusterer
         if len(candidates) == 1:
             break
-        train_units = clusterer.sequences(train, train_feats)
+        assigned = clusterer.assign(train, train_feats)
+        train_units = clusterer.sequences(train, train_feats, assigned)
         entropy = unigram_entropy(train_units)
-        consistency = warp_consistency(clusterer.assign(train, train_feats),
-                                       clusterer.assign(train, _normalized(config, train, warped_layers[layer])), k)
+        if current[2] is None:
+            current = layer, train_feats, _normalized(config, train, warped_layers[layer])
+        consistency = warp_consistency(assigned, clusterer.assign(train, current[2]), k)
         if config.speaker_emissions:
             train_units.groups = speaker_groups(train, train_units.ids)
         # each candidate's own rate sets its duration model (when self_loop_prob is left to the units);
