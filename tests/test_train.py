@@ -210,3 +210,14 @@ def test_word_level_relabelling_spells_the_decoded_words(tiny_corpus, monkeypatc
     assert labels == {"u1": " ".join(p for w in words for p in lexicon[w]), "u2": "",
                       "u3": " ".join([*lexicon[words[0]], *lexicon[words[1]]])}
     assert self_training.relabel_split(Path("m.pt"), tiny_corpus, "train_audio", "phone", Path("g")) == {"u1": "AA B"}
+
+
+def test_units_too_coarse_for_the_oracle_skip_its_diagnosis_with_a_warning(tiny_corpus, tmp_path):
+    # A 301-frame majority filter leaves every utterance fewer unit steps than phones.
+    out = tmp_path / "coarse"
+    output = train("--corpus", tiny_corpus, "--out", out, *FAST, "--set", "mode_width=301",
+                   "--set", "self_training_rounds=0", "--set", "supervised_oracle=false")
+    summary = json.loads((out / "summary.json").read_text())
+    assert "oracle HMM cannot be estimated" in summary["oracle_hmm"]["skipped"]
+    assert summary["diagnosis"].startswith("unknown") and "seqce" in summary
+    assert "oracle HMM cannot be estimated" in output

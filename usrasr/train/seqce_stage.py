@@ -191,6 +191,10 @@ def _transcript_graph(topo, phones: str, config: TrainConfig) -> Fsa:
     return compose_topo_lm(topo, linear, SILENCE_ID if config.silence else None)
 
 
+class OracleUnavailable(UsrasrError):
+    """The units leave no utterance the oracle HMM can be fitted on."""
+
+
 def oracle_hmm(units: UnitSequences, references: dict[str, str], config: TrainConfig,
                num_labels: int) -> tuple[Tensor, int]:
     """Emissions estimated from the true transcripts: EM on each utterance's own
@@ -201,7 +205,8 @@ def oracle_hmm(units: UnitSequences, references: dict[str, str], config: TrainCo
     keep = [uid for uid, seq in zip(units.ids, units.units)
             if uid in references and references[uid] and len(seq) >= len(references[uid].split())]
     if not keep:
-        raise UsrasrError("no utterance is long enough for its transcript: the oracle HMM cannot be estimated")
+        raise OracleUnavailable("no utterance has as many unit steps as phones in its transcript: "
+                                "the oracle HMM cannot be estimated")
     subset = units.subset(keep)
     graphs = FsaVec([_transcript_graph(topo, references[uid], config) for uid in subset.ids])
     seqs, lengths = subset.padded()
