@@ -167,7 +167,7 @@ def test_equal_compute_steps_buy_the_baseline_the_reference_runs_compute():
 
 
 def test_train_takes_units_from_an_encoder_layer_chosen_without_labels(tiny_corpus, tmp_path):
-    out = tmp_path / "birq"
+    out = tmp_path / "encoder"
     run_cli("-q", "pretrain", "--corpus", tiny_corpus, "--out", out, *TINY, "--set", "steps=4")
     exp = tmp_path / "train"
     run_cli("-q", "train", "--corpus", tiny_corpus, "--out", exp, "--units", "encoder", "--set", f"encoder={out}",

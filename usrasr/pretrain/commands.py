@@ -13,7 +13,7 @@ import click
 @click.option("--out", "out_dir", type=click.Path(file_okay=False, path_type=Path), required=True,
               help="Experiment directory (checkpoints, metrics, encoder.pt).")
 @click.option("--method", type=click.Choice(["bestrq", "birq"]), default=None,
-              help="BEST-RQ (input-level labels) or BiRQ (plus enhanced labels from a layer). Default: birq.")
+              help="BEST-RQ (input-level labels) or BiRQ (plus enhanced labels from a layer). Default: bestrq.")
 @click.option("--config", "config_path", type=click.Path(dir_okay=False, exists=True, path_type=Path),
               default=None, help="YAML config; see `usrasr.pretrain.config.PretrainConfig`.")
 @click.option("--set", "overrides", multiple=True, metavar="KEY=VALUE", help="Override a config key.")

@@ -12,7 +12,9 @@ METHODS = ("bestrq", "birq")
 
 @dataclass
 class PretrainConfig(YamlConfig):
-    method: str = "birq"  # "bestrq": input-level labels only; "birq": + enhanced labels from a layer
+    # "bestrq": input-level labels only; "birq": + enhanced labels from a layer.  BEST-RQ is the
+    # default because at BiRQ's compute it had the better units on CPU (docs/pretrain.md).
+    method: str = "bestrq"
     # encoder (a small conformer; scale hidden_dim / num_layers up on a GPU)
     hidden_dim: int = 192
     num_layers: int = 4
