@@ -31,8 +31,8 @@ from usrasr.train.config import TrainConfig
 from usrasr.train.corpus import AudioSplit, ScoringData, load_audio
 from usrasr.train.metrics import MetricsLog, plot_losses
 from usrasr.train.seqce_stage import (
-    OracleUnavailable, label_pairs, oracle_hmm, read_phone_text, run_restarts, save_phone_text, sequence_loss, training_graph,
-    viterbi_phones, with_unit_rate, write_summary,
+    OracleUnavailable, label_pairs, oracle_hmm, read_phone_text, run_restarts, save_phone_text, sequence_loss,
+    training_graph, viterbi_phones, with_unit_rate, write_summary,
 )
 from usrasr.train.self_training import (
     decode_split, end_neural_training, relabel_split, serve_neural_training, train_neural,

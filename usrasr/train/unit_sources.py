@@ -27,6 +27,7 @@ they carry.
 from __future__ import annotations
 
 import json
+from functools import lru_cache
 from pathlib import Path
 from typing import Callable
 
@@ -194,11 +195,15 @@ def encoder_units(config: TrainConfig, splits: dict[str, AudioSplit], corpus: Pa
     scores = []
     graphs: dict[float, tuple] = {}  # self-loop -> (training graph, label pairs)
     warped_layers = layer_features(encoder, warped_copies(train.feats)) if len(candidates) > 1 else None
-    current = None  # (layer, its normalised train-audio features, the same of the warped audio)
+
+    @lru_cache(maxsize=1)  # candidates come layer by layer: each layer is normalised once, one held at a time
+    def train_inputs(layer: int) -> tuple[list[torch.Tensor], list[torch.Tensor] | None]:
+        """A layer's normalised train-audio features, and the same of the warped train-audio."""
+        warped = _normalized(config, train, warped_layers[layer]) if warped_layers is not None else None
+        return features("train_audio", layer), warped
+
     for layer, k in candidates:
-        if current is None or current[0] != layer:  # candidates come layer by layer: normalise each layer once
-            current = layer, features("train_audio", layer), None
-        train_feats = current[1]
+        train_feats, warped_feats = train_inputs(layer)
         clusterer = UnitClusterer(config, k, encoder.config.subsampling).fit(train, train_feats)
         clusterers[layer, k] = clusterer
         if len(candidates) == 1:
@@ -206,9 +211,7 @@ def encoder_units(config: TrainConfig, splits: dict[str, AudioSplit], corpus: Pa
         assigned = clusterer.assign(train, train_feats)
         train_units = clusterer.sequences(train, train_feats, assigned)
         entropy = unigram_entropy(train_units)
-        if current[2] is None:
-            current = layer, train_feats, _normalized(config, train, warped_layers[layer])
-        consistency = warp_consistency(assigned, clusterer.assign(train, current[2]), k)
+        consistency = warp_consistency(assigned, clusterer.assign(train, warped_feats), k)
         if config.speaker_emissions:
             train_units.groups = speaker_groups(train, train_units.ids)
         # each candidate's own rate sets its duration model (when self_loop_prob is left to the units);
