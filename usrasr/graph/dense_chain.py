@@ -4,9 +4,9 @@ label).
 
 Such a graph is a Markov chain: ``alpha_t = (alpha_{t-1} @ A) * e_t(label)``,
 so one time step is a dense matrix product instead of a gather and a
-scatter-logsumexp over arcs.  Alphas are kept in probability space and
-renormalised every frame (the classic scaled forward-backward); the log scales
-are accumulated in float64.  The backward pass is the scaled beta recursion
+scatter-logsumexp over arcs.  Alphas are kept in probability space, scaled
+every frame by a log-normaliser (the classic scaled forward-backward, see
+:class:`_ChainTotals`).  The backward pass is the scaled beta recursion
 and returns state occupation posteriors summed per label, like
 :func:`usrasr.graph.marginals.total_scores`, whose semantics (one arc per
 frame, final weights, ``-inf`` and zero gradient for impossible sequences)
@@ -16,6 +16,7 @@ to the general kernel when the graph does not qualify.
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 
 import torch
@@ -35,7 +36,6 @@ class DenseChain:
     initial: Tensor  # (N,) probability of entering each state on the first frame
     final: Tensor  # (N,) exp(final weight)
     state_label: Tensor  # (N,) label emitted on entering each state (0 for states never entered)
-    label_onehot: Tensor  # (N, L) state -> label indicator
     start_final: float  # final weight of the start state: the total of an empty sequence
     start: int
     best_arc: Tensor  # (N, N) id of the highest-scoring arc i -> j, -1 where none
@@ -43,10 +43,12 @@ class DenseChain:
     log_final: Tensor  # (N,) final log weights
 
     @classmethod
-    def from_fsa(cls, fsa: Fsa, num_labels: int) -> "DenseChain | None":
-        """The chain of ``fsa``, or ``None`` when labels are not a function of the destination."""
+    def from_fsa(cls, fsa: Fsa, num_labels: int) -> DenseChain | None:
+        """The chain of ``fsa``, or ``None`` when labels are not a function of the destination
+        (or some label is out of range for ``num_labels`` columns: the arc kernel reports it)."""
         n = fsa.num_states
-        if n > MAX_DENSE_STATES or fsa.num_arcs == 0 or fsa.score.requires_grad or fsa.final.requires_grad:
+        if (n > MAX_DENSE_STATES or fsa.num_arcs == 0 or fsa.score.requires_grad or fsa.final.requires_grad
+                or int(fsa.label.max()) >= num_labels):
             return None
         state_label = torch.full((n,), -1, dtype=torch.long, device=fsa.src.device)
         state_label.scatter_(0, fsa.dst, fsa.label)
@@ -56,79 +58,87 @@ class DenseChain:
         transition = torch.zeros(n * n, dtype=torch.float64, device=fsa.src.device)
         transition.index_add_(0, fsa.src * n + fsa.dst, weights)
         transition = transition.view(n, n)
-        entered = state_label >= 0
         state_label = state_label.clamp(min=0)
-        onehot = torch.zeros(n, num_labels, dtype=torch.float64, device=fsa.src.device)
-        onehot[entered.nonzero().squeeze(1), state_label[entered]] = 1.0
         # Viterbi needs the single best arc between two states, not their sum.  Parallel arcs
         # (a self-loop beside an LM arc back into the same phone) differ in score and aux label,
         # so the pick must be an explicit max: an indexed write with repeated indices keeps an
         # unspecified one of them.
         best_score, best_arc = scatter_max(fsa.score.double(), fsa.src * n + fsa.dst, n * n)
         best_arc, best_score = best_arc.view(n, n), best_score.view(n, n)
-        return cls(transition, transition[fsa.start].clone(), fsa.final.double().exp(), state_label, onehot,
+        return cls(transition, transition[fsa.start].clone(), fsa.final.double().exp(), state_label,
                    float(fsa.final[fsa.start]), fsa.start, best_arc, best_score, fsa.final.double())
 
 
 class _ChainTotals(torch.autograd.Function):
+    """Scaled forward-backward in float64.
+
+    Frame ``t`` takes ``predicted = alpha_{t-1} @ transition`` and multiplies it
+    by ``exp(scores_t - c_t)``, where the log-normaliser ``c_t = max_j(log
+    predicted_j + scores_tj)`` is the best score actually reachable on that
+    frame: the best state's term is exactly 1, so no gap between reachable and
+    unreachable states can underflow the frame, and a frame that no reachable
+    state can take gives all zeros (total ``-inf``, zero gradient) instead of
+    NaN.  These scaled alphas need no further normalising (their largest is 1),
+    and the total is ``sum_t c_t + log(alpha_T . final)``.
+
+    The recursion runs in float64 whatever the input dtype: a state whose
+    forward mass falls more than ~87 nats below the frame's best underflows in
+    float32 (~708 in float64), and confident emissions that reverse the ranking
+    on a later frame then need exactly that mass.  On graphs this small the
+    per-frame overhead, not the arithmetic, sets the cost.
+    """
+
     @staticmethod
     def forward(ctx, dense: Tensor, lengths: Tensor, chain: DenseChain) -> Tensor:
         batch, frames, _ = dense.shape
-        dtype = dense.dtype
-        transition = chain.transition.to(dtype)
-        # Per-frame emission scores of every state, shifted by their max for exp().
-        scores = dense.index_select(2, chain.state_label)  # (B, T, N)
-        shift = scores.amax(2, keepdim=True)
-        shift = torch.where(torch.isfinite(shift), shift, torch.zeros_like(shift))
-        emissions = (scores - shift).exp()
-        log_scale = torch.zeros(batch, dtype=torch.float64, device=dense.device)
-        alphas = dense.new_zeros(frames, batch, chain.transition.shape[0])
-        scales = dense.new_ones(frames, batch)
-        alpha = None
+        # (T, B, N): one contiguous (B, N) block of state scores per frame.
+        scores = dense.index_select(2, chain.state_label).transpose(0, 1).to(torch.float64).contiguous()
+        alphas = torch.empty_like(scores)
+        shifts = scores.new_empty(frames, batch, 1)
+        lowest = torch.finfo(torch.float64).min  # the shift of a frame with no reachable state: exp(-inf - lowest) = 0
+        log_initial = chain.initial.log()
         for t in range(frames):
-            active = t < lengths
-            step = (chain.initial.to(dtype).expand(batch, -1) if t == 0 else alpha @ transition) * emissions[:, t]
-            norm = step.sum(1)
-            ok = active & (norm > 0)
-            step = step / torch.where(ok, norm, torch.ones_like(norm))[:, None]
-            alpha = step if t == 0 else torch.where(active[:, None], step, alpha)
-            scales[t] = torch.where(active, norm, torch.ones_like(norm))
-            log_scale += torch.where(active, norm.double().clamp_min(1e-300).log() + shift[:, t, 0].double(),
-                                     torch.zeros_like(log_scale))
-            log_scale = torch.where(active & (norm <= 0), torch.full_like(log_scale, float("-inf")), log_scale)
-            alphas[t] = alpha
-        closing = (alpha * chain.final.to(dtype)).sum(1)
-        totals = log_scale + closing.double().log()
-        totals = torch.where(lengths > 0, totals, torch.full_like(totals, chain.start_final))
-        ctx.save_for_backward(alphas, scales, emissions, lengths, closing)
-        ctx.chain = chain
-        return totals.to(dtype)
+            logit = log_initial + scores[0] if t == 0 else torch.mm(alphas[t - 1], chain.transition).log_().add_(scores[t])
+            shift = torch.amax(logit, 1, keepdim=True, out=shifts[t]).clamp_min_(lowest)
+            torch.exp(logit.sub_(shift), out=alphas[t])
+        # Frames past an utterance's end were run on padding: they hold no mass and add nothing.
+        active = (torch.arange(frames, device=dense.device)[:, None] < lengths)[:, :, None]  # (T, B, 1)
+        alphas.masked_fill_(~active, 0.0)
+        log_scale = torch.where(active, shifts, 0.0).sum((0, 2))
+        last = alphas[(lengths - 1).clamp(min=0), torch.arange(batch, device=dense.device)] if frames else alphas[0:1].sum(0)
+        closing = last @ chain.final
+        totals = torch.where(lengths > 0, log_scale + closing.log(), chain.start_final)
+        ctx.save_for_backward(alphas, scores, shifts, lengths, closing, totals)
+        ctx.chain, ctx.num_labels = chain, dense.shape[2]
+        return totals.to(dense.dtype)
 
     @staticmethod
     def backward(ctx, grad_totals: Tensor):
-        alphas, scales, emissions, lengths, closing = ctx.saved_tensors
+        alphas, scores, shifts, lengths, closing, totals = ctx.saved_tensors
         chain = ctx.chain
         frames, batch, _ = alphas.shape
-        dtype = alphas.dtype
-        transition_t = chain.transition.to(dtype).t()
-        possible = torch.isfinite(closing.log()) & (closing > 0) & (lengths > 0)
-        weight = torch.where(possible, grad_totals.to(dtype), torch.zeros_like(grad_totals, dtype=dtype))
-        final = chain.final.to(dtype)
-        safe_closing = torch.where(possible, closing, torch.ones_like(closing))
-        onehot = chain.label_onehot.to(dtype)
-        grad = alphas.new_zeros(batch, frames, onehot.shape[1])
-        beta = None
+        possible = (totals > float("-inf")) & (lengths > 0)
+        # Scaled betas (occupancy = alpha * beta) start on the utterance's last frame from the
+        # final weights over the closing sum, times the incoming gradient.
+        weight = torch.where(possible, grad_totals.double() / torch.where(possible, closing, 1.0), 0.0)
+        end = weight[:, None] * chain.final
+        transition_t = chain.transition.t()
+        is_last = (torch.arange(frames, device=alphas.device)[:, None] == lengths - 1).double()[:, :, None]
+        # Frame t's factor exp(scores_t - c_t), for the states that hold forward mass only:
+        # an unreached state's score is not bounded by c_t, so its factor may overflow, and its beta
+        # must stay finite to give 0 when multiplied by its zero alpha.  The clamp matters only for
+        # a state reached with probability ~ finfo.tiny.
+        bound = math.log(torch.finfo(torch.float64).max) - 1.0
+        emit = (scores - shifts).clamp_max_(bound).exp_().masked_fill_(alphas == 0, 0.0)
+        betas = torch.empty_like(alphas)
+        carried = torch.zeros_like(end)
         for t in reversed(range(frames)):
-            last = (t == lengths - 1)[:, None]
-            inside = (t < lengths - 1)[:, None]
-            if beta is None:
-                beta = alphas.new_zeros(batch, alphas.shape[2])
-            carried = ((emissions[:, t + 1] * beta) @ transition_t) / scales[t + 1][:, None] if t + 1 < frames else beta
-            beta = torch.where(last, final[None, :] / safe_closing[:, None], torch.where(inside, carried, beta))
-            occupancy = alphas[t] * beta * weight[:, None]
-            occupancy = torch.where((t < lengths)[:, None], occupancy, torch.zeros_like(occupancy))
-            grad[:, t] = occupancy @ onehot
-        return grad, None, None
+            beta = torch.addcmul(carried, is_last[t], end, out=betas[t])
+            if t:
+                carried = torch.mm(emit[t] * beta, transition_t)
+        occupancy = alphas * betas  # (T, B, N); zero past each end, where the alphas are
+        grad = occupancy.new_zeros(frames, batch, ctx.num_labels).index_add_(2, chain.state_label, occupancy)
+        return grad.transpose(0, 1).to(grad_totals.dtype), None, None
 
 
 def chain_total_scores(dense: Tensor, lengths: Tensor, chain: DenseChain) -> Tensor:
