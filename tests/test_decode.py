@@ -138,8 +138,8 @@ def test_hlg_is_openfst_and_decodes_a_posteriorgram(corpus, tmp_path):
 
 
 def test_lang_dir_written_by_prepare_compiles_and_decodes(tmp_path):
-    """Guards the format contract with usrasr.data.lang (homophones and a prefix get #k)."""
-    from usrasr.data.lang import write_lang_dir
+    """Guards the format contract with usrasr.lang.lexicon (homophones and a prefix get #k)."""
+    from usrasr.lang.lexicon import write_lang_dir
 
     lexicon = {"READ": ("R", "IY", "D"), "REED": ("R", "IY", "D"), "RED": ("R", "EH", "D"), "A": ("AH",), "AN": ("AH", "N")}
     lang = read_lang(write_lang_dir(tmp_path / "lang", lexicon))

@@ -9,8 +9,8 @@ from click.testing import CliRunner
 from lhotse import CutSet, RecordingSet, SupervisionSet, load_manifest
 
 from usrasr.cli import cli
-from usrasr.data.phones import PHONES
-from usrasr.data.splits import AUDIO_SPLITS, SPLITS
+from usrasr.lang.phones import PHONES
+from usrasr.prepare.splits import AUDIO_SPLITS, SPLITS
 
 from conftest import TINY_CORPUS_ARGS
 

@@ -16,7 +16,7 @@ import soundfile as sf
 from click.testing import CliRunner
 
 from usrasr.cli import cli
-from usrasr.data.lm import read_arpa
+from usrasr.lang.lm import read_arpa
 from usrasr.utils.io import atomic_open
 
 
@@ -32,7 +32,7 @@ def files_under(path: Path) -> list[Path]:
 
 def random_text(n=2000, seed=0):
     """Sentences of random CMUdict words: a rich phone bigram with full rank."""
-    from usrasr.data.g2p import cmudict_lexicon
+    from usrasr.lang.g2p import cmudict_lexicon
 
     rng = random.Random(seed)
     vocab = rng.sample(sorted(w for w in cmudict_lexicon() if w.isalpha() and 3 <= len(w) <= 7), 300)
@@ -144,7 +144,7 @@ def test_prepare_audio_converts_and_skips_bad_files(tmp_path):
 
 
 def test_prepared_audio_reads_from_another_working_directory(tmp_path, monkeypatch):
-    from usrasr.train.corpus import load_audio
+    from usrasr.corpus.reader import load_audio
 
     (tmp_path / "src").mkdir()
     sf.write(tmp_path / "src" / "a.wav", _tone(1.0, 16000), 16000)

@@ -12,13 +12,13 @@ from click.testing import CliRunner
 
 from conftest import kill_once_written
 from usrasr.cli import cli
-from usrasr.pretrain.model import (
-    EncoderConfig, EnhancedLabels, PretrainModel, RandomProjectionQuantizer, SpeakerAdversary, SslEncoder,
-    balancing_bias, ctc_model_from_encoder, load_encoder, perplexity, span_mask,
+from usrasr.models.encoder import EncoderConfig, SslEncoder, ctc_model_from_encoder, load_encoder
+from usrasr.pretrain.objectives import (
+    EnhancedLabels, PretrainModel, RandomProjectionQuantizer, SpeakerAdversary, balancing_bias, perplexity, span_mask,
 )
 from usrasr.models.acoustic import load_model, utterance_cmvn
-from usrasr.pretrain.bench import equal_compute_steps
-from usrasr.train.unit_sources import warp_consistency, warped_copies
+from usrasr.bench.units import equal_compute_steps
+from usrasr.train.units.sources import warp_consistency, warped_copies
 
 TINY = ["--set", "hidden_dim=32", "--set", "num_layers=2", "--set", "num_heads=2", "--set", "codebook_size=32",
         "--set", "batch_frames=3000", "--set", "warmup_steps=2", "--set", "birq_layer=1"]

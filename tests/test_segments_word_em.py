@@ -9,10 +9,11 @@ import torch
 from click.testing import CliRunner
 
 from usrasr.cli import cli
-from usrasr.data.phones import PHONES
-from usrasr.train.corpus import ScoringData, load_audio
-from usrasr.train.segments import segment_boundaries, segment_features
-from usrasr.train.units import UnitSequences
+from usrasr.lang.phones import PHONES
+from usrasr.corpus.reader import load_audio
+from usrasr.corpus.scoring import ScoringData
+from usrasr.train.units.segments import segment_boundaries, segment_features
+from usrasr.train.units.kmeans import UnitSequences
 from usrasr.train.word_em import WordLevelEM
 
 

@@ -7,7 +7,7 @@ import torch
 
 from usrasr.graph.fsa import FsaVec
 from usrasr.simulate.world import phone_error, random_world, sample
-from usrasr.train.seqce import SeqCEConfig, decode, fit_seqce, moment_fit, unit_pair_counts
+from usrasr.seqce.fit import SeqCEConfig, decode, fit_seqce, moment_fit, unit_pair_counts
 
 
 def _data(num_phones=6, noise=0.1, num_seqs=400, length=15, seed=0):

@@ -9,7 +9,7 @@ import torch
 
 from test_train import FAST, train
 from usrasr.train.config import TrainConfig
-from usrasr.train.speakers import cluster_purity, cluster_speakers, silhouette
+from usrasr.train.units.speakers import cluster_purity, cluster_speakers, silhouette
 from usrasr.utils.errors import UsrasrError
 
 

@@ -1,7 +1,7 @@
 """Text normalisation, sentence splitting and corpus splits."""
 
-from usrasr.data.splits import SPLITS, split_of, split_sentences
-from usrasr.data.text import normalize_text, split_sentences as sentence_split
+from usrasr.prepare.splits import SPLITS, split_of, split_sentences
+from usrasr.lang.text import normalize_text, split_sentences as sentence_split
 
 
 def test_normalize_numbers_symbols_case_punctuation():

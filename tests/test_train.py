@@ -115,7 +115,7 @@ def test_self_loop_is_set_from_the_units_rate_unless_given():
 
     from usrasr.train.config import TrainConfig
     from usrasr.train.seqce_stage import SELF_LOOP_RANGE, with_unit_rate
-    from usrasr.train.units import UnitSequences
+    from usrasr.train.units.kmeans import UnitSequences
 
     units = UnitSequences(["a", "b"], [np.zeros(30, dtype=np.int64), np.zeros(18, dtype=np.int64)],
                           [np.arange(30), np.arange(18)], num_units=1)
@@ -130,7 +130,7 @@ def test_self_loop_is_set_from_the_units_rate_unless_given():
 
 
 def test_adapted_codebooks_keep_unit_ids_and_empty_clusters():
-    from usrasr.train.units import Codebook, kmeans
+    from usrasr.train.units.kmeans import Codebook, kmeans
 
     generator = torch.Generator().manual_seed(0)
     centres = torch.tensor([[0.0, 0.0], [10.0, 0.0], [0.0, 10.0]])
@@ -192,7 +192,7 @@ def test_ctc_augmentation_warps_and_masks_real_frames_only():
 
 
 def test_word_level_relabelling_spells_the_decoded_words(tiny_corpus, monkeypatch):
-    from usrasr.data.lang import read_lexicon
+    from usrasr.lang.lexicon import read_lexicon
     from usrasr.train import self_training
 
     lexicon = read_lexicon(tiny_corpus / "lang" / "lexicon.txt")

@@ -5,8 +5,8 @@ from __future__ import annotations
 import pytest
 import soundfile as sf
 
-from usrasr.data.phones import PHONES, SILENCE, strip_stress
-from usrasr.data.tts import (
+from usrasr.lang.phones import PHONES, SILENCE, strip_stress
+from usrasr.prepare.tts import (
     SAMPLE_RATE,
     EngineError,
     Voice,
@@ -15,7 +15,7 @@ from usrasr.data.tts import (
     synthesize,
     synthesize_all,
 )
-from usrasr.data.tts_engines import CMU_TO_ARPABET, ENGINES, IPA_TO_ARPABET, tokenize_ipa
+from usrasr.prepare.tts_engines import CMU_TO_ARPABET, ENGINES, IPA_TO_ARPABET, tokenize_ipa
 
 SENTENCE = "the quick brown fox jumps over the lazy dog"
 

@@ -1,7 +1,9 @@
 """The ``usrasr`` command line: a thin Click layer over the stage packages.
 
 Sub-commands are imported lazily so that ``usrasr --help`` stays fast and a
-stage's heavy dependencies load only when that stage runs.
+stage's heavy dependencies load only when that stage runs.  The library raises
+plain :class:`~usrasr.utils.errors.UsrasrError`; here it becomes one line on
+stderr and its exit code.
 """
 
 from __future__ import annotations
@@ -11,39 +13,55 @@ import importlib
 import click
 
 from usrasr import __version__
+from usrasr.bench import BENCHMARKS
 from usrasr.utils.console import seed_everything, setup_logging
+from usrasr.utils.errors import UsrasrError
 
 # name -> ("module:attribute" of a click.Command, one-line help shown by
 # ``usrasr --help`` without importing the stage).
 COMMANDS: dict[str, tuple[str, str]] = {
-    "prepare": ("usrasr.data.commands:prepare", "Build corpora, lang dir, LMs and features."),
+    "prepare": ("usrasr.prepare.commands:prepare", "Build corpora, lang dir, LMs and features."),
     "train": ("usrasr.train.commands:train", "Unsupervised sequence-level training and self-training."),
     "decode": ("usrasr.decode.commands:decode", "Decode audio to text with an HLG graph."),
     "evaluate": ("usrasr.evaluate.commands:evaluate", "Score hypotheses against references (WER/PER)."),
-    "bench": ("usrasr.bench:bench", "Speed and memory benchmarks."),
+    "bench": ("usrasr.cli:bench", "Speed and memory benchmarks."),
     "simulate": ("usrasr.simulate.commands:simulate", "Synthetic worlds that test the method's conditions."),
-    "check": ("usrasr.simulate.commands:check", "Check a prepared corpus against the method's conditions."),
+    "check": ("usrasr.prepare.commands:check", "Check a prepared corpus against the method's conditions."),
     "pretrain": ("usrasr.pretrain.commands:pretrain", "Self-supervised encoder pretraining (BEST-RQ, BiRQ)."),
 }
 
 
 class LazyGroup(click.Group):
+    """A group whose sub-commands are imported only when one is run (``registry``: see COMMANDS)."""
+
+    def __init__(self, *args, registry: dict[str, tuple[str, str]], **kwargs):
+        super().__init__(*args, **kwargs)
+        self.registry = registry
+
     def list_commands(self, ctx):
-        return sorted(COMMANDS)
+        return sorted(self.registry)
 
     def format_commands(self, ctx, formatter):
-        rows = [(name, help_) for name, (_, help_) in sorted(COMMANDS.items())]
+        rows = [(name, help_) for name, (_, help_) in sorted(self.registry.items())]
         with formatter.section("Commands"):
             formatter.write_dl(rows)
 
     def get_command(self, ctx, name):
-        if name not in COMMANDS:
+        if name not in self.registry:
             return None
-        module, attr = COMMANDS[name][0].split(":")
+        module, attr = self.registry[name][0].split(":")
         return getattr(importlib.import_module(module), attr)
 
+    def invoke(self, ctx):
+        try:
+            return super().invoke(ctx)
+        except UsrasrError as e:
+            error = click.ClickException(str(e))
+            error.exit_code = e.exit_code
+            raise error from None
 
-@click.group(cls=LazyGroup, context_settings={"help_option_names": ["-h", "--help"]})
+
+@click.group(cls=LazyGroup, registry=COMMANDS, context_settings={"help_option_names": ["-h", "--help"]})
 @click.version_option(__version__, prog_name="usrasr")
 @click.option("-v", "--verbose", count=True, help="More log output (debug).")
 @click.option("-q", "--quiet", is_flag=True, help="Only warnings and errors; no progress bars.")
@@ -58,6 +76,11 @@ def cli(ctx: click.Context, verbose: int, quiet: bool, seed: int) -> None:
     seed_everything(seed)
     ctx.ensure_object(dict)
     ctx.obj.update(verbose=verbose, quiet=quiet, seed=seed)
+
+
+@click.group(cls=LazyGroup, registry=BENCHMARKS)
+def bench() -> None:
+    """Speed and memory benchmarks (numbers go to stdout)."""
 
 
 def main() -> None:  # pragma: no cover - console entry point

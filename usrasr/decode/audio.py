@@ -7,7 +7,6 @@ costs only itself.
 
 from __future__ import annotations
 
-import functools
 import os
 from dataclasses import dataclass
 from pathlib import Path
@@ -16,11 +15,9 @@ from typing import Iterable, TextIO
 import numpy as np
 import torch
 
+from usrasr.corpus.features import NUM_MEL_BINS, SAMPLE_RATE, fbank_extractor, load_mono_16k
 from usrasr.utils.errors import UsrasrError
 
-SAMPLE_RATE = 16000
-FEATURE_DIM = 80
-FRAME_SHIFT = 0.01  # seconds; Lhotse's Fbank default
 
 
 class BadInput(Exception):
@@ -40,15 +37,8 @@ class Utterance:
         return str(self.path) if self.path is not None else f"cut {self.id}"
 
 
-@functools.cache
-def _fbank_extractor():
-    from lhotse import Fbank
-
-    return Fbank()  # building it computes the mel filterbank: do it once
-
-
 def _fbank(samples: np.ndarray) -> torch.Tensor:
-    feats = _fbank_extractor().extract(samples, SAMPLE_RATE)
+    feats = fbank_extractor().extract(samples, SAMPLE_RATE)
     if feats.shape[0] == 0:
         raise BadInput("audio too short for one feature frame")
     return torch.from_numpy(feats).float()
@@ -61,8 +51,6 @@ def _mono(audio: np.ndarray) -> np.ndarray:
 
 
 def _file_features(path: Path) -> torch.Tensor:
-    from usrasr.data.audio_corpus import load_mono_16k
-
     try:
         samples = load_mono_16k(path)
     except ValueError as e:  # the same checks and message as `usrasr prepare audio`
@@ -74,8 +62,8 @@ def _cut_features(cut) -> torch.Tensor:
     try:
         if cut.has_features:
             feats = torch.from_numpy(cut.load_features()).float()
-            if feats.shape[-1] != FEATURE_DIM:
-                raise BadInput(f"stored features are {feats.shape[-1]}-dim, the model needs {FEATURE_DIM}-dim fbank")
+            if feats.shape[-1] != NUM_MEL_BINS:
+                raise BadInput(f"stored features are {feats.shape[-1]}-dim, the model needs {NUM_MEL_BINS}-dim fbank")
             if feats.shape[0] == 0:
                 raise BadInput("no feature frames")
             return feats

@@ -10,12 +10,13 @@ import numpy as np
 import torch
 from torch.nn.utils.rnn import pad_sequence
 
-from usrasr.data.text_corpus import corpus_lm
-from usrasr.decode.audio import FRAME_SHIFT, BadInput, Utterance, load_features
+from usrasr.corpus.features import FRAME_SHIFT
+from usrasr.decode.audio import BadInput, Utterance, load_features
 from usrasr.decode.search import GraphSearch, Hypothesis, SearchOptions, Unit
 from usrasr.graph.hlg import Lang, ensure_graph, load_graph, read_lang
 from usrasr.models.acoustic import CtcAcousticModel, LoadedModel
 from usrasr.utils.errors import UsrasrError
+from usrasr.corpus.layout import CorpusLayout
 
 
 def resolve_lang_dir(model_path: Path | None, loaded: LoadedModel | None, option: Path | None) -> Path:
@@ -35,7 +36,7 @@ def resolve_lang_dir(model_path: Path | None, loaded: LoadedModel | None, option
 
 def default_lm(lang_dir: Path, unit: Unit, missing_ok: bool = False) -> Path | None:
     """The LM prepare wrote for ``unit`` into ``<corpus>/lm/``, next to ``<corpus>/<lang>``."""
-    return corpus_lm(lang_dir.parent, unit, missing_ok)
+    return CorpusLayout(lang_dir.parent).lm(unit, missing_ok)
 
 
 def check_tokens(loaded: LoadedModel, lang: Lang) -> None:

@@ -88,6 +88,43 @@ def _segments(frame_tokens: list[int], posteriors: np.ndarray) -> list[_Segment]
     return segments
 
 
+@dataclass(frozen=True)
+class BestPath:
+    """The best path of one utterance: the token of every frame (0 = blank), the output labels, its cost."""
+
+    frame_tokens: np.ndarray
+    olabels: list[int]
+    cost: float
+    reached_final: bool
+
+
+class CtcDecoder:
+    """kaldi-decoder's one-best search over a graph whose input labels are token id + 1.
+
+    The one place the decoder is set up; reusable across utterances, single-threaded.
+    """
+
+    def __init__(self, graph: kaldifst.StdVectorFst, options: SearchOptions = SearchOptions()):
+        decoder_options = kaldi_decoder.FasterDecoderOptions()
+        decoder_options.beam = options.beam
+        decoder_options.max_active = options.max_active
+        decoder_options.min_active = options.min_active
+        # The C++ decoder keeps a reference to the graph, not a copy: keep it alive.
+        self.graph = graph
+        self._decoder = kaldi_decoder.FasterDecoder(graph, decoder_options)
+
+    def best_path(self, scores: np.ndarray) -> BestPath | None:
+        """The best path through ``scores`` ``(T, V)``, or None when no path covers every frame."""
+        self._decoder.decode(kaldi_decoder.DecodableCtc(scores))
+        reached_final = self._decoder.reached_final()
+        _, best = self._decoder.get_best_path()
+        ok, ilabels, olabels, weight = kaldifst.get_linear_symbol_sequence(best)
+        if not ok or len(ilabels) != scores.shape[0]:
+            return None
+        # DecodableCtc reads token t at graph ilabel t + 1.
+        return BestPath(np.asarray(ilabels) - 1, list(olabels), weight.value1 + weight.value2, reached_final)
+
+
 class GraphSearch:
     """Decode (T, V) log-posteriors with a compiled graph; reusable across utterances."""
 
@@ -104,13 +141,8 @@ class GraphSearch:
         self.unit = unit
         self.options = options
         self.seconds_per_frame = seconds_per_frame
-        decoder_options = kaldi_decoder.FasterDecoderOptions()
-        decoder_options.beam = options.beam
-        decoder_options.max_active = options.max_active
-        decoder_options.min_active = options.min_active
-        # The C++ decoder keeps a reference to the graph, not a copy: keep it alive.
-        self.graph = graph
-        self._decoder = kaldi_decoder.FasterDecoder(graph, decoder_options)
+        self._decoder = CtcDecoder(graph, options)
+        self.graph = self._decoder.graph
         self._token_ids = lang.tokens
         self._token_names = lang.model_tokens
         self._silence = lang.tokens.get(SILENCE_PHONE)
@@ -128,14 +160,12 @@ class GraphSearch:
             return Hypothesis([])
         if log_probs.shape[1] != len(self._token_names):
             raise ValueError(f"posteriors have {log_probs.shape[1]} tokens, the graph {len(self._token_names)}")
-        self._decoder.decode(kaldi_decoder.DecodableCtc(self.scaled(log_probs)))
-        reached_final = self._decoder.reached_final()
-        _, best_path = self._decoder.get_best_path()
-        ok, ilabels, olabels, _ = kaldifst.get_linear_symbol_sequence(best_path)
-        if not ok or len(ilabels) != log_probs.shape[0]:
+        best = self._decoder.best_path(self.scaled(log_probs))
+        if best is None:
             log.debug("no complete path through the graph")
             return Hypothesis([], reached_final=False)
-        segments = _segments([i - 1 for i in ilabels], np.exp(log_probs))
+        olabels, reached_final = best.olabels, best.reached_final
+        segments = _segments(best.frame_tokens.tolist(), np.exp(log_probs))
         if self.unit == "phone":
             labels = [self._token_names[o] for o in olabels]
             units = [self._timed(self._token_names[s.token], [s]) for s in segments]

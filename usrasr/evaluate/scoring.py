@@ -2,7 +2,7 @@
 
 Units:
 
-* ``word``: words of ``usrasr.data.text.normalize_text`` (the normalisation
+* ``word``: words of ``usrasr.lang.text.normalize_text`` (the normalisation
   prepare applies to the corpus), for both reference and hypothesis;
 * ``char``: the characters of that normalised text, the space between words
   kept as ``|`` so that word-boundary errors count (as ``jiwer.cer`` does);
@@ -23,7 +23,7 @@ from typing import Iterable, Literal, Mapping
 
 import kaldialign
 
-from usrasr.data.phones import SILENCE, strip_stress
+from usrasr.lang.phones import SILENCE, strip_stress
 
 ScoreUnit = Literal["word", "phone", "char"]
 UNITS = ("word", "phone", "char")
@@ -35,7 +35,7 @@ def tokenize(text: str, unit: ScoreUnit) -> list[str]:
     """Split a transcript into the units that are scored."""
     if unit == "phone":
         return [p for p in (strip_stress(t) for t in text.split()) if p != SILENCE]
-    from usrasr.data.text import normalize_text  # lazily: pulls in num2words
+    from usrasr.lang.text import normalize_text  # lazily: pulls in num2words
 
     words = normalize_text(text).split()
     if unit == "word":

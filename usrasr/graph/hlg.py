@@ -31,40 +31,26 @@ from typing import Literal
 import kaldifst
 
 from usrasr.graph.topo import ctc_topo
+from usrasr.lang.symbols import EPSILON, SymbolTable
 from usrasr.utils.console import log
 from usrasr.utils.errors import UsrasrError
 from usrasr.utils.io import atomic_path, write_json_atomic
 
 GraphKind = Literal["HLG", "HP"]
-BLANK = "<eps>"
+BLANK = EPSILON
 SILENCE_WORD = "!SIL"
 SILENCE_PHONE = "SIL"
 DEFAULT_SIL_PROB = 0.5
 _DISAMBIG = re.compile(r"^#\d+$")
 
 
-def read_symbol_table(path: Path) -> dict[str, int]:
-    """``symbol id`` per line (tokens.txt, words.txt)."""
-    if not path.is_file():
-        raise UsrasrError(f"missing symbol table: {path}")
-    table: dict[str, int] = {}
-    for lineno, line in enumerate(path.read_text(encoding="utf-8").splitlines(), 1):
-        fields = line.split()
-        if not fields:
-            continue
-        if len(fields) != 2 or not fields[1].isdigit():
-            raise UsrasrError(f"{path}:{lineno}: expected 'symbol id', got '{line.strip()}'")
-        table[fields[0]] = int(fields[1])
-    return table
-
-
 @dataclass(frozen=True)
 class Lang:
-    """A lang dir in icefall's ``lang_phone`` layout (see ``usrasr.data.lang``)."""
+    """A lang dir in icefall's ``lang_phone`` layout (see ``usrasr.lang.lexicon``)."""
 
     directory: Path
-    tokens: dict[str, int]  # all of tokens.txt, disambiguation symbols included
-    words: dict[str, int]
+    tokens: SymbolTable  # all of tokens.txt, disambiguation symbols included
+    words: SymbolTable
     lexicon: tuple[tuple[str, tuple[str, ...]], ...]  # lexicon_disambig.txt
 
     @cached_property
@@ -102,8 +88,8 @@ def read_lang(lang_dir: str | Path) -> Lang:
     directory = Path(lang_dir)
     if not directory.is_dir():
         raise UsrasrError(f"lang dir not found: {directory}")
-    tokens = read_symbol_table(directory / "tokens.txt")
-    words = read_symbol_table(directory / "words.txt")
+    tokens = SymbolTable.from_file(directory / "tokens.txt")
+    words = SymbolTable.from_file(directory / "words.txt")
     if tokens.get(BLANK) != 0:
         raise UsrasrError(f"{directory}/tokens.txt must start with '{BLANK} 0' (the CTC blank)")
     model_ids = sorted(i for t, i in tokens.items() if not _DISAMBIG.match(t))
@@ -261,9 +247,10 @@ def compile_hp(lang: Lang, phone_lm: Path) -> kaldifst.StdVectorFst:
     """
     with tempfile.TemporaryDirectory() as tmp:
         symbols = Path(tmp) / "phones.txt"
-        top = max(lang.tokens.values())
-        entries = {**lang.tokens, "<s>": top + 1, "</s>": top + 2}
-        symbols.write_text("".join(f"{s} {i}\n" for s, i in entries.items()), encoding="utf-8")
+        table = SymbolTable(dict(lang.tokens.items()))
+        table.add("<s>")
+        table.add("</s>")
+        table.to_file(symbols)
         P = arpa_fst(phone_lm, symbols)
     return _compose_with_ctc(lang, P)
 

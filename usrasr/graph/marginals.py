@@ -31,7 +31,6 @@ logged.  No NaN is produced for unreachable states.
 
 from __future__ import annotations
 
-import logging
 import math
 from dataclasses import dataclass, fields, replace
 
@@ -41,9 +40,7 @@ from torch import Tensor
 from usrasr.graph.dense_chain import DenseChain, chain_best_arcs, chain_total_scores
 from usrasr.graph.scatter import NEG_INF, scatter_logsumexp_, scatter_max
 from usrasr.graph.fsa import Fsa, FsaVec
-
-log = logging.getLogger("usrasr")
-
+from usrasr.utils.console import log
 
 
 @dataclass

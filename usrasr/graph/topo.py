@@ -26,7 +26,6 @@ semirings and are left to OpenFst.
 
 from __future__ import annotations
 
-import logging
 import math
 from pathlib import Path
 from typing import Mapping, Sequence
@@ -35,11 +34,9 @@ import kaldifst
 import numpy as np
 import torch
 
-from usrasr.data.lm import BOS, EOS, read_arpa
+from usrasr.lang.lm import BOS, EOS, read_arpa
 from usrasr.graph.fsa import Fsa
-
-log = logging.getLogger("usrasr")
-
+from usrasr.utils.console import log
 
 
 def arpa_to_fsa(arpa: str | Path, symbols: Mapping[str, int] | None = None) -> Fsa:

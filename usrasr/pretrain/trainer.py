@@ -23,12 +23,10 @@ from torch.nn.utils.rnn import pad_sequence
 from usrasr.utils.device import resolve_device
 from usrasr.models.acoustic import valid_mask
 from usrasr.pretrain.config import PretrainConfig
-from usrasr.pretrain.model import (
-    EncoderConfig, EnhancedLabels, PretrainModel, SpeakerAdversary, SslEncoder, length_batches, save_encoder,
-    span_mask,
-)
-from usrasr.train.corpus import load_audio
-from usrasr.train.metrics import MetricsLog, plot_losses
+from usrasr.models.encoder import EncoderConfig, SslEncoder, length_batches, save_encoder
+from usrasr.pretrain.objectives import EnhancedLabels, PretrainModel, SpeakerAdversary, span_mask
+from usrasr.corpus.reader import load_audio
+from usrasr.utils.metrics import MetricsLog, plot_losses
 from usrasr.utils.console import log, progress
 from usrasr.utils.errors import UsrasrError
 from usrasr.utils.io import atomic_path, write_json_atomic

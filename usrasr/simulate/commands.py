@@ -1,16 +1,13 @@
-"""Click commands ``usrasr simulate`` and ``usrasr check``."""
+"""Click command ``usrasr simulate``."""
 
 from __future__ import annotations
 
 import json
-import logging
-import sys
 from dataclasses import asdict
 from pathlib import Path
 
 import click
 
-log = logging.getLogger("usrasr")
 
 
 @click.command()
@@ -36,7 +33,7 @@ def simulate(ctx, num_phones, noise, tokens, length, lm_path, restarts, iteratio
     """
     from usrasr.simulate import experiments
     from usrasr.simulate.world import arpa_transition, make_world, random_world
-    from usrasr.train.seqce import SeqCEConfig
+    from usrasr.seqce.fit import SeqCEConfig
 
     seed = ctx.obj.get("seed", 0) if ctx.obj else 0
     if experiment:
@@ -53,14 +50,3 @@ def simulate(ctx, num_phones, noise, tokens, length, lm_path, restarts, iteratio
     config = SeqCEConfig(restarts=restarts, iterations=iterations, init=init, seed=seed)
     run = experiments.run_world(world, tokens, length, config, seed=seed)
     click.echo(json.dumps(asdict(run), indent=2))
-
-
-@click.command()
-@click.argument("corpus", type=click.Path(exists=True, file_okay=False, path_type=Path))
-def check(corpus: Path) -> None:
-    """Check a prepared corpus against the method's conditions (exit 1 on failure)."""
-    from usrasr.simulate.check import check_corpus, format_report
-
-    report = check_corpus(corpus)
-    click.echo(format_report(report))
-    sys.exit(0 if report.ok else 1)

@@ -8,7 +8,6 @@ output folder and returns its rows.
 from __future__ import annotations
 
 import csv
-import logging
 from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 
@@ -26,10 +25,10 @@ from usrasr.simulate.world import (
     sample,
     tokens_to_sequences,
 )
-from usrasr.train.seqce import SeqCEConfig, fit_seqce
+from usrasr.seqce.fit import SeqCEConfig, fit_seqce
 from usrasr.utils.io import atomic_open, atomic_path
+from usrasr.utils.console import log
 
-log = logging.getLogger("usrasr")
 
 # Reaching the oracle means being within this much of its error (2 points).
 ORACLE_MARGIN = 0.02

@@ -25,11 +25,11 @@ import numpy as np
 import torch
 from torch import Tensor
 
-from usrasr.data.lm import BOS, EOS, read_arpa
+from usrasr.lang.lm import BOS, EOS, read_arpa
 from usrasr.graph.fsa import Fsa
 from usrasr.graph.marginals import total_scores
 from usrasr.graph.topo import bigram_lm_fsa
-from usrasr.train.seqce import decode, emission_scores
+from usrasr.seqce.fit import decode, emission_scores
 
 # Above this many sequences the marginal distance is estimated by Monte Carlo.
 EXACT_TV_LIMIT = 200_000

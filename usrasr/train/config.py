@@ -28,7 +28,7 @@ class TrainConfig(YamlConfig):
     cmvn: str = "utterance"  # "utterance", or "speaker" (needs speaker labels or speaker_field=cluster)
     # What identifies a speaker for the per-speaker options: the supervisions' "speaker",
     # "voice" (their custom field; the default corpus's speed variants of a voice are one voice),
-    # or "cluster" (no labels needed: utterances clustered by voice, see usrasr.train.speakers)
+    # or "cluster" (no labels needed: utterances clustered by voice, see usrasr.train.units.speakers)
     speaker_field: str = "speaker"
     speaker_clusters: int = 0  # speaker_field=cluster: clusters per split (0: chosen by the silhouette)
     codebook_per_speaker: bool = False  # one k-means codebook per speaker (speaker labels or clusters)

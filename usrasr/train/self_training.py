@@ -17,24 +17,23 @@ from typing import Callable
 
 import torch
 
-from usrasr.data.lang import pronounce, read_lexicon
-from usrasr.data.phones import NON_SPEECH, PHONES
-from usrasr.data.text_corpus import corpus_lm
+from usrasr.lang.lexicon import pronounce, read_lexicon
+from usrasr.lang.phones import NON_SPEECH
 from usrasr.decode.audio import utterances_from_cuts
 from usrasr.decode.pipeline import build_recognizer
 from usrasr.utils.device import resolve_device
 from usrasr.decode.search import SearchOptions
 from usrasr.models.acoustic import AcousticModelConfig, CtcAcousticModel, build_model, load_model, save_model
 from usrasr.models.ctc_train import Augmentation, train_ctc
-from usrasr.pretrain.model import ctc_model_from_encoder
+from usrasr.lang.symbols import PHONE_TOKENS
+from usrasr.models.encoder import ctc_model_from_encoder
 from usrasr.train.config import TrainConfig
-from usrasr.train.corpus import AudioSplit
-from usrasr.train.seqce_stage import PHONE_IDS
+from usrasr.corpus.reader import AudioSplit
 from usrasr.utils.console import log
 from usrasr.utils.distributed import share_from_main
 from usrasr.utils.errors import UsrasrError
+from usrasr.corpus.layout import CorpusLayout
 
-TOKENS = ["<eps>", *PHONES]  # tokens.txt order without disambiguation symbols
 
 
 @dataclass
@@ -57,7 +56,7 @@ def train_neural(config: TrainConfig, audio: AudioSplit, targets: dict[str, str]
     share_from_main(job)  # the other ranks wait for it in serve_neural_training
     model = _fit_ctc(config, audio, job,
                      on_step=lambda step, loss: metrics.write(stage="ctc", model=name, step=step, loss=loss))
-    save_model(model_path, model.cpu(), TOKENS, lang_dir=lang_dir)
+    save_model(model_path, model.cpu(), PHONE_TOKENS.symbols, lang_dir=lang_dir)
     return model_path
 
 
@@ -76,7 +75,7 @@ def _fit_ctc(config: TrainConfig, audio: AudioSplit, job: NeuralJob,
              on_step: Callable[[int, float], None] | None) -> CtcAcousticModel:
     """Build ``job``'s CTC model and train it in this process."""
     name, targets, model_dir = job.name, job.targets, job.model_dir
-    rows = [(f, [PHONE_IDS[p] for p in targets[uid].split()])
+    rows = [(f, [PHONE_TOKENS[p] for p in targets[uid].split()])
             for uid, f in zip(audio.ids, audio.feats) if targets.get(uid, "").strip()]
     if not rows:
         raise UsrasrError(f"{name}: no utterance has a non-empty label sequence")
@@ -84,9 +83,9 @@ def _fit_ctc(config: TrainConfig, audio: AudioSplit, job: NeuralJob,
     if dropped:
         log.warning("%s: %d utterance(s) without labels are left out", name, dropped)
     if config.ctc_init:
-        model = ctc_model_from_encoder(config.ctc_init, len(TOKENS))
+        model = ctc_model_from_encoder(config.ctc_init, len(PHONE_TOKENS))
     else:
-        model = build_model(AcousticModelConfig(num_tokens=len(TOKENS), arch=config.arch,
+        model = build_model(AcousticModelConfig(num_tokens=len(PHONE_TOKENS), arch=config.arch,
                                                 hidden_dim=config.hidden_dim, num_layers=config.num_layers))
     device = resolve_device(config.device)
     train_ctc(model, [f for f, _ in rows], [t for _, t in rows], steps=config.ctc_steps, lr=config.ctc_lr,
@@ -109,10 +108,11 @@ def decode_split(model_path: Path, corpus: Path, split: str, unit: str, graph_di
                  device: str = "auto") -> dict[str, str]:
     """Decode a split's cuts with a CTC model: phones (HP graph) or words (HLG graph)."""
     loaded = load_model(model_path)
-    lm = corpus_lm(corpus, "phone" if unit == "phone" else "word")
-    recognizer = build_recognizer(loaded, corpus / "lang", unit, lm, graph_dir, SearchOptions(),
+    layout = CorpusLayout(corpus)
+    lm = layout.lm("phone" if unit == "phone" else "word")
+    recognizer = build_recognizer(loaded, layout.lang_dir, unit, lm, graph_dir, SearchOptions(),
                                   resolve_device(device))
-    utterances = utterances_from_cuts(corpus / "manifests" / f"cuts_{split}.jsonl.gz")
+    utterances = utterances_from_cuts(layout.cuts(split))
     with torch.inference_mode():
         return {d.utterance.id: d.hypothesis.text for d in recognizer.decode(utterances, batch_size=16)
                 if d.hypothesis is not None}
@@ -125,7 +125,7 @@ def relabel_split(model_path: Path, corpus: Path, split: str, level: str, graph_
     lexicon (``level="word"``), whose word LM corrects phones that the phone LM lets by."""
     if level == "phone":
         return decode_split(model_path, corpus, split, "phone", graph_dir, device)
-    lexicon = read_lexicon(corpus / "lang" / "lexicon.txt")
+    lexicon = read_lexicon(CorpusLayout(corpus).lexicon)
     words = decode_split(model_path, corpus, split, "word", graph_dir, device)
     return {uid: " ".join(p for p in pronounce(text.split(), lexicon) if p not in NON_SPEECH)
             for uid, text in words.items()}

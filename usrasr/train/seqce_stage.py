@@ -15,32 +15,30 @@ import numpy as np
 import torch
 from torch import Tensor
 
-from usrasr.data.lm import read_arpa
-from usrasr.data.phones import NON_SPEECH, PHONES, SILENCE, SPOKEN_NOISE
-from usrasr.data.text_corpus import corpus_lm
+from usrasr.lang.lm import read_arpa
+from usrasr.lang.phones import NON_SPEECH, PHONES, SILENCE, SPOKEN_NOISE
+from usrasr.lang.symbols import PHONE_TOKENS
 from usrasr.utils.device import resolve_device
-from usrasr.graph.fsa import Fsa, FsaVec
-from usrasr.graph.topo import compose_topo_lm, hmm_lm_graph, hmm_topo
+from usrasr.graph.fsa import Fsa
+from usrasr.graph.topo import hmm_lm_graph
 from usrasr.train.config import TrainConfig
-from usrasr.train.seqce import SeqCEConfig, decode, fit_seqce, loss_per_frame
-from usrasr.train.units import UnitSequences
+from usrasr.seqce.fit import SeqCEConfig, decode, fit_seqce, loss_per_frame
+from usrasr.train.units.kmeans import UnitSequences
 from usrasr.utils.console import log
-from usrasr.utils.errors import UsrasrError
 from usrasr.utils.io import atomic_path, write_json_atomic
+from usrasr.corpus.layout import CorpusLayout
 
-# Phone ids are tokens.txt's: <eps> = 0, then PHONES in order.
-PHONE_IDS = {p: i + 1 for i, p in enumerate(PHONES)}
-SILENCE_ID = PHONE_IDS[SILENCE]
-_NOT_SCORED = {SILENCE_ID, PHONE_IDS[SPOKEN_NOISE]}
+SILENCE_ID = PHONE_TOKENS[SILENCE]
+_NOT_SCORED = {SILENCE_ID, PHONE_TOKENS[SPOKEN_NOISE]}
 DECODE_CHUNK = 256  # utterances per Viterbi batch (backpointers are B x T x states)
 
 
 def training_graph(corpus: Path, config: TrainConfig) -> Fsa:
     """HMM topology o phone LM, with optional silence between phones."""
     return hmm_lm_graph(
-        corpus_lm(corpus, "phone"), num_phones=len(PHONES), states_per_phone=config.states_per_phone,
+        CorpusLayout(corpus).lm("phone"), num_phones=len(PHONES), states_per_phone=config.states_per_phone,
         self_loop_prob=config.self_loop_prob, silence_phone=SILENCE_ID if config.silence else None,
-        silence_prob=config.silence_prob, symbols=PHONE_IDS)
+        silence_prob=config.silence_prob, symbols=PHONE_TOKENS)
 
 
 # The range a self-loop set from the units' rate is kept in.
@@ -76,18 +74,18 @@ def label_pairs(corpus: Path, config: TrainConfig, num_labels: int) -> Tensor | 
     """
     if config.states_per_phone != 1:
         return None
-    lm = read_arpa(corpus_lm(corpus, "phone"))
+    lm = read_arpa(CorpusLayout(corpus).lm("phone"))
     size = len(PHONES)
     move = np.zeros((size, size))
     unigram = np.zeros(size)
-    for phone, pid in PHONE_IDS.items():
+    for row, phone in enumerate(PHONES):  # row = token id - 1
         lp = lm.logprob.get((phone,))
         if lp is None or phone in NON_SPEECH:
             continue
-        unigram[pid - 1] = math.exp(lp)
-        for other, oid in PHONE_IDS.items():
+        unigram[row] = math.exp(lp)
+        for column, other in enumerate(PHONES):
             if other not in NON_SPEECH:
-                move[pid - 1, oid - 1] = math.exp(lm.conditional((phone,), other))
+                move[row, column] = math.exp(lm.conditional((phone,), other))
     unigram /= unigram.sum()
     move /= np.maximum(move.sum(1, keepdims=True), 1e-300)
     silence = SILENCE_ID - 1
@@ -173,52 +171,13 @@ def quick_fit_loss(units: UnitSequences, graph: Fsa, pairs: Tensor | None, confi
 def viterbi_phones(units: UnitSequences, graph: Fsa, log_emissions: Tensor) -> dict[str, str]:
     """Most likely phone sequence of every utterance (silence and noise left out)."""
     out: dict[str, str] = {}
-    names = {i: p for p, i in PHONE_IDS.items()}
     for begin in range(0, len(units.ids), DECODE_CHUNK):
         chunk = units.subset(units.ids[begin:begin + DECODE_CHUNK])
         seqs, lengths = chunk.padded()
         aux = decode(seqs, lengths, graph, log_emissions, chunk.group_tensor()).aux_labels
         for uid, row in zip(chunk.ids, aux.tolist()):
-            out[uid] = " ".join(names[p] for p in row if p > 0 and p not in _NOT_SCORED)
+            out[uid] = " ".join(PHONE_TOKENS[p] for p in row if p > 0 and p not in _NOT_SCORED)
     return out
-
-
-def _transcript_graph(topo, phones: str, config: TrainConfig) -> Fsa:
-    ids = [PHONE_IDS[p] for p in phones.split()]
-    n = len(ids)
-    linear = Fsa(torch.arange(n), torch.arange(1, n + 1), torch.tensor(ids), torch.tensor(ids),
-                 torch.zeros(n), torch.tensor([-math.inf] * n + [0.0]), start=0)
-    return compose_topo_lm(topo, linear, SILENCE_ID if config.silence else None)
-
-
-class OracleUnavailable(UsrasrError):
-    """The units leave no utterance the oracle HMM can be fitted on."""
-
-
-def oracle_hmm(units: UnitSequences, references: dict[str, str], config: TrainConfig,
-               num_labels: int) -> tuple[Tensor, int]:
-    """Emissions estimated from the true transcripts: EM on each utterance's own
-    transcript graph (same topology).  Returns the table and how many
-    utterances were usable (those with fewer unit steps than phones are not)."""
-    topo = hmm_topo(len(PHONES), config.states_per_phone, config.self_loop_prob,
-                    SILENCE_ID if config.silence else None, config.silence_prob)
-    keep = [uid for uid, seq in zip(units.ids, units.units)
-            if uid in references and references[uid] and len(seq) >= len(references[uid].split())]
-    if not keep:
-        raise OracleUnavailable("no utterance has as many unit steps as phones in its transcript: "
-                                "the oracle HMM cannot be estimated")
-    subset = units.subset(keep)
-    graphs = FsaVec([_transcript_graph(topo, references[uid], config) for uid in subset.ids])
-    seqs, lengths = subset.padded()
-    result = fit_seqce(seqs, lengths, graphs, units.num_units,
-                       _seqce_config(config, config.seed, anneal=False, init="random", iterations=config.oracle_iterations),
-                       groups=subset.group_tensor())
-    table = result.log_emissions[..., :num_labels, :]
-    missing = num_labels - table.shape[-2]
-    if missing > 0:  # labels no transcript used: uniform rows
-        pad = torch.full((*table.shape[:-2], missing, table.shape[-1]), -math.log(table.shape[-1]))
-        table = torch.cat([table, pad], dim=-2)
-    return table, len(keep)
 
 
 def sequence_loss(units: UnitSequences, graph: Fsa, log_emissions: Tensor) -> float:

@@ -26,19 +26,19 @@ import multiprocessing
 from dataclasses import dataclass
 from pathlib import Path
 
-import kaldi_decoder
 import kaldifst
 import numpy as np
 import torch
 from torch import Tensor
 
-from usrasr.data.phones import NON_SPEECH, PHONES
-from usrasr.data.text_corpus import corpus_lm
+from usrasr.lang.phones import NON_SPEECH, PHONES
+from usrasr.decode.search import CtcDecoder, SearchOptions
 from usrasr.graph.hlg import SILENCE_WORD, Lang, ensure_graph, load_graph, read_lang
-from usrasr.train.units import UnitSequences
+from usrasr.train.units.kmeans import UnitSequences
 from usrasr.utils.console import log, track
 from usrasr.utils.errors import UsrasrError
 from usrasr.utils.io import atomic_path
+from usrasr.corpus.layout import CorpusLayout
 
 # The score that shuts the CTC blank off: no path may spend a step on it.
 _NO_BLANK = -1e4
@@ -101,17 +101,13 @@ class WordLevelEM:
         self._columns = np.array([lang.tokens[p] for p in PHONES])  # token id of each table row
         self._row_of_token = np.full(lang.num_model_tokens, -1)
         self._row_of_token[self._columns] = np.arange(len(PHONES))
-        options = kaldi_decoder.FasterDecoderOptions()
-        options.beam = beam
-        options.max_active = 7000
-        # The C++ decoder keeps a reference to the graph: self.graph keeps it alive.
-        self._decoder = kaldi_decoder.FasterDecoder(graph, options)
+        self._decoder = CtcDecoder(graph, SearchOptions(beam=beam))
 
     @classmethod
     def from_corpus(cls, corpus: Path, graph_dir: Path, beam: float = 10.0, smoothing: float = 0.1,
                     workers: int = 1) -> "WordLevelEM":
-        lang = read_lang(corpus / "lang")
-        graph = load_graph(ensure_graph("HLG", lang, corpus_lm(corpus, "word"), graph_dir))
+        lang = read_lang(CorpusLayout(corpus).lang_dir)
+        graph = load_graph(ensure_graph("HLG", lang, CorpusLayout(corpus).lm("word"), graph_dir))
         return cls(lang, graph, beam, smoothing, workers)
 
     def _scores(self, table: np.ndarray, units: np.ndarray) -> np.ndarray:
@@ -142,17 +138,15 @@ class WordLevelEM:
     def _decode_jobs(self, jobs: list[tuple[str, np.ndarray, int | None]], tables: np.ndarray) -> Decoded:
         steps, words, cost, num_steps = {}, {}, 0.0, 0
         for uid, seq, group in jobs:
-            self._decoder.decode(kaldi_decoder.DecodableCtc(self._scores(tables if group is None else tables[group], seq)))
-            _, best = self._decoder.get_best_path()
-            ok, ilabels, olabels, weight = kaldifst.get_linear_symbol_sequence(best)
-            if not ok or len(ilabels) != len(seq):
+            best = self._decoder.best_path(self._scores(tables if group is None else tables[group], seq))
+            if best is None:
                 continue  # no path within the beam: the utterance does not count this iteration
-            rows = self._row_of_token[np.asarray(ilabels) - 1]  # DecodableCtc: token t at graph ilabel t + 1
+            rows = self._row_of_token[best.frame_tokens]
             if (rows < 0).any():
                 continue  # the path took the blank despite its score: no phone for that step
             steps[uid] = rows
-            words[uid] = " ".join(w for w in (self.lang.word_names[o] for o in olabels) if w != SILENCE_WORD)
-            cost += weight.value1 + weight.value2
+            words[uid] = " ".join(w for w in (self.lang.word_names[o] for o in best.olabels) if w != SILENCE_WORD)
+            cost += best.cost
             num_steps += len(seq)
         return Decoded(steps, words, cost, num_steps)
 

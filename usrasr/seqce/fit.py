@@ -21,7 +21,6 @@ trained together as one ``(R * B, T)`` batch.
 
 from __future__ import annotations
 
-import logging
 import math
 from dataclasses import dataclass, field
 from typing import Callable, Sequence
@@ -31,8 +30,8 @@ from torch import Tensor
 
 from usrasr.graph.fsa import Fsa, FsaVec
 from usrasr.graph.marginals import BestPath, best_path, total_scores
+from usrasr.utils.console import log
 
-log = logging.getLogger("usrasr")
 
 INITS = ("random", "frequency", "moments")
 OPTIMIZERS = ("em", "adam")

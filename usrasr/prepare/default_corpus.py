@@ -1,7 +1,7 @@
 """``usrasr prepare default``: the project's own unpaired corpus, synthesised here.
 
-Text comes from packages the setup installs (:mod:`usrasr.data.sources`);
-audio from several TTS engines and voices (:mod:`usrasr.data.tts`).  The
+Text comes from packages the setup installs (:mod:`usrasr.prepare.sources`);
+audio from several TTS engines and voices (:mod:`usrasr.prepare.tts`).  The
 splits are disjoint in sentences, and dev/test use voices train-audio never
 uses.  Train-audio transcripts and alignments are written only under
 ``scoring/`` so training code cannot read them by accident.
@@ -15,15 +15,17 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
-from usrasr.data.audio_corpus import SAMPLE_RATE, compute_features, cuts_from_recordings
-from usrasr.data.g2p import cmudict_lexicon
-from usrasr.data.sources import SOURCES
-from usrasr.data.splits import AUDIO_SPLITS, split_sentences, unit_hash
-from usrasr.data.text import normalized_sentences
-from usrasr.data.text_corpus import prepare_text_corpus
+from usrasr.corpus.features import SAMPLE_RATE
+from usrasr.prepare.audio import compute_features, cuts_from_recordings
+from usrasr.lang.g2p import cmudict_lexicon
+from usrasr.prepare.sources import SOURCES
+from usrasr.prepare.splits import AUDIO_SPLITS, split_sentences, unit_hash
+from usrasr.lang.text import normalized_sentences
+from usrasr.prepare.text import prepare_text_corpus
 from usrasr.utils.console import log, progress
 from usrasr.utils.errors import UsrasrError
 from usrasr.utils.io import atomic_open, save_lhotse_atomic, write_json_atomic
+from usrasr.corpus.layout import CorpusLayout
 
 # Default size, chosen so that prepare + train + decode of the demo fit the
 # time goal on 2 CPU cores (see docs/quickstart.md for the measurements).
@@ -121,21 +123,21 @@ def build_manifests(out_dir: Path, plan: list[PlannedUtterance], results: dict, 
             raise UsrasrError(f"no audio was synthesised for {split}")
         recordings = RecordingSet.from_recordings(recordings)
         full = SupervisionSet.from_segments(full)
-        manifests = out_dir / "manifests"
-        save_lhotse_atomic(recordings, manifests / f"recordings_{split}.jsonl.gz")
+        layout = CorpusLayout(out_dir)
+        save_lhotse_atomic(recordings, layout.recordings(split))
         if split == "train_audio":
             # The only copy of train-audio transcripts and alignments: scoring only.
-            save_lhotse_atomic(full, out_dir / "scoring" / f"supervisions_{split}.jsonl.gz")
-            _write_kaldi_dir(out_dir / "scoring" / split, rows)
+            save_lhotse_atomic(full, layout.scoring_supervisions(split))
+            _write_kaldi_dir(layout.scoring_dir / split, rows)
             supervisions = SupervisionSet.from_segments(blind)
-            _write_kaldi_dir(out_dir / "kaldi" / split, [(u, w, s, None) for u, w, s, _ in rows])
+            _write_kaldi_dir(layout.kaldi_dir(split), [(u, w, s, None) for u, w, s, _ in rows])
         else:
             supervisions = full
-            _write_kaldi_dir(out_dir / "kaldi" / split, rows)
-        save_lhotse_atomic(supervisions, manifests / f"supervisions_{split}.jsonl.gz")
+            _write_kaldi_dir(layout.kaldi_dir(split), rows)
+        save_lhotse_atomic(supervisions, layout.supervisions(split))
         cuts = cuts_from_recordings(recordings, supervisions)
         cuts = compute_features(cuts, out_dir, split, num_workers=num_workers)
-        save_lhotse_atomic(cuts, manifests / f"cuts_{split}.jsonl.gz")
+        save_lhotse_atomic(cuts, layout.cuts(split))
         stats[split] = {
             "utterances": len(recordings),
             "hours": round(sum(r.duration for r in recordings) / 3600, 3),
@@ -158,7 +160,7 @@ def prepare_default(
     force: bool = False,
 ) -> dict:
     """Build the default unpaired corpus under ``out_dir``; return the summary report."""
-    from usrasr.data.tts import default_voice_plan, synthesize_all
+    from usrasr.prepare.tts import default_voice_plan, synthesize_all
 
     out_dir = Path(out_dir).resolve()  # the recordings' paths in the manifests must not depend on the cwd
     sizes = dict(DEFAULT_UTTERANCES if utterances is None else utterances)
@@ -166,7 +168,8 @@ def prepare_default(
     timings: dict[str, float] = {}
 
     t0 = time.time()
-    splits_path = out_dir / "text" / "splits.json.gz"
+    layout = CorpusLayout(out_dir)
+    splits_path = layout.text_splits
     if splits_path.exists() and not force:
         with gzip.open(splits_path, "rt", encoding="utf-8") as f:
             splits = json.load(f)
@@ -180,7 +183,7 @@ def prepare_default(
     timings["text"] = time.time() - t0
 
     t0 = time.time()
-    if not (out_dir / "lm" / "rank.json").exists() or force:
+    if not layout.rank_report.exists() or force:
         train_text = splits["train_text"][:text_sentences]
         prepare_text_corpus(train_text, out_dir, phone_lm_order=phone_lm_order, word_lm_order=word_lm_order)
     timings["lang_and_lms"] = time.time() - t0
@@ -189,7 +192,7 @@ def prepare_default(
     train_voices, heldout_voices = default_voice_plan()
     voices = {v.voice_id: v for v in [*train_voices, *heldout_voices]}
     plan = plan_utterances(splits, sizes, train_voices, heldout_voices)
-    results = synthesize_all([(u.id, u.text, voices[u.voice]) for u in plan], out_dir / "audio",
+    results = synthesize_all([(u.id, u.text, voices[u.voice]) for u in plan], layout.audio_dir,
                              num_workers=num_workers)
     timings["synthesis"] = time.time() - t0
 
@@ -205,5 +208,5 @@ def prepare_default(
         "heldout_voices": sorted(v.voice_id for v in heldout_voices),
         "seconds": {k: round(v, 1) for k, v in timings.items()},
     }
-    write_json_atomic(out_dir / "report.json", report)
+    write_json_atomic(layout.report, report)
     return report

@@ -38,7 +38,7 @@ class Timings:
 
 def _measure(recognizer, timings: Timings, feats: torch.Tensor, posteriors: np.ndarray | None = None) -> str:
     """Time one utterance's forward pass and search (the search on ``posteriors`` when given); return the text."""
-    from usrasr.decode.audio import FRAME_SHIFT
+    from usrasr.corpus.features import FRAME_SHIFT
 
     start = time.perf_counter()
     (network_output,) = recognizer.log_probs([feats])
@@ -64,7 +64,8 @@ def _print_report(t: Timings, graph, options: SearchOptions) -> None:
 
 def _synthetic_lang(directory: Path, num_words: int, num_sentences: int, rng: random.Random) -> tuple[Path, list[list[str]]]:
     """A lang dir in the prepare layout plus a word trigram; returns (LM path, LM sentences)."""
-    from usrasr.data.phones import ARPABET
+    from usrasr.lang.lexicon import write_lang_dir
+    from usrasr.lang.phones import ARPABET
 
     # No pronunciation equals or prefixes another, so no #k symbols are needed beyond #0.
     words: dict[str, tuple[str, ...]] = {}
@@ -76,13 +77,7 @@ def _synthetic_lang(directory: Path, num_words: int, num_sentences: int, rng: ra
             prefixes.update(pron[:i] for i in range(1, len(pron) + 1))
             words_by_pron[pron] = f"W{len(words):05d}"
             words[words_by_pron[pron]] = pron
-    entries = [("!SIL", ("SIL",)), ("<UNK>", ("SPN",)), *words.items()]
-    tokens = ["<eps>", *ARPABET, "SIL", "SPN", "#0"]
-    (directory / "lexicon.txt").write_text("".join(f"{w} {' '.join(p)}\n" for w, p in entries))
-    (directory / "lexicon_disambig.txt").write_text("".join(f"{w} {' '.join(p)}\n" for w, p in entries))
-    (directory / "tokens.txt").write_text("".join(f"{t} {i}\n" for i, t in enumerate(tokens)))
-    vocab = [w for w, _ in entries] + ["#0", "<s>", "</s>"]
-    (directory / "words.txt").write_text("<eps> 0\n" + "".join(f"{w} {i}\n" for i, w in enumerate(vocab, 1)))
+    write_lang_dir(directory, words)
     names = list(words)
     zipf = [1.0 / (rank + 1) for rank in range(len(names))]
     sentences = [rng.choices(names, zipf, k=rng.randint(4, 15)) for _ in range(num_sentences)]
@@ -116,7 +111,7 @@ def _posteriorgram(lang, words: list[str], rng: random.Random, noise: float) -> 
 def _bench_synthetic(
     options: SearchOptions, num_words: int, num_utterances: int, noise: float, workdir: Path
 ) -> tuple[Timings, object, list[str]]:
-    from usrasr.decode.audio import FEATURE_DIM
+    from usrasr.corpus.features import NUM_MEL_BINS
     from usrasr.decode.pipeline import build_recognizer
     from usrasr.evaluate.scoring import compute_error_rate
     from usrasr.graph.hlg import read_lang
@@ -131,7 +126,7 @@ def _bench_synthetic(
     timings, refs, hyps = Timings(), {}, {}
     for i, words in enumerate(rng.sample(sentences, num_utterances)):
         posteriors = _posteriorgram(lang, words, rng, noise)
-        feats = torch.randn(len(posteriors) * config.subsampling, FEATURE_DIM)
+        feats = torch.randn(len(posteriors) * config.subsampling, NUM_MEL_BINS)
         refs[str(i)] = " ".join(words)
         hyps[str(i)] = _measure(recognizer, timings, feats, posteriors)
     wer = compute_error_rate(refs, hyps).error_rate

@@ -1,6 +1,6 @@
 """Natural English text from packages the setup installs (no download at run time).
 
-Each source yields paragraphs of raw text; :mod:`usrasr.data.text` turns them
+Each source yields paragraphs of raw text; :mod:`usrasr.lang.text` turns them
 into normalised sentences.
 """
 

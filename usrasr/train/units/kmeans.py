@@ -8,18 +8,15 @@ phone alignments of the scoring manifests.
 
 from __future__ import annotations
 
-import math
 from dataclasses import dataclass
-from typing import Iterable, Mapping, Sequence
+from typing import Iterable, Sequence
 
 import numpy as np
 import torch
 from torch import Tensor
 
-from usrasr.data.phones import PHONES, SILENCE
 from usrasr.utils.console import progress
 
-FRAME_SHIFT = 0.01
 
 
 @dataclass
@@ -97,7 +94,7 @@ def normalize_features(feats: list[Tensor], groups: Sequence[str] | None = None)
 
     Per-speaker normalisation needs speaker labels; the default corpus has
     voice ids, users' audio may not (``speaker_field=cluster`` makes them
-    from the audio, see :mod:`usrasr.train.speakers`).
+    from the audio, see :mod:`usrasr.train.units.speakers`).
     """
     keys = list(range(len(feats))) if groups is None else list(groups)
     stats: dict = {}
@@ -178,44 +175,6 @@ def kmeans(data: Tensor, k: int, iterations: int = 20, seed: int = 0, sample: in
 # --------------------------------------------------------------------------- scoring against alignments
 
 
-def frame_phones(alignment, num_frames: int) -> np.ndarray:
-    """Phone index (into ``PHONES``) of every frame from a Lhotse phone alignment; SIL elsewhere."""
-    index = {p: i for i, p in enumerate(PHONES)}
-    out = np.full(num_frames, index[SILENCE], dtype=np.int64)
-    for item in alignment:
-        begin = int(round(item.start / FRAME_SHIFT))
-        end = int(round((item.start + item.duration) / FRAME_SHIFT))
-        out[begin:min(end, num_frames)] = index[item.symbol]
-    return out
-
-
-@dataclass
-class UnitQuality:
-    purity: float  # share of frames whose unit's most frequent phone is theirs
-    pnmi: float  # I(phone; unit) / H(phone)
-    frames: int
-
-    def __str__(self) -> str:
-        return f"purity {self.purity:.3f}, PNMI {self.pnmi:.3f} over {self.frames} frames"
-
-
-def unit_quality(units: UnitSequences, phone_frames: Mapping[str, np.ndarray]) -> UnitQuality:
-    """Frame-level purity and PNMI of units against phones (scoring only)."""
-    joint = np.zeros((units.num_units, len(PHONES)))
-    for uid, seq, starts in zip(units.ids, units.units, units.starts):
-        phones = phone_frames.get(uid)
-        if phones is None:
-            continue
-        ends = np.append(starts[1:], len(phones))
-        frame_units = np.repeat(seq, np.maximum(0, np.minimum(ends, len(phones)) - starts))
-        np.add.at(joint, (frame_units, phones[: len(frame_units)]), 1)
-    total = joint.sum()
-    if total == 0:
-        return UnitQuality(math.nan, math.nan, 0)
-    mutual, _, phone_entropy = mutual_information(joint)
-    return UnitQuality(float(joint.max(1).sum() / total), mutual / phone_entropy, int(total))
-
-
 def mutual_information(joint: np.ndarray) -> tuple[float, float, float]:
     """I(row; column), H(row) and H(column) in nats, from a table of joint counts."""
     p = joint / joint.sum()
@@ -223,26 +182,3 @@ def mutual_information(joint: np.ndarray) -> tuple[float, float, float]:
     nz = p > 0
     entropy = lambda q: float(-(q[q > 0] * np.log(q[q > 0])).sum())  # noqa: E731
     return float((p[nz] * np.log(p[nz] / (rows @ cols)[nz])).sum()), entropy(rows), entropy(cols)
-
-
-def alignment_units(ids: Sequence[str], phone_frames: Mapping[str, np.ndarray], noise: float = 0.0,
-                    voices: Mapping[str, str] | None = None, seed: int = 0) -> tuple[list[np.ndarray], int]:
-    """DIAGNOSTIC ONLY: units made from the scoring alignments (unit = phone id).
-
-    ``noise`` replaces that share of frames by a uniformly random unit
-    (flicker); ``voices`` makes units voice-dependent (unit = phone + P * voice
-    index).  It reads transcripts' alignments, so it can only tell whether the
-    search works where the units allow it; never use it as a recogniser.
-    """
-    rng = np.random.default_rng(seed)
-    voice_index = {v: i for i, v in enumerate(sorted(set(voices.values())))} if voices else {}
-    num_units = len(PHONES) * max(1, len(voice_index))
-    out = []
-    for uid in ids:
-        frames = phone_frames[uid].copy()
-        if voices:
-            frames = frames + len(PHONES) * voice_index[voices[uid]]
-        flip = rng.random(len(frames)) < noise
-        frames[flip] = rng.integers(0, num_units, int(flip.sum()))
-        out.append(frames)
-    return out, num_units

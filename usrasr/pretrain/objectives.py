@@ -1,82 +1,18 @@
-"""The self-supervised encoder, its frozen random-projection quantisers and
-the masked-prediction losses of BEST-RQ and BiRQ.
-
-The encoder is the conformer of :mod:`usrasr.models.acoustic` (per-utterance
-CMVN, convolutional subsampling, conformer layers).  Masking replaces whole
-spans of subsampled frames by a learned embedding, so no masked frame leaks
-through the subsampler's receptive field.
-"""
+"""The objectives of ``usrasr pretrain``: BEST-RQ's and BiRQ's frozen random-projection
+quantisers, their masked-prediction losses, and the optional speaker adversary."""
 
 from __future__ import annotations
 
 import math
-from dataclasses import asdict, dataclass
-from pathlib import Path
+from dataclasses import dataclass
 
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from usrasr.models.acoustic import (
-    AcousticModelConfig, ConformerLayer, CtcAcousticModel, Subsampler, sinusoidal_positions, utterance_cmvn,
-    valid_mask,
-)
+from usrasr.models.acoustic import utterance_cmvn, valid_mask
+from usrasr.models.encoder import SslEncoder
 from usrasr.utils.errors import UsrasrError
-from usrasr.utils.io import atomic_path
-
-ENCODER_FORMAT = "usrasr-ssl-encoder-v1"
-
-
-@dataclass
-class EncoderConfig:
-    feat_dim: int = 80
-    hidden_dim: int = 192
-    num_layers: int = 4
-    num_heads: int = 4
-    conv_kernel_size: int = 15
-    ff_multiplier: int = 4
-    subsampling: int = 2
-    dropout: float = 0.1
-
-
-class SslEncoder(nn.Module):
-    """fbank (B, T, F) -> the outputs of every layer (B, T', C), layer 0 being the front end."""
-
-    def __init__(self, config: EncoderConfig):
-        super().__init__()
-        c = self.config = config
-        if c.hidden_dim % c.num_heads or c.hidden_dim % 2:
-            raise UsrasrError("hidden_dim must be even and divisible by num_heads")
-        self.subsampler = Subsampler(c.feat_dim, c.hidden_dim, c.subsampling)
-        self.mask_embedding = nn.Parameter(torch.zeros(c.hidden_dim).normal_(std=0.1))
-        self.layers = nn.ModuleList(
-            ConformerLayer(c.hidden_dim, c.num_heads, c.conv_kernel_size, c.ff_multiplier, c.dropout)
-            for _ in range(c.num_layers)
-        )
-
-    def front_end(self, feats: Tensor, feat_lens: Tensor) -> tuple[Tensor, Tensor, Tensor]:
-        """Normalised, subsampled frames ``(B, T', C)``, their lengths and validity mask."""
-        feats = utterance_cmvn(feats, valid_mask(feat_lens, feats.shape[1]))
-        x, lengths = self.subsampler(feats.transpose(1, 2), feat_lens)
-        valid = valid_mask(lengths, x.shape[-1])
-        return x.transpose(1, 2) * valid.unsqueeze(-1), lengths, valid
-
-    def run_layers(self, x: Tensor, valid: Tensor, masked: Tensor | None = None,
-                   num_layers: int | None = None) -> list[Tensor]:
-        """Outputs of layers 1..``num_layers`` (all by default); ``masked`` frames see the mask embedding."""
-        if masked is not None:
-            x = torch.where(masked.unsqueeze(-1), self.mask_embedding.to(x.dtype), x)
-        x = x + sinusoidal_positions(x.shape[1], x.shape[2], x.device)
-        outputs = []
-        for layer in self.layers[: num_layers or len(self.layers)]:
-            x = layer(x, valid)
-            outputs.append(x)
-        return outputs
-
-    def forward(self, feats: Tensor, feat_lens: Tensor) -> tuple[list[Tensor], Tensor]:
-        """Every layer's output, layer 0 (front end) first, and the output lengths."""
-        x, lengths, valid = self.front_end(feats, feat_lens)
-        return [x, *self.run_layers(x, valid)], lengths
 
 
 class RandomProjectionQuantizer(nn.Module):
@@ -265,67 +201,3 @@ class PretrainModel(nn.Module):
         parts.update(speaker_loss=speaker_loss.item(),
                      speaker_accuracy=(logits.argmax(-1) == targets).float().mean().item())
         return speaker_loss
-
-
-def save_encoder(path: str | Path, encoder: SslEncoder, info: dict) -> None:
-    """The encoder alone (what units need), with its config and how it was trained."""
-    with atomic_path(path) as tmp:
-        torch.save({"format": ENCODER_FORMAT, "config": asdict(encoder.config),
-                    "state_dict": {k: v.detach().cpu() for k, v in encoder.state_dict().items()},
-                    "info": info}, tmp)
-
-
-def load_encoder(path: str | Path) -> tuple[SslEncoder, dict]:
-    path = Path(path)
-    if path.is_dir():
-        path = path / "encoder.pt"
-    if not path.is_file():
-        raise UsrasrError(f"encoder not found: {path} (run `usrasr pretrain` first)")
-    checkpoint = torch.load(path, map_location="cpu", weights_only=True)
-    if not isinstance(checkpoint, dict) or checkpoint.get("format") != ENCODER_FORMAT:
-        raise UsrasrError(f"{path} is not a usrasr pretrained encoder")
-    encoder = SslEncoder(EncoderConfig(**checkpoint["config"]))
-    encoder.load_state_dict(checkpoint["state_dict"])
-    return encoder.eval(), checkpoint["info"]
-
-
-def ctc_model_from_encoder(path: str | Path, num_tokens: int) -> CtcAcousticModel:
-    """A conformer CTC model whose front end and layers start as the pretrained encoder's
-    (same module layout); only the output layer is new."""
-    encoder, _ = load_encoder(path)
-    c = encoder.config
-    model = CtcAcousticModel(AcousticModelConfig(
-        num_tokens=num_tokens, arch="conformer", feat_dim=c.feat_dim, hidden_dim=c.hidden_dim,
-        num_layers=c.num_layers, subsampling=c.subsampling, dropout=c.dropout, num_heads=c.num_heads,
-        conv_kernel_size=c.conv_kernel_size, ff_multiplier=c.ff_multiplier))
-    weights = {k: v for k, v in encoder.state_dict().items() if k != "mask_embedding"}
-    missing, unexpected = model.load_state_dict(weights, strict=False)
-    if unexpected or any(not k.startswith("output.") for k in missing):
-        raise UsrasrError(f"{path}: the encoder does not fit a CTC model (missing {missing}, unexpected {unexpected})")
-    return model
-
-
-def length_batches(lengths: list[int], max_frames: int) -> list[list[int]]:
-    """Utterances sorted by length, cut into batches of at most ``max_frames`` padded frames."""
-    batches, batch = [], []
-    for i in sorted(range(len(lengths)), key=lambda i: lengths[i]):
-        if batch and (len(batch) + 1) * lengths[i] > max_frames:
-            batches.append(batch)
-            batch = []
-        batch.append(i)
-    if batch:
-        batches.append(batch)
-    return batches
-
-
-@torch.inference_mode()
-def layer_features(encoder: SslEncoder, feats: list[Tensor], batch_frames: int = 40000) -> list[list[Tensor]]:
-    """Every layer's output for each utterance: ``out[layer][utt]`` is ``(T', C)``."""
-    encoder.eval()
-    per_utt: list[list[Tensor]] = [[] for _ in feats]
-    for batch in length_batches([len(f) for f in feats], batch_frames):
-        x = nn.utils.rnn.pad_sequence([feats[i] for i in batch], batch_first=True)
-        outputs, out_lens = encoder(x, torch.tensor([len(feats[i]) for i in batch]))
-        for row, i in enumerate(batch):
-            per_utt[i] = [o[row, : out_lens[row]].clone() for o in outputs]
-    return [[utt[layer] for utt in per_utt] for layer in range(len(encoder.layers) + 1)]

@@ -1,13 +1,15 @@
-"""``usrasr prepare``: one Click command per corpus recipe (Lhotse style)."""
+"""``usrasr prepare``: one Click command per corpus recipe (Lhotse style); ``usrasr check``."""
 
 from __future__ import annotations
 
+import sys
 from pathlib import Path
 
 import click
 from rich.table import Table
 
 from usrasr.utils.console import log, stderr
+from usrasr.corpus.layout import CorpusLayout
 
 _num_workers = click.option("-j", "--num-workers", type=int, default=2, show_default=True,
                             help="Parallel worker processes.")
@@ -48,7 +50,7 @@ def prepare() -> None:
 def default(out_dir, utterances, hours, dev_utterances, test_utterances, text_sentences, sources,
             phone_lm_order, word_lm_order, num_workers, force) -> None:
     """The default unpaired corpus, synthesised from registry-installed text and voices."""
-    from usrasr.data.default_corpus import DEFAULT_TEXT_SENTENCES, DEFAULT_UTTERANCES, prepare_default
+    from usrasr.prepare.default_corpus import DEFAULT_TEXT_SENTENCES, DEFAULT_UTTERANCES, prepare_default
 
     if utterances is not None and hours is not None:
         raise click.UsageError("give --utterances or --hours, not both")
@@ -80,15 +82,16 @@ def default(out_dir, utterances, hours, dev_utterances, test_utterances, text_se
 @_force
 def audio(source, out_dir, name, num_workers, force) -> None:
     """Unpaired audio: a folder of audio files, a Kaldi wav.scp, or a Lhotse manifest."""
-    from usrasr.data.audio_corpus import compute_features, cuts_from_recordings, import_audio, list_audio_source
+    from usrasr.prepare.audio import compute_features, cuts_from_recordings, import_audio, list_audio_source
     from usrasr.utils.io import save_lhotse_atomic
 
-    cuts_path = out_dir / "manifests" / f"cuts_{name}.jsonl.gz"
+    layout = CorpusLayout(out_dir)
+    cuts_path = layout.cuts(name)
     if cuts_path.exists() and not force:
         log.info("%s exists; nothing to do (use --force to redo)", cuts_path)
         return
     recordings, _ = import_audio(list_audio_source(source), out_dir, num_workers=num_workers, force=force)
-    save_lhotse_atomic(recordings, out_dir / "manifests" / f"recordings_{name}.jsonl.gz")
+    save_lhotse_atomic(recordings, layout.recordings(name))
     cuts = compute_features(cuts_from_recordings(recordings), out_dir, name, num_workers=num_workers)
     save_lhotse_atomic(cuts, cuts_path)
     log.info("%d recordings, %.2f h -> %s", len(recordings), sum(r.duration for r in recordings) / 3600, cuts_path)
@@ -104,13 +107,25 @@ def audio(source, out_dir, name, num_workers, force) -> None:
 @_force
 def text(source, out_dir, lexicon, no_g2p, phone_lm_order, word_lm_order, force) -> None:
     """Unpaired text: a plain-text corpus, one sentence per line -> lang dir and LMs."""
-    from usrasr.data.text_corpus import prepare_text_corpus, read_text_corpus
+    from usrasr.prepare.text import prepare_text_corpus, read_text_corpus
 
-    if (out_dir / "lm" / "rank.json").exists() and not force:
-        log.info("%s exists; nothing to do (use --force to redo)", out_dir / "lm" / "rank.json")
+    rank_report = CorpusLayout(out_dir).rank_report
+    if rank_report.exists() and not force:
+        log.info("%s exists; nothing to do (use --force to redo)", rank_report)
         return
     sentences, _ = read_text_corpus(source)
     report = prepare_text_corpus(sentences, out_dir, lexicon_path=lexicon, g2p=not no_g2p,
                                  phone_lm_order=phone_lm_order, word_lm_order=word_lm_order)
     log.info("%d sentences, %d words, vocabulary %d -> %s", report.sentences, report.words,
              report.vocabulary, out_dir)
+
+
+@click.command()
+@click.argument("corpus", type=click.Path(exists=True, file_okay=False, path_type=Path))
+def check(corpus: Path) -> None:
+    """Check a prepared corpus against the method's conditions (exit 1 on failure)."""
+    from usrasr.prepare.check import check_corpus, format_report
+
+    report = check_corpus(corpus)
+    click.echo(format_report(report))
+    sys.exit(0 if report.ok else 1)

@@ -8,8 +8,8 @@ import subprocess
 import unicodedata
 from typing import Iterable
 
-from usrasr.data.phones import ARPABET, strip_stress
-from usrasr.data.tts_engines import IPA_TO_ARPABET
+from usrasr.lang.phones import ARPABET, strip_stress
+from usrasr.prepare.tts_engines import IPA_TO_ARPABET
 from usrasr.utils.console import log
 from usrasr.utils.errors import UsrasrError
 

@@ -1,23 +1,21 @@
 """``usrasr check``: a prepared corpus against the method's conditions.
 
-Condition (2) is checked on the phone bigram joint (``usrasr.data.lm``); the
+Condition (2) is checked on the phone bigram joint (``usrasr.lang.lm``); the
 text behind each n-gram order says whether the LM could be estimated at all;
 condition (1) depends on the units, of which only statistics are shown.
 """
 
 from __future__ import annotations
 
-import logging
 import math
 from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from usrasr.data.lm import RankReport, rank_report, read_arpa
-from usrasr.data.text_corpus import corpus_lm
+from usrasr.lang.lm import RankReport, rank_report, read_arpa
 from usrasr.utils.errors import UsrasrError
+from usrasr.corpus.layout import CorpusLayout
 
-log = logging.getLogger("usrasr")
 
 # An order is "thin" when most of its seen n-grams were seen once.
 SINGLETON_WARN = 0.5
@@ -58,7 +56,7 @@ def phone_sentences(text: Path, lexicon: Path) -> list[list[str]]:
 def check_corpus(corpus: Path, max_order: int = 3) -> CheckReport:
     """Measure the conditions for a prepared corpus (see ``docs/layout.md``)."""
     text, lexicon = corpus / "text/train_text.txt", corpus / "lang/lexicon.txt"
-    arpa = corpus_lm(corpus, "phone")
+    arpa = CorpusLayout(corpus).lm("phone")
     for path in (text, lexicon):
         if not path.exists():
             raise UsrasrError(f"{path} is missing; run `usrasr prepare text` first")

@@ -12,8 +12,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Iterable
 
-from usrasr.data.g2p import cmudict_lexicon, espeak_g2p
-from usrasr.data.phones import PHONES, SILENCE, SPOKEN_NOISE
+from usrasr.lang.g2p import cmudict_lexicon, espeak_g2p
+from usrasr.lang.phones import PHONES, SILENCE, SPOKEN_NOISE
+from usrasr.lang.symbols import EPSILON, SymbolTable, disambig_symbol, lang_tokens
 from usrasr.utils.console import log
 from usrasr.utils.errors import UsrasrError
 from usrasr.utils.io import atomic_open, write_json_atomic
@@ -102,12 +103,9 @@ def write_lang_dir(lang_dir: str | Path, lexicon: Lexicon, report: LexiconReport
         f.writelines(f"{w} {' '.join(p)}\n" for w, p in entries)
     with atomic_open(lang_dir / "lexicon_disambig.txt") as f:
         f.writelines(f"{w} {' '.join(p)}\n" for w, p in with_disambig)
-    tokens = ["<eps>", *PHONES, *(f"#{k}" for k in range(max_disambig + 1))]
-    with atomic_open(lang_dir / "tokens.txt") as f:
-        f.writelines(f"{t} {i}\n" for i, t in enumerate(tokens))
-    words = ["<eps>", *(w for w, _ in entries), "#0", "<s>", "</s>"]
-    with atomic_open(lang_dir / "words.txt") as f:
-        f.writelines(f"{w} {i}\n" for i, w in enumerate(words))
+    lang_tokens(max_disambig + 1).to_file(lang_dir / "tokens.txt")
+    words = [EPSILON, *(w for w, _ in entries), disambig_symbol(0), "<s>", "</s>"]
+    SymbolTable.from_symbols(words).to_file(lang_dir / "words.txt")
     if report is not None:
         write_json_atomic(lang_dir / "oov.json", report.__dict__)
     return lang_dir

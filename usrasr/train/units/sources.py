@@ -35,12 +35,12 @@ import numpy as np
 import torch
 
 from usrasr.models.ctc_train import warp_frequency
-from usrasr.pretrain.model import layer_features, load_encoder
+from usrasr.models.encoder import layer_features, load_encoder
 from usrasr.train.config import TrainConfig
-from usrasr.train.corpus import AudioSplit
+from usrasr.corpus.reader import AudioSplit
 from usrasr.train.seqce_stage import label_pairs, quick_fit_loss, training_graph, with_unit_rate
-from usrasr.train.segments import segment_boundaries, segment_features
-from usrasr.train.units import (
+from usrasr.train.units.segments import segment_boundaries, segment_features
+from usrasr.train.units.kmeans import (
     Codebook, UnitSequences, kmeans, mutual_information, normalize_features, to_sequences,
 )
 from usrasr.utils.console import log
@@ -141,7 +141,7 @@ def fbank_units(config: TrainConfig, splits: dict[str, AudioSplit], out: Path) -
 
 def segment_units(config: TrainConfig, splits: dict[str, AudioSplit], out: Path) -> dict[str, UnitSequences]:
     """One unit per phone-like segment: segments of per-utterance normalised fbank
-    (:mod:`usrasr.train.segments`), k-means over their trajectory features."""
+    (:mod:`usrasr.train.units.segments`), k-means over their trajectory features."""
     clusterer = UnitClusterer(config, config.num_units)
     result = {}
     for name, split in splits.items():

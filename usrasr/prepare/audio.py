@@ -13,15 +13,14 @@ import os
 from dataclasses import dataclass, field
 from pathlib import Path
 
-import numpy as np
 
+from usrasr.corpus.features import SAMPLE_RATE, fbank_extractor, load_mono_16k
 from usrasr.utils.console import log, progress
 from usrasr.utils.errors import NothingUsableError, UsrasrError
 from usrasr.utils.io import atomic_path, save_lhotse_atomic, write_json_atomic
+from usrasr.corpus.layout import CorpusLayout
 
-SAMPLE_RATE = 16000
 AUDIO_EXTENSIONS = {".wav", ".flac", ".mp3", ".ogg", ".opus", ".m4a", ".sph", ".aiff", ".aif"}
-NUM_MEL_BINS = 80
 
 
 @dataclass
@@ -64,31 +63,6 @@ def list_audio_source(source: str | Path) -> list[tuple[str, str]]:
     return pairs
 
 
-def load_mono_16k(path: str | Path) -> np.ndarray:
-    """Decode any common audio file to float32 mono at 16 kHz; raise ValueError if unusable."""
-    from lhotse import Recording
-
-    path = Path(path)
-    if not path.exists():
-        raise ValueError("no such file")
-    if not path.is_file():
-        raise ValueError("not a file")
-    if path.stat().st_size == 0:
-        raise ValueError("empty file")
-    try:
-        recording = Recording.from_file(path)
-    except Exception:  # lhotse raises many exception types for unreadable files
-        raise ValueError("not a readable audio file (corrupt or unsupported format)") from None
-    if recording.num_samples == 0:
-        raise ValueError("zero-length recording")
-    if recording.sampling_rate != SAMPLE_RATE:
-        recording = recording.resample(SAMPLE_RATE)
-    samples = recording.load_audio().mean(axis=0).astype(np.float32)
-    if samples.size == 0:
-        raise ValueError("zero-length recording")
-    return samples
-
-
 def _import_one(utt_id: str, src: str, dst: str) -> tuple[str, str, str | None]:
     import soundfile as sf
 
@@ -107,7 +81,8 @@ def import_audio(pairs: list[tuple[str, str]], out_dir: str | Path, num_workers:
 
     # Absolute: the manifests name these files, and are read from any working directory.
     out_dir = Path(out_dir).resolve()
-    audio_dir = out_dir / "audio"
+    layout = CorpusLayout(out_dir)
+    audio_dir = layout.audio_dir
     audio_dir.mkdir(parents=True, exist_ok=True)
     problems = AudioProblems()
     seen: set[str] = set()
@@ -134,8 +109,8 @@ def import_audio(pairs: list[tuple[str, str]], out_dir: str | Path, num_workers:
         Recording.from_file(audio_dir / f"{u}.wav", recording_id=u)
         for u, _ in pairs if u not in bad and (audio_dir / f"{u}.wav").exists())
     if problems.skipped:
-        write_json_atomic(out_dir / "logs" / "skipped_audio.json", problems.skipped)
-        log.warning("%s (list in %s)", problems.summary(), out_dir / "logs" / "skipped_audio.json")
+        write_json_atomic(layout.skipped_audio, problems.skipped)
+        log.warning("%s (list in %s)", problems.summary(), layout.skipped_audio)
     if len(recordings) == 0:
         raise NothingUsableError(f"no usable audio ({problems.summary()})")
     return recordings, problems
@@ -159,15 +134,14 @@ def cuts_from_recordings(recordings, supervisions=None):
 def _features_chunk(cuts_path: str, storage_path: str) -> str:
     """Compute fbank for one chunk of cuts into one lilcom archive; return its cut manifest."""
     import torch
-    from lhotse import CutSet, Fbank, FbankConfig
+    from lhotse import CutSet
     from lhotse.features.io import LilcomChunkyWriter
 
     torch.set_num_threads(1)
-    extractor = Fbank(FbankConfig(num_mel_bins=NUM_MEL_BINS))
     cuts = CutSet.from_file(cuts_path)
     with atomic_path(storage_path) as tmp_storage:
         with LilcomChunkyWriter(tmp_storage) as writer:
-            done = [c.compute_and_store_features(extractor, writer) for c in cuts]
+            done = [c.compute_and_store_features(fbank_extractor(), writer) for c in cuts]
         # The manifest must name the final archive, not the temporary one.
         done = CutSet.from_cuts(done).map(functools.partial(_rename_storage, storage_path=storage_path))
         out = storage_path + ".cuts.jsonl.gz"
@@ -187,7 +161,7 @@ def compute_features(cuts, out_dir: str | Path, name: str, num_workers: int = 2,
     """
     from lhotse import CutSet
 
-    feats_dir = Path(out_dir).resolve() / "features" / name  # absolute, as the audio paths
+    feats_dir = CorpusLayout(Path(out_dir).resolve()).features_dir(name)  # absolute, as the audio paths
     feats_dir.mkdir(parents=True, exist_ok=True)
     cuts = cuts.to_eager()
     chunks = cuts.split(num_splits=max(1, (len(cuts) + chunk_size - 1) // chunk_size))

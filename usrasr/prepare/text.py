@@ -7,12 +7,13 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Iterable
 
-from usrasr.data.lang import build_lexicon, read_lexicon, write_lang_dir, UNK_WORD
-from usrasr.data.lm import RankReport, check_lm_rank, train_arpa
-from usrasr.data.text import normalize_text
+from usrasr.lang.lexicon import build_lexicon, read_lexicon, write_lang_dir, UNK_WORD
+from usrasr.lang.lm import RankReport, check_lm_rank, train_arpa
+from usrasr.lang.text import normalize_text
 from usrasr.utils.console import log
 from usrasr.utils.errors import NothingUsableError, UsrasrError
 from usrasr.utils.io import atomic_open, write_json_atomic
+from usrasr.corpus.layout import CorpusLayout
 
 
 @dataclass
@@ -75,22 +76,6 @@ class TextCorpusReport:
     rank: dict
 
 
-def lm_name(unit: str, order: int | str) -> str:
-    """File name of the ``unit`` ("phone" or "word") n-gram LM inside ``<corpus>/lm/``."""
-    return f"{unit}_{order}gram.arpa"
-
-
-def corpus_lm(corpus: str | Path, unit: str, missing_ok: bool = False) -> Path | None:
-    """The ARPA LM of ``unit`` that `usrasr prepare` wrote into ``<corpus>/lm/``, whatever its
-    order; ``None`` (with ``missing_ok``) or an error when there is none."""
-    found = sorted((Path(corpus) / "lm").glob(lm_name(unit, "*")))
-    if found:
-        return found[0]
-    if missing_ok:
-        return None
-    raise UsrasrError(f"no {unit} LM in {Path(corpus) / 'lm'}: run `usrasr prepare` first (or name one)")
-
-
 def prepare_text_corpus(
     sentences: Iterable[str],
     out_dir: str | Path,
@@ -105,7 +90,7 @@ def prepare_text_corpus(
     (``lexicon_path``) or CMUdict, with espeak-ng G2P for missing words unless
     ``g2p`` is false, in which case they map to ``<UNK>``.
     """
-    out_dir = Path(out_dir)
+    layout = CorpusLayout(out_dir)
     sentences = [s for s in sentences if s]
     if not sentences:
         raise NothingUsableError("the text corpus has no sentence")
@@ -121,22 +106,22 @@ def prepare_text_corpus(
     log.info("lexicon: %d words (%d from %s, %d by G2P); %d running words needed G2P",
              lex_report.words, lex_report.from_source, lexicon_path or "CMUdict", lex_report.from_g2p,
              lex_report.oov_tokens)
-    write_lang_dir(out_dir / "lang", lexicon, lex_report)
+    write_lang_dir(layout.lang_dir, lexicon, lex_report)
 
-    with atomic_open(out_dir / "text" / "train_text.txt") as f:
+    with atomic_open(layout.train_text) as f:
         f.writelines(s + "\n" for s in sentences)
 
     # Phone LM: sentences whose every word has a pronunciation.
     phone_sentences = [" ".join(p for w in s.split() for p in lexicon[w])
                        for s in sentences if all(w in lexicon for w in s.split())]
     phone_counts = Counter(p for s in phone_sentences for p in s.split())
-    phone_lm = train_arpa(phone_sentences, phone_lm_order, out_dir / "lm" / lm_name("phone", phone_lm_order))
-    word_lm = train_arpa(sentences, word_lm_order, out_dir / "lm" / lm_name("word", word_lm_order))
-    rank: RankReport = check_lm_rank(phone_lm, phone_counts, out_dir / "lm" / "rank.json")
+    phone_lm = train_arpa(phone_sentences, phone_lm_order, layout.lm_path("phone", phone_lm_order))
+    word_lm = train_arpa(sentences, word_lm_order, layout.lm_path("word", word_lm_order))
+    rank: RankReport = check_lm_rank(phone_lm, phone_counts, layout.rank_report)
 
     report = TextCorpusReport(
         sentences=len(sentences), words=sum(word_counts.values()), vocabulary=len(word_counts),
         lexicon=asdict(lex_report), phone_lm=str(phone_lm), word_lm=str(word_lm), rank=asdict(rank),
     )
-    write_json_atomic(out_dir / "text" / "report.json", asdict(report))
+    write_json_atomic(layout.text_report, asdict(report))
     return report

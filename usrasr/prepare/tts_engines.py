@@ -3,7 +3,7 @@
 Each engine writes audio at its native sample rate and returns the phone
 alignment already mapped to the project phone set (:data:`PHONES`), with
 timings relative to that native audio.  Resampling and speed/pitch
-perturbation happen afterwards, in :mod:`usrasr.data.tts`.
+perturbation happen afterwards, in :mod:`usrasr.prepare.tts`.
 
 Where the timings come from:
 
@@ -24,7 +24,6 @@ import functools
 import importlib.util
 import itertools
 import json
-import logging
 import re
 import shutil
 import subprocess
@@ -36,9 +35,8 @@ from typing import Iterable, NamedTuple
 import numpy as np
 import soundfile as sf
 
-from usrasr.data.phones import NON_SPEECH, PHONES, SILENCE, SPOKEN_NOISE
-
-log = logging.getLogger("usrasr")
+from usrasr.lang.phones import NON_SPEECH, PHONES, SILENCE, SPOKEN_NOISE
+from usrasr.utils.console import log
 
 
 class PhoneSegment(NamedTuple):

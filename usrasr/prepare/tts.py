@@ -3,7 +3,7 @@
 A :class:`Voice` is an engine's base voice plus a speed and pitch factor;
 every distinct combination is one "speaker" of the corpus.  Audio is written
 as 16 kHz mono 16-bit WAV, and each utterance's phone alignment (mapped to
-:data:`usrasr.data.phones.PHONES`) is kept in a JSON sidecar next to it.
+:data:`usrasr.lang.phones.PHONES`) is kept in a JSON sidecar next to it.
 """
 
 from __future__ import annotations
@@ -23,10 +23,12 @@ from typing import Iterable, Sequence
 
 import soundfile as sf
 
-from usrasr.data.phones import SILENCE
-from usrasr.data.tts_engines import ENGINES, EngineError, PhoneSegment
+from usrasr.corpus.features import SAMPLE_RATE
+from usrasr.lang.phones import SILENCE
+from usrasr.prepare.tts_engines import ENGINES, EngineError, PhoneSegment
 from usrasr.utils.console import progress
 from usrasr.utils.io import atomic_open, atomic_path
+from usrasr.utils.console import log
 
 __all__ = [
     "SAMPLE_RATE",
@@ -40,9 +42,7 @@ __all__ = [
     "synthesize_all",
 ]
 
-log = logging.getLogger("usrasr")
 
-SAMPLE_RATE = 16000
 # Engines print timings that can drift from the audio they write by a few
 # tens of milliseconds; more than this means the alignment is wrong.
 _MAX_ALIGNMENT_DRIFT_S = 0.3

@@ -15,7 +15,7 @@ import click
 import torch
 
 from usrasr.simulate.world import random_world, sample
-from usrasr.train.seqce import SeqCEConfig, fit_seqce
+from usrasr.seqce.fit import SeqCEConfig, fit_seqce
 
 
 @click.command("restarts")
