@@ -13,7 +13,7 @@ METHODS = ("bestrq", "birq")
 @dataclass
 class PretrainConfig(YamlConfig):
     # "bestrq": input-level labels only; "birq": + enhanced labels from a layer.  BEST-RQ is the
-    # default because at BiRQ's compute it had the better units on CPU (docs/pretrain.md).
+    # default: compared at equal compute, see docs/results/2026-12-03-units-birq-balanced-equal-compute.md.
     method: str = "bestrq"
     # encoder (a small conformer; scale hidden_dim / num_layers up on a GPU)
     hidden_dim: int = 192
@@ -36,8 +36,9 @@ class PretrainConfig(YamlConfig):
     quantizer_temperature: float = 0.1  # cosine similarities / this = Gumbel-softmax logits
     diversity_weight: float = 0.1  # keeps the enhanced labels from collapsing onto few codes
     # share of the enhanced loss's gradient that reaches the label generator through the straight-through
-    # Gumbel-softmax (the seed's first-order bilevel step); 0 by default: measured, any share makes the
-    # generator's layers learn easy-to-predict labels with less phone information (docs/pretrain.md)
+    # Gumbel-softmax (the seed's first-order bilevel step); 0 by default: any share pulls the generator's
+    # layers towards easy-to-predict labels with less phone information
+    # (docs/results/2026-12-03-units-birq-balanced-equal-compute.md)
     label_grad_scale: float = 0.0
     balance_iterations: int = 3  # Sinkhorn-Knopp iterations evening out enhanced-code usage per batch (0 = off)
     # speaker adversary (0 = off): a frame-level classifier of pseudo-speakers, clustered from the

@@ -164,17 +164,17 @@ class PretrainModel(nn.Module):
         teacher = self.encoder.run_layers(x, valid, num_layers=e.layer)[-1]
         # Per-utterance mean/variance normalisation, as BEST-RQ does to its input: without it
         # the component every frame shares dominates the projection and all frames fall
-        # on a few codes (measured: code perplexity ~2 of 256 after a few dozen steps).
+        # on a few codes (see docs/results/2026-12-03-birq-label-collapse-guards.md).
         teacher = utterance_cmvn(teacher, valid)
         code_logits = self.enhanced_quantizer.similarities(teacher) / e.temperature
         # Even out the codes chosen in this batch: the generator drifts towards codes that are
-        # easy to predict (measured: 218 -> 15 of 256 codes in use over 600 steps without this).
+        # easy to predict, and the diversity term alone is too weak to stop it.
         bias = balancing_bias(code_logits[valid], e.balance_iterations) if e.balance_iterations else 0.0
         soft = F.gumbel_softmax(code_logits[masked] + bias, tau=1.0)
         hard = F.one_hot(soft.argmax(-1), soft.shape[-1]).to(soft.dtype)
-        # straight-through: the value is the hard label, the gradient the soft one's, scaled
-        # (measured: at full scale the labels collapse onto a few codes within 15 steps; at 0.1,
-        # balanced, they stay spread but the generator's layers lose phone information)
+        # straight-through: the value is the hard label, the gradient the soft one's, scaled:
+        # the full gradient collapses the labels onto a few codes, and even a share of it
+        # makes the generator's layers trade phone information for predictable labels
         targets = hard + e.label_grad_scale * (soft - soft.detach())
         enhanced_logits = self.enhanced_head(hidden)
         enhanced_loss = -(targets * enhanced_logits.log_softmax(-1)).sum(-1).mean()
