@@ -68,8 +68,9 @@ class TrainConfig(YamlConfig):
     word_em_beam: float = 10.0
     word_em_workers: int = 0  # decoding processes (0: one per CPU core)
     # self-training (neural CTC on fbank, pseudo-labels from the previous model)
-    # One round by default: a second round, trained on the first model's own labels of
-    # train-audio, was worse on unseen voices in every measured case (docs/train.md)
+    # One round by default: a second round trains on the first model's own labels of
+    # train-audio, which teach less about unseen voices than the labels the first model
+    # learned from (docs/results/2026-12-02-back-end-and-good-labels.md)
     self_training_rounds: int = 1
     # How each round relabels train-audio for the next: "word" (best words of the HLG graph,
     # word LM, spelled with the lexicon) or "phone" (best phones of the HP graph, phone LM)

@@ -48,9 +48,9 @@ SELF_LOOP_RANGE = (0.05, 0.95)
 def with_unit_rate(config: TrainConfig, units: UnitSequences, seconds: float) -> TrainConfig:
     """``config`` with a negative ``self_loop_prob`` replaced by one set from the
     units alone: the HMM's expected steps per phone, ``states_per_phone / (1 - p)``,
-    becomes the units' rate over ``phones_per_second``.  Run-merged fbank units
-    come at about 2.3 per phone, so the old fixed 0.1 made the model insert a
-    phone for almost every unit."""
+    becomes the units' rate over ``phones_per_second``.  Run-merged units last
+    several steps per phone, so a fixed small self-loop would make the model
+    insert a phone for almost every unit (docs/results/2026-11-22-self-loop-from-unit-rate.md)."""
     if config.self_loop_prob >= 0:
         return config
     steps_per_phone = sum(len(u) for u in units.units) / (seconds * config.phones_per_second)

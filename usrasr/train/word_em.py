@@ -3,10 +3,11 @@
 The phone-bigram marginal of the seq-CE stage is a weak judge: on real units
 several wrong tables explain the units better than the true one does.  A
 word LM over the lexicon is a much stronger one: a labelling must spell
-words, and words must follow each other as the text does.  Measured on the
-default corpus (``docs/train.md``), the true table is a fixed point of this
-refinement and wrong tables cost more per step, so the refinement both
-repairs a partly right table and tells the seq-CE restarts apart.
+words, and words must follow each other as the text does.  Where the units
+are good, the true table is close to a fixed point of this refinement and
+wrong tables cost more per step, so the refinement can both repair a partly
+right table and tell the seq-CE restarts apart
+(``docs/results/2026-12-01-segments-and-word-level-em.md``).
 
 Each iteration decodes every utterance's unit sequence with the HLG graph
 (kaldi-decoder; the emission score of phone ``p`` at a step is

@@ -3,7 +3,8 @@
 Frame-level k-means units of one phone follow each other in a fixed order
 and change with the voice, and a categorical emission per phone treats them
 as independent: the model then prefers labellings that explain those
-within-phone regularities over the phones (see ``docs/train.md``).  One unit
+within-phone regularities over the phones (see
+``docs/results/2026-11-22-em-from-the-oracle.md``).  One unit
 per segment removes that structure: each step of the sequence model is one
 stretch of audio about a phone long, which is what condition (1) of the
 method asks for.

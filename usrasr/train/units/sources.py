@@ -18,10 +18,10 @@ units' unigram entropy that the phone-LM model explains,
     gain = (H_unigram(units) - seq-CE loss per unit) / H_unigram(units).
 
 Raw losses are not comparable across unit inventories (more units, more
-entropy); the gain is.  The gain alone picked the deepest layer of every
-encoder measured, which is the layer with the least phone information
-(docs/pretrain.md): smoother unit sequences are explained better whatever
-they carry.
+entropy); the gain is.  The gain is not used for the layer: deeper layers give
+smoother unit sequences, which the phone-LM model explains better whatever phones
+they carry, so it favours depth over phone information
+(docs/results/2026-12-03-units-600-steps-former-birq.md).
 """
 
 from __future__ import annotations
