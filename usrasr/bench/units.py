@@ -109,7 +109,7 @@ def units_table(rows: list[tuple[str, dict, dict | None, dict | None]]) -> Table
               help="Also pretrain BEST-RQ for as many steps as BiRQ's measured compute buys it, and train on "
                    "its units.")
 def units(corpus: Path, out_dir: Path, steps: int, budget_minutes: float, equal_compute: bool) -> None:
-    """Unit sources side by side: fbank, BEST-RQ and BiRQ layers (about 4 h on 2 CPU cores)."""
+    """Unit sources side by side: fbank, BEST-RQ and BiRQ layers (hours on a CPU; resumable)."""
     pre = {name: _pretrain(corpus, out_dir / f"pretrain_{name}", method, overrides, steps, budget_minutes)
            for name, (method, overrides) in PRETRAIN_RUNS.items()}
     if equal_compute:

@@ -31,8 +31,8 @@ class SearchOptions:
     the blank's log-posterior before scaling (positive: fewer deletions).
     """
 
-    # 10 keeps the search under RTF 0.01 per core even for blurry posteriors
-    # (see docs/decode_evaluate.md); widen it when a model is very unsure.
+    # 10 keeps the search within its target (RTF 0.01 per core) even for blurry posteriors
+    # (docs/results/2026-11-22-decode-speed.md); widen it when a model is very unsure.
     beam: float = 10.0
     max_active: int = 7000
     min_active: int = 20

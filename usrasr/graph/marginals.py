@@ -50,7 +50,7 @@ class _FlatBatch:
     Flat arcs are interleaved across utterances (arc ``j`` of every utterance,
     then arc ``j + 1`` ...), so that neighbouring arcs scatter into different
     states: on CPU, runs of equal indices serialise a scatter (each add waits
-    for the previous one), which made dst-sorted arcs ~2x slower.
+    for the previous one), which made dst-sorted arcs much slower.
     """
 
     batch_size: int

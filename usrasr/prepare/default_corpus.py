@@ -28,7 +28,8 @@ from usrasr.utils.io import atomic_open, save_lhotse_atomic, write_json_atomic
 from usrasr.corpus.layout import CorpusLayout
 
 # Default size, chosen so that prepare + train + decode of the demo fit the
-# time goal on 2 CPU cores (see docs/quickstart.md for the measurements).
+# time goal on 2 CPU cores (docs/results/2026-11-22-prepare-default-corpus-time.md and
+# docs/results/2026-12-02-main-job.md).
 DEFAULT_UTTERANCES = {"train_audio": 1500, "dev": 100, "test": 200}
 DEFAULT_TEXT_SENTENCES = 40000
 # Audio sentences are kept short so synthesis and training stay cheap; every
