@@ -21,7 +21,7 @@ from usrasr.lang.lexicon import pronounce, read_lexicon
 from usrasr.lang.phones import NON_SPEECH
 from usrasr.decode.audio import utterances_from_cuts
 from usrasr.decode.pipeline import build_recognizer
-from usrasr.utils.device import resolve_device
+from usrasr.utils.device import resolve_device, torch_threads
 from usrasr.decode.search import SearchOptions
 from usrasr.models.acoustic import AcousticModelConfig, CtcAcousticModel, build_model, load_model, save_model
 from usrasr.models.ctc_train import Augmentation, train_ctc
@@ -71,6 +71,12 @@ def end_neural_training() -> None:
     share_from_main(None)
 
 
+# Torch threads of CTC training: one ran faster than two on a shared CPU, see
+# docs/results/2026-12-06-marginals-fast-path.md; `usrasr train --threads` overrides.
+CTC_THREADS = 1
+
+
+@torch_threads(CTC_THREADS)
 def _fit_ctc(config: TrainConfig, audio: AudioSplit, job: NeuralJob,
              on_step: Callable[[int, float], None] | None) -> CtcAcousticModel:
     """Build ``job``'s CTC model and train it in this process."""

@@ -18,7 +18,7 @@ from torch import Tensor
 from usrasr.lang.lm import read_arpa
 from usrasr.lang.phones import NON_SPEECH, PHONES, SILENCE, SPOKEN_NOISE
 from usrasr.lang.symbols import PHONE_TOKENS
-from usrasr.utils.device import resolve_device
+from usrasr.utils.device import resolve_device, torch_threads
 from usrasr.graph.fsa import Fsa
 from usrasr.graph.topo import hmm_lm_graph
 from usrasr.train.config import TrainConfig
@@ -31,6 +31,9 @@ from usrasr.corpus.layout import CorpusLayout
 SILENCE_ID = PHONE_TOKENS[SILENCE]
 _NOT_SCORED = {SILENCE_ID, PHONE_TOKENS[SPOKEN_NOISE]}
 DECODE_CHUNK = 256  # utterances per Viterbi batch (backpointers are B x T x states)
+# Torch threads of the seq-CE fits (small per-frame products): one ran faster than two on a
+# shared CPU, see docs/results/2026-12-06-marginals-fast-path.md; `usrasr train --threads` overrides.
+SEQCE_THREADS = 1
 
 
 def training_graph(corpus: Path, config: TrainConfig) -> Fsa:
@@ -125,6 +128,7 @@ class Restart:
     history: list[float]
 
 
+@torch_threads(SEQCE_THREADS)
 def run_restarts(units: UnitSequences, graph: Fsa, pairs: Tensor | None, config: TrainConfig,
                  checkpoint_dir: Path, metrics) -> list[Restart]:
     """All restarts, trained ``config.batch_restarts`` at a time as one batch on
@@ -158,6 +162,7 @@ def run_restarts(units: UnitSequences, graph: Fsa, pairs: Tensor | None, config:
     return [done[r] for r in range(config.restarts)]
 
 
+@torch_threads(SEQCE_THREADS)
 def quick_fit_loss(units: UnitSequences, graph: Fsa, pairs: Tensor | None, config: TrainConfig,
                    iterations: int) -> float:
     """Loss per unit of one short unannealed seq-CE fit (``iterations`` EM steps, no checkpoint):

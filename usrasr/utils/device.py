@@ -1,6 +1,10 @@
-"""Choosing the torch device every stage runs on."""
+"""Choosing the torch device every stage runs on, and its CPU threads."""
 
 from __future__ import annotations
+
+import os
+from collections.abc import Iterator
+from contextlib import contextmanager
 
 import torch
 
@@ -18,3 +22,21 @@ def resolve_device(name: str) -> torch.device:
     if device.type == "cuda" and not torch.cuda.is_available():
         raise UsrasrError("--device cuda requested but CUDA is not available")
     return device
+
+
+@contextmanager
+def torch_threads(default: int) -> Iterator[int]:
+    """Run the block with ``default`` torch intra-op threads, unless the user chose a
+    count: ``OMP_NUM_THREADS`` (which ``usrasr train --threads`` sets, and torchrun sets to
+    1) wins.  The previous count comes back afterwards: ``torch.set_num_threads`` is
+    process-wide, so each stage sets its own for its duration.  Yields the count used."""
+    chosen = os.environ.get("OMP_NUM_THREADS", "").split(",")[0].strip()
+    if chosen and not (chosen.isdigit() and int(chosen) > 0):
+        raise UsrasrError(f"OMP_NUM_THREADS must be a positive integer, got '{os.environ['OMP_NUM_THREADS']}'")
+    count = int(chosen) if chosen else default
+    previous = torch.get_num_threads()
+    torch.set_num_threads(count)
+    try:
+        yield count
+    finally:
+        torch.set_num_threads(previous)

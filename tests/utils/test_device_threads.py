@@ -1,0 +1,34 @@
+"""``torch_threads``: a stage's own thread count, unless the user chose one."""
+
+import pytest
+import torch
+
+from usrasr.utils.device import torch_threads
+from usrasr.utils.errors import UsrasrError
+
+
+def test_the_stage_default_holds_inside_and_the_previous_count_comes_back(monkeypatch):
+    monkeypatch.delenv("OMP_NUM_THREADS", raising=False)
+    before = torch.get_num_threads()
+    other = 1 if before != 1 else 2
+    with torch_threads(other) as count:
+        assert count == other == torch.get_num_threads()
+    assert torch.get_num_threads() == before
+
+
+def test_omp_num_threads_overrides_the_default_also_as_a_decorator(monkeypatch):
+    monkeypatch.setenv("OMP_NUM_THREADS", "2")
+    before = torch.get_num_threads()
+
+    @torch_threads(1)
+    def stage():
+        return torch.get_num_threads()
+
+    assert stage() == 2
+    assert torch.get_num_threads() == before
+
+
+def test_a_bad_omp_num_threads_is_a_clear_error(monkeypatch):
+    monkeypatch.setenv("OMP_NUM_THREADS", "many")
+    with pytest.raises(UsrasrError, match="OMP_NUM_THREADS"), torch_threads(1):
+        pass
