@@ -8,7 +8,7 @@ import pytest
 import torch
 
 from usrasr.lang.lm import ArpaLM
-from usrasr.odm.ngrams import expected_ngrams, lm_ngram_tables, ngram_starts, phone_chain
+from usrasr.odm.ngrams import expected_ngrams, history_chain, lm_ngram_tables, ngram_starts
 
 
 def _all_ngrams(labels: int, order: int) -> torch.Tensor:
@@ -60,7 +60,7 @@ def test_lm_tables_equal_the_step_chain_distribution(stay):
     """Every n-gram of steps, with a step staying in its phone with probability ``stay``:
     the tables equal the stationary chain of (phone, stay-or-move) steps, enumerated."""
     lm, symbols = _tiny_lm(), ["a", "b", "c"]
-    stationary, transition = phone_chain(lm, symbols)
+    stationary, transition = history_chain(lm, symbols)
     step = stay * np.eye(3) + (1 - stay) * transition
     tables = lm_ngram_tables(lm, symbols, max_order=3, top=27, stay=stay)
     for table in tables:
@@ -77,3 +77,40 @@ def test_lm_tables_keep_the_most_likely_ngrams():
     top = lm_ngram_tables(lm, symbols, 3, top=5)[2]
     assert top.probs.tolist() == pytest.approx(sorted(full.probs.tolist(), reverse=True)[:5])
     assert top.rest == pytest.approx(1 - sum(top.probs.tolist()))
+
+
+def test_trigram_lm_tables_follow_its_highest_order_with_back_off():
+    """A trigram LM whose bigram entries are no marginals (as in a Kneser-Ney ARPA) and some of
+    whose trigrams back off: the tables are the stationary chain over two-symbol histories,
+    built here with ``ArpaLM.conditional`` one history at a time."""
+    symbols = ["a", "b", "c"]
+    logprob = {(p,): math.log(q) for p, q in zip(symbols, [0.2, 0.3, 0.5])}
+    logprob.update({(h, c): math.log(1 / 3) for h in symbols for c in symbols})
+    rng = np.random.default_rng(0)
+    for h in itertools.product(symbols, repeat=2):
+        row = rng.dirichlet(np.ones(3))
+        for c, q in zip(symbols, row):
+            if rng.random() < 0.7:  # the rest backs off
+                logprob[h + (c,)] = math.log(q)
+    backoff = {h: math.log(0.5) for h in itertools.product(symbols, repeat=2)}
+    lm = ArpaLM(order=3, logprob=logprob, backoff=backoff)
+    histories = list(itertools.product(range(3), repeat=2))
+    step = np.zeros((9, 9))
+    for i, (x, y) in enumerate(histories):
+        row = np.array([math.exp(lm.conditional((symbols[x], symbols[y]), c)) for c in symbols])
+        for c, q in enumerate(row / row.sum()):
+            step[i, histories.index((y, c))] = q
+    values, vectors = np.linalg.eig(step.T)
+    stationary = np.real(vectors[:, np.argmin(np.abs(values - 1))])
+    stationary /= stationary.sum()
+    tables = lm_ngram_tables(lm, symbols, max_order=4, top=81)
+    for table in tables:
+        got = dict(zip(map(tuple, table.ngrams.tolist()), table.probs.tolist()))
+        for seq in itertools.product(range(3), repeat=table.order):
+            if table.order == 1:
+                want = sum(stationary[i] for i, h in enumerate(histories) if h[1] == seq[0])
+            else:
+                want = stationary[histories.index(seq[:2])]
+                for j in range(2, table.order):
+                    want *= step[histories.index(seq[j - 2:j]), histories.index(seq[j - 1:j + 1])]
+            assert got.get(seq, 0.0) == pytest.approx(want, abs=1e-9)

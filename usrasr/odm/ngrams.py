@@ -29,17 +29,19 @@ from __future__ import annotations
 import itertools
 import math
 from dataclasses import dataclass
+from pathlib import Path
 
 import numpy as np
 import torch
 from torch import Tensor
 from torch.utils.checkpoint import checkpoint
 
-from usrasr.lang.lm import BOS, EOS, ArpaLM
+from usrasr.lang.lexicon import read_lexicon
+from usrasr.lang.lm import BOS, EOS, ArpaLM, train_arpa
 
 # Positions of the step sequence per checkpointed chunk of the expected-count sum:
-# the (restarts, chunk, n-grams) intermediates are recomputed in backward, not kept.
-CHUNK = 2048
+# the (restarts, chunk, prefixes) intermediates are recomputed in backward, not kept.
+CHUNK = 4096
 
 
 @dataclass
@@ -59,47 +61,96 @@ class NgramTable:
         return max(0.0, 1.0 - float(self.probs.sum()))
 
 
-def phone_chain(lm: ArpaLM, symbols: list[str]) -> tuple[np.ndarray, np.ndarray]:
-    """The LM's bigram chain over ``symbols``: (stationary distribution, transition matrix),
-    each row renormalised over the symbols (sentence ends and unlisted tokens left out)."""
-    transition = np.array([[math.exp(lm.conditional((h,), c)) for c in symbols] for h in symbols])
-    transition /= np.maximum(transition.sum(1, keepdims=True), 1e-300)
-    stationary = np.full(len(symbols), 1.0 / len(symbols))
-    for _ in range(500):
-        stationary = stationary @ transition
+# Above this many histories the chain of the LM's histories is too big to build densely.
+MAX_HISTORIES = 200_000
+
+
+def history_chain(lm: ArpaLM, symbols: list[str]) -> tuple[np.ndarray, np.ndarray]:
+    """The LM as a Markov chain over its histories of ``s = max(order - 1, 1)`` symbols:
+    (stationary distribution over the ``V^s`` histories, ``(V^s, V)`` transition
+    probabilities), histories indexed in base ``V`` (oldest symbol most significant).
+
+    The conditionals apply the ARPA's back-off level by level, vectorised (in a
+    Kneser-Ney ARPA the lower orders are continuation distributions, right only as
+    back-offs: the n-gram distribution must come from the highest order's
+    conditionals); each row is renormalised over ``symbols`` (sentence ends left out)."""
+    size = len(symbols)
+    span = max(lm.order - 1, 1)
+    if size ** span > MAX_HISTORIES:
+        raise ValueError(f"{size}^{span} histories: use an LM of lower order")
+    index = {s: i for i, s in enumerate(symbols)}
+    unigram = np.full(size, -np.inf)
+    for (word,), lp in ((k, v) for k, v in lm.logprob.items() if len(k) == 1):
+        if word in index:
+            unigram[index[word]] = lp
+    level = unigram[None, :]  # ln P(c | history) for histories of length 0, then 1, ...
+    for k in range(1, span + 1):
+        backoff = np.zeros(size ** k)
+        for key, bo in lm.backoff.items():
+            if len(key) == k and all(w in index for w in key):
+                backoff[_code([index[w] for w in key], size)] = bo
+        shorter = np.arange(size ** k) % (size ** (k - 1))
+        level = backoff[:, None] + level[shorter]
+        for key, lp in lm.logprob.items():
+            if len(key) == k + 1 and all(w in index for w in key):
+                level[_code([index[w] for w in key[:-1]], size), index[key[-1]]] = lp
+    transition = np.exp(level - level.max(1, keepdims=True))
+    transition /= transition.sum(1, keepdims=True)
+    following = (np.arange(size ** span) % (size ** (span - 1)))[:, None] * size + np.arange(size)[None, :]
+    stationary = np.full(size ** span, 1.0 / size ** span)
+    for _ in range(1000):
+        updated = np.bincount(following.ravel(), (stationary[:, None] * transition).ravel(), size ** span)
+        done = np.abs(updated - stationary).sum() < 1e-12
+        stationary = updated
+        if done:
+            break
     return stationary / stationary.sum(), transition
 
 
+def _code(digits: list[int] | tuple[int, ...], size: int) -> int:
+    """Index of a sequence of symbols, in base ``size``."""
+    value = 0
+    for digit in digits:
+        value = value * size + digit
+    return value
+
+
+def _top(logprobs: np.ndarray, length: int, size: int, keep: int) -> dict[tuple[int, ...], float]:
+    """The ``keep`` largest entries of a dense array over sequences of ``length`` symbols."""
+    finite = np.flatnonzero(np.isfinite(logprobs))
+    if len(finite) > keep:
+        finite = finite[np.argpartition(-logprobs[finite], keep - 1)[:keep]]
+    return {tuple(int(d) for d in np.unravel_index(i, (size,) * length)): float(logprobs[i]) for i in finite}
+
+
 def _phone_ngram_logprobs(lm: ArpaLM, symbols: list[str], order: int, keep: int) -> dict[tuple[int, ...], float]:
-    """ln P_LM(c_1..c_m) for m = 1..order: every sequence for m <= 2, then the ``keep`` most
-    likely ones of each order (extending the kept sequences of the order below: a sequence
-    is at most as likely as its prefix)."""
-    stationary, _ = phone_chain(lm, symbols)
+    """ln P_LM(c_1..c_m) for m = 1..order under the LM's stationary chain: every sequence for
+    m <= 2, then the ``keep`` most likely ones of each order (beyond the LM's histories,
+    extending the kept sequences of the order below: a sequence is at most as likely as
+    its prefix)."""
+    size = len(symbols)
+    stationary, transition = history_chain(lm, symbols)
+    span = max(lm.order - 1, 1)
     with np.errstate(divide="ignore"):
-        log_start = np.log(stationary)
-    names = list(symbols)
-    conditional: dict[tuple[int, ...], np.ndarray] = {}
-
-    def next_logprobs(history: tuple[int, ...]) -> np.ndarray:
-        key = history[-(lm.order - 1):] if lm.order > 1 else ()
-        if key not in conditional:
-            ctx = tuple(names[i] for i in key)
-            scores = np.array([lm.conditional(ctx, c) for c in names])
-            conditional[key] = scores - np.logaddexp.reduce(scores)  # renormalised without </s>
-        return conditional[key]
-
-    found = {(i,): float(log_start[i]) for i in range(len(symbols)) if np.isfinite(log_start[i])}
-    frontier = dict(found)
-    for m in range(2, order + 1):
+        log_transition = np.log(transition)
+        joint = np.log(stationary)[:, None] + log_transition  # sequences of span + 1 symbols
+    found: dict[tuple[int, ...], float] = {}
+    for m in range(1, min(order, span + 1) + 1):
+        if m <= span:
+            with np.errstate(divide="ignore"):
+                dense = np.log(stationary.reshape(size ** (span - m), size ** m).sum(0))
+        else:
+            dense = joint.ravel()
+        found.update(_top(dense, m, size, keep if m > 2 else size ** m))
+    frontier = {k: v for k, v in found.items() if len(k) == span + 1}
+    for m in range(span + 2, order + 1):
         grown = {}
         for seq, lp in frontier.items():
-            scores = next_logprobs(seq)
+            scores = log_transition[_code(seq[-span:], size)]
             for c in np.flatnonzero(np.isfinite(scores)):
                 grown[seq + (int(c),)] = lp + float(scores[c])
-        if m > 2 and len(grown) > keep:
-            grown = dict(sorted(grown.items(), key=lambda kv: -kv[1])[:keep])
-        found.update(grown)
-        frontier = grown
+        frontier = dict(sorted(grown.items(), key=lambda kv: -kv[1])[:keep])
+        found.update(frontier)
     return found
 
 
@@ -151,14 +202,15 @@ def ngram_starts(lengths: Tensor, order: int) -> Tensor:
     return starts
 
 
-def _chunk_counts(posteriors: Tensor, ngrams: Tensor, weights: Tensor) -> Tensor:
-    """sum_t weights[t] prod_j posteriors[:, t + j, ngrams[:, j]] over this chunk's starts."""
-    order = ngrams.shape[1]
+def _chunk_counts(posteriors: Tensor, selections: list[Tensor], weights: Tensor) -> Tensor:
+    """(restarts, prefixes, labels): sum_t weights[t] prod_j posteriors[:, t + j] @ selections[j]
+    (the prefix's probability), times the next step's posteriors, over this chunk's starts."""
     span = weights.shape[0]
-    product = posteriors[:, :span, ngrams[:, 0]]
-    for j in range(1, order):
-        product = product * posteriors[:, j:j + span, ngrams[:, j]]
-    return torch.einsum("rtk,t->rk", product, weights)
+    product = (posteriors[:, :span] @ selections[0]) * weights[:, None]
+    for j, selection in enumerate(selections[1:], 1):
+        product = product * (posteriors[:, j:j + span] @ selection)
+    last = len(selections)
+    return torch.einsum("rtk,rtv->rkv", product, posteriors[:, last:last + span])
 
 
 def expected_ngrams(posteriors: Tensor, starts: Tensor, ngrams: Tensor) -> Tensor:
@@ -166,22 +218,37 @@ def expected_ngrams(posteriors: Tensor, starts: Tensor, ngrams: Tensor) -> Tenso
 
     ``posteriors`` is (restarts, steps, labels) over the concatenated steps of a batch,
     ``starts`` the mask of :func:`ngram_starts` for this order, ``ngrams`` (K, n).
-    Returns (restarts, K): expected count over the number of starts."""
+    Returns (restarts, K): expected count over the number of starts.
+
+    The listed n-grams' distinct (n-1)-prefixes are scored by matrix products with
+    one-hot selections (cheap in both directions, unlike a gather's backward), then
+    every prefix is extended by every label at once."""
     order = ngrams.shape[1]
-    total = posteriors.shape[1]
+    total, labels = posteriors.shape[1], posteriors.shape[2]
     weights = starts.to(posteriors.dtype)
     count = weights.sum().clamp_min(1.0)
     if order == 1:
         return torch.einsum("rtv,t->rv", posteriors, weights)[:, ngrams[:, 0]] / count
-    if order == 2:  # every pair at once: one batched matrix product
-        pairs = torch.einsum("rta,rtb->rab", posteriors[:, :-1] * weights[:-1, None], posteriors[:, 1:])
-        return pairs[:, ngrams[:, 0], ngrams[:, 1]] / count
-    out = posteriors.new_zeros(posteriors.shape[0], ngrams.shape[0])
+    prefixes, which = torch.unique(ngrams[:, :-1], dim=0, return_inverse=True)
+    selections = [torch.nn.functional.one_hot(prefixes[:, j], labels).T.to(posteriors.dtype)
+                  for j in range(order - 1)]
+    counts = posteriors.new_zeros(posteriors.shape[0], len(prefixes), labels)
     for begin in range(0, total - order + 1, CHUNK):
         end = min(begin + CHUNK, total - order + 1)
         window = posteriors[:, begin:end + order - 1]
         if posteriors.requires_grad:
-            out = out + checkpoint(_chunk_counts, window, ngrams, weights[begin:end], use_reentrant=False)
+            counts = counts + checkpoint(_chunk_counts, window, selections, weights[begin:end], use_reentrant=False)
         else:
-            out = out + _chunk_counts(window, ngrams, weights[begin:end])
-    return out / count
+            counts = counts + _chunk_counts(window, selections, weights[begin:end])
+    return counts[:, which, ngrams[:, -1]] / count
+
+
+def train_phone_lm(sentences: Path, lexicon: Path, order: int, out: Path) -> Path:
+    """A phone ARPA LM of ``order`` over the lexicon pronunciations of a text file's
+    sentences (those whose every word is in the lexicon), as `usrasr prepare` builds the
+    corpus's own phone LM: for orders above the one the corpus has."""
+    pronounce = read_lexicon(lexicon)
+    lines = (s.split() for s in Path(sentences).read_text(encoding="utf-8").splitlines())
+    phones = (" ".join(p for w in words for p in pronounce[w]) for words in lines
+              if words and all(w in pronounce for w in words))
+    return train_arpa(phones, order, out)
