@@ -114,3 +114,4 @@ def test_trigram_lm_tables_follow_its_highest_order_with_back_off():
                 for j in range(2, table.order):
                     want *= step[histories.index(seq[j - 2:j]), histories.index(seq[j - 1:j + 1])]
             assert got.get(seq, 0.0) == pytest.approx(want, abs=1e-9)
+

@@ -24,12 +24,26 @@ from usrasr.odm.ngrams import NgramTable, expected_ngrams, ngram_starts
 EPS = 1e-8
 
 
+def _outcomes(expected: Tensor, table: NgramTable) -> tuple[Tensor, Tensor]:
+    """(restarts, K + 1) expected and (K + 1,) LM probabilities of the listed n-grams and the rest."""
+    probs = torch.cat([table.probs, torch.tensor([table.rest], dtype=table.probs.dtype)]).to(expected)
+    return torch.cat([expected, (1.0 - expected.sum(-1, keepdim=True))], -1), probs
+
+
 def order_cross_entropy(expected: Tensor, table: NgramTable) -> Tensor:
     """(restarts,) cross-entropy of one order given the expected probabilities (restarts, K)."""
-    probs = table.probs.to(expected)
-    listed = -(expected.clamp_min(EPS).log() * probs).sum(-1)
-    rest = (1.0 - expected.sum(-1)).clamp_min(EPS).log() * table.rest
-    return listed - rest
+    outcomes, probs = _outcomes(expected, table)
+    return -(outcomes.clamp_min(EPS).log() * probs).sum(-1)
+
+
+def order_dual(expected: Tensor, table: NgramTable, dual: Tensor) -> Tensor:
+    """(restarts,) the primal-dual form of :func:`order_cross_entropy` (Liu et al. 2017):
+    ``-ln e = max_{v < 0} (v e + ln(-v) + 1)``, so the cross-entropy is the maximum over
+    ``dual = ln(-v)`` (restarts, K + 1) of ``sum_k p_k (v_k e_k + ln(-v_k) + 1)``.  Linear
+    in the expected distribution, its gradient is unbiased on minibatches, and descending
+    in the model while ascending in the dual is said to cross the barriers of the primal."""
+    outcomes, probs = _outcomes(expected, table)
+    return ((-dual.exp() * outcomes + dual + 1.0) * probs).sum(-1)
 
 
 class OdmObjective:
@@ -51,12 +65,22 @@ class OdmObjective:
                 rows.append(order_cross_entropy(expected_ngrams(posteriors, starts, table.ngrams), table))
         return torch.stack(rows, -1)
 
-    def loss(self, posteriors: Tensor, weights: list[float]) -> Tensor:
-        """(restarts,) weighted sum of the orders' cross-entropies (``weights[n - 1]`` for order n)."""
-        used = [t.order for t, w in zip(self.tables, weights) if w > 0]
-        per_order = self.per_order(posteriors, used)
-        w = torch.tensor([weights[n - 1] for n in used], dtype=per_order.dtype)
-        return per_order @ w
+    def loss(self, posteriors: Tensor, weights: list[float], duals: list[Tensor] | None = None) -> Tensor:
+        """(restarts,) weighted sum of the orders' cross-entropies (``weights[n - 1]`` for order n),
+        or of their primal-dual forms at ``duals`` (one (restarts, K + 1) tensor per order)."""
+        total = posteriors.new_zeros(posteriors.shape[0])
+        for i, (table, starts, weight) in enumerate(zip(self.tables, self.starts, weights)):
+            if weight > 0:
+                expected = expected_ngrams(posteriors, starts, table.ngrams)
+                term = order_dual(expected, table, duals[i]) if duals else order_cross_entropy(expected, table)
+                total = total + weight * term
+        return total
+
+    def initial_duals(self, restarts: int) -> list[Tensor]:
+        """Duals at which the primal-dual form is the cross-entropy when the expected
+        distribution equals the LM's: ``v_k = -1 / p_k``."""
+        return [(-torch.cat([t.probs, torch.tensor([t.rest])]).clamp_min(EPS).log()).float().repeat(restarts, 1)
+                for t in self.tables]
 
     def entropy(self) -> list[float]:
         """The LM's entropy over each order's K + 1 outcomes: the floor of its cross-entropy."""

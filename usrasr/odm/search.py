@@ -11,6 +11,9 @@ the trajectories they would follow alone (``restart_batch`` only changes speed).
 - **Initialisation.** Random weights, or a warm start: ``init_steps`` of
   cross-entropy towards one given labelling per restart (a frequency-matched
   clustering, another model's output), then the ODM search.
+- **Primal-dual** (``dual``): the stochastic primal-dual form of Liu et al. 2017
+  (:func:`usrasr.odm.objective.order_dual`), the duals ascending while the
+  classifier descends.
 - **Annealing.** Posteriors ``softmax(logits / T)`` with ``T`` falling from
   ``temperature`` to 1, and Gaussian noise on the logits falling from ``noise`` to
   0, both over ``anneal_steps``.
@@ -44,6 +47,8 @@ class SearchConfig:
     anneal_steps: int = 0
     init_steps: int = 100  # warm start: cross-entropy steps towards the given labels
     smoothness: float = 0.0  # weight of the neighbour smoothness term (frame-level classifiers)
+    dual: bool = False  # train the primal-dual form (duals ascend at dual_learning_rate)
+    dual_learning_rate: float = 0.05
     seed: int = 0
 
     def __post_init__(self) -> None:
@@ -118,6 +123,8 @@ def fit_odm(features: list[Tensor], tables: list[NgramTable], config: SearchConf
                 torch.nn.functional.cross_entropy(logits.transpose(1, 2), targets).backward()
                 optimizer.step()
             optimizer = torch.optim.Adam(model.parameters(), lr=config.learning_rate)
+        duals = [d.requires_grad_() for d in full.initial_duals(len(restarts))] if config.dual else None
+        ascent = torch.optim.Adam(duals, lr=config.dual_learning_rate, maximize=True) if duals else None
         for step in range(config.steps):
             if batch_size:
                 chosen = torch.randperm(len(features), generator=data)[:batch_size]
@@ -128,16 +135,20 @@ def fit_odm(features: list[Tensor], tables: list[NgramTable], config: SearchConf
                 xb, objective, batch_lengths = x, full, lengths
             temperature, noise = _anneal(step, config)
             optimizer.zero_grad()
+            if ascent:
+                ascent.zero_grad()
             logits = model(xb)
             if noise:
                 logits = logits + noise * torch.randn(logits.shape, generator=data)
             posteriors = torch.softmax(logits / temperature, -1)
-            losses = objective.loss(posteriors, order_weights(step, config, max_order))
+            losses = objective.loss(posteriors, order_weights(step, config, max_order), duals)
             total = losses
             if config.smoothness:
                 total = total + config.smoothness * smoothness(posteriors, batch_lengths)
             total.sum().backward()
             optimizer.step()
+            if ascent:
+                ascent.step()
             history[step].append(losses.detach())
             if callback:
                 callback(step, losses.detach())
