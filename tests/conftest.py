@@ -1,12 +1,13 @@
+"""Fixtures shared by every test package (helpers that are not fixtures: tests/support.py)."""
+
 import os
 from pathlib import Path
 
 import pytest
 
-os.environ.setdefault("USRASR_NO_PROGRESS", "1")
+from tests.support import TINY_CORPUS_ARGS
 
-TINY_CORPUS_ARGS = ["--utterances", "30", "--dev-utterances", "6", "--test-utterances", "6",
-                    "--text-sentences", "3000"]
+os.environ.setdefault("USRASR_NO_PROGRESS", "1")
 
 
 @pytest.fixture(scope="session")
@@ -20,21 +21,3 @@ def tiny_corpus(tmp_path_factory) -> Path:
     result = CliRunner().invoke(cli, ["prepare", "default", "--out", str(out), *TINY_CORPUS_ARGS])
     assert result.exit_code == 0, result.output
     return out
-
-
-def kill_once_written(command: list[str], written: Path, env: dict) -> None:
-    """Start ``command``, SIGKILL its whole process group as soon as ``written`` exists
-    (a first checkpoint), and fail if it finished before that."""
-    import os
-    import signal
-    import subprocess
-    import time
-
-    proc = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
-                            start_new_session=True, env=env)
-    deadline = time.time() + 300
-    while not written.exists() and proc.poll() is None and time.time() < deadline:
-        time.sleep(0.02)
-    assert proc.poll() is None, "the run ended before it could be interrupted"
-    os.killpg(proc.pid, signal.SIGKILL)
-    proc.wait()

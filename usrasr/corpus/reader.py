@@ -32,7 +32,7 @@ class AudioSplit:
             return self
         if field == "voice":
             return dataclasses.replace(self, speakers=list(self.voices))
-        from usrasr.train.units.speakers import cluster_speakers
+        from usrasr.corpus.speakers import cluster_speakers
         from usrasr.utils.console import log
 
         found = cluster_speakers(self.feats, clusters, seed)

@@ -8,8 +8,7 @@ import subprocess
 import unicodedata
 from typing import Iterable
 
-from usrasr.lang.phones import ARPABET, strip_stress
-from usrasr.prepare.tts_engines import IPA_TO_ARPABET
+from usrasr.lang.phones import ARPABET, IPA_TO_ARPABET, strip_stress
 from usrasr.utils.console import log
 from usrasr.utils.errors import UsrasrError
 

@@ -35,7 +35,7 @@ from typing import Iterable, NamedTuple
 import numpy as np
 import soundfile as sf
 
-from usrasr.lang.phones import NON_SPEECH, PHONES, SILENCE, SPOKEN_NOISE
+from usrasr.lang.phones import IPA_TO_ARPABET, NON_SPEECH, PHONES, SILENCE, SPOKEN_NOISE
 from usrasr.utils.console import log
 
 
@@ -77,50 +77,6 @@ CMU_TO_ARPABET: dict[str, tuple[str, ...]] = {
     "brth": (SILENCE,),
 }
 
-# espeak-ng's IPA for English (en-us, en-gb, en-029), as reported by its
-# phoneme events and as produced by piper's phonemizer; collected by running
-# both over random CMUdict words.  Non-rhotic vowels are mapped to CMUdict's
-# rhotic spelling where espeak keeps a distinct symbol for them ("ɪə" near,
-# "eə" square, "ʊə" cure, en-029 "ɑə" start).  An empty tuple means the symbol
-# belongs to the phone before it ("ʲ": the glide espeak puts into hiatus, as
-# in "teeing").  en-gb-scotland is left out: it reuses "oː" and "e" for
-# CMUdict's OW and IY.  Piper gives single symbols, grouped into these units
-# greedily (tokenize_ipa); where that merges two of espeak's units ("ə"+"l"),
-# the merged unit maps to the same phones.
-IPA_TO_ARPABET: dict[str, tuple[str, ...]] = {
-    # monophthongs
-    "ɑː": ("AA",), "ɑ": ("AA",), "ɒ": ("AA",), "ɔ": ("AO",), "ɔː": ("AO",), "oː": ("AO",),
-    "æ": ("AE",), "a": ("AE",), "aː": ("AA",),
-    "ʌ": ("AH",), "ə": ("AH",), "ɐ": ("AH",), "ɐː": ("AA",),
-    "ɛ": ("EH",), "e": ("EH",), "ɛː": ("EH", "R"),
-    "ɜː": ("ER",), "ɜ": ("ER",), "ɚ": ("ER",), "əː": ("ER",),
-    "ɪ": ("IH",), "ᵻ": ("IH",), "ɨ": ("IH",),
-    "i": ("IY",), "iː": ("IY",),
-    "ʊ": ("UH",), "u": ("UW",), "uː": ("UW",),
-    "o": ("OW",),
-    # diphthongs
-    "aɪ": ("AY",), "ɑɪ": ("AY",), "ʌɪ": ("AY",), "aʊ": ("AW",), "eɪ": ("EY",), "ɛɪ": ("EY",),
-    "oʊ": ("OW",), "əʊ": ("OW",), "ɔɪ": ("OY",), "ɔʊ": ("OW",),
-    "iə": ("IY", "AH"), "ɪə": ("IH", "R"), "eə": ("EH", "R"), "ʊə": ("UH", "R"),
-    "aɪə": ("AY", "AH"), "aɪɚ": ("AY", "ER"), "aʊə": ("AW", "AH"), "aʊɚ": ("AW", "ER"),
-    # r-coloured vowels espeak reports as one unit
-    "ɑːɹ": ("AA", "R"), "ɔːɹ": ("AO", "R"), "oːɹ": ("AO", "R"), "ɛɹ": ("EH", "R"),
-    "ɪɹ": ("IH", "R"), "iɹ": ("IY", "R"), "ʊɹ": ("UH", "R"), "əɹ": ("ER",), "ɜːɹ": ("ER",),
-    "ɑə": ("AA", "R"), "oə": ("AO", "R"), "ɔə": ("AO", "R"), "aa": ("AE",),
-    # consonants
-    "p": ("P",), "b": ("B",), "t": ("T",), "d": ("D",), "k": ("K",), "ɡ": ("G",), "g": ("G",),
-    "f": ("F",), "v": ("V",), "θ": ("TH",), "ð": ("DH",), "s": ("S",), "z": ("Z",),
-    "ʃ": ("SH",), "ʒ": ("ZH",), "h": ("HH",), "tʃ": ("CH",), "dʒ": ("JH",),
-    "m": ("M",), "n": ("N",), "ŋ": ("NG",), "l": ("L",), "ɫ": ("L",), "ɹ": ("R",), "r": ("R",),
-    "j": ("Y",), "w": ("W",), "ʍ": ("W",),
-    "ɾ": ("T",),  # flap, as for "dx" above
-    "ʔ": ("T",),  # glottal stop: "button" -> CMUdict B AH T AH N
-    "x": ("K",), "ç": ("HH",), "ɬ": ("L",), "t̪": ("TH",), "d̪": ("DH",), "ʲ": (),
-    "n̩": ("AH", "N"), "l̩": ("AH", "L"), "m̩": ("AH", "M"), "əl": ("AH", "L"),
-    # espeak reports pauses as phonemes with an empty name
-    "": (SILENCE,),
-}
-IPA_TO_ARPABET = {unicodedata.normalize("NFD", k): v for k, v in IPA_TO_ARPABET.items()}
 _IPA_MAX_LEN = max(len(k) for k in IPA_TO_ARPABET)
 _IPA_STRESS = frozenset("ˈˌ")
 

@@ -8,7 +8,7 @@ import click
 from rich.console import Console
 from rich.table import Table
 
-from usrasr.train.config import UNIT_SOURCES
+from usrasr.train.config import EXPERIMENTAL_KEYS, UNIT_SOURCES
 
 
 @click.command()
@@ -17,10 +17,12 @@ from usrasr.train.config import UNIT_SOURCES
 @click.option("--out", "out_dir", type=click.Path(file_okay=False, path_type=Path), required=True,
               help="Experiment directory (checkpoints, metrics, model).")
 @click.option("--config", "config_path", type=click.Path(dir_okay=False, exists=True, path_type=Path),
-              default=None, help="YAML config; see `usrasr.train.config.TrainConfig`.")
-@click.option("--set", "overrides", multiple=True, metavar="KEY=VALUE", help="Override a config key.")
+              default=None, help="YAML config: data/conf/train.yaml lists every key with its default.")
+@click.option("--set", "overrides", multiple=True, metavar="KEY=VALUE",
+              help="Override a config key.  Experimental (tested, not favoured by any measurement): "
+                   + ", ".join(EXPERIMENTAL_KEYS) + ".")
 @click.option("--units", type=click.Choice(list(UNIT_SOURCES)), default=None,
-              help="Unit source: fbank k-means; segments (k-means of phone-like fbank segments); "
+              help="Unit source: fbank k-means; segments (experimental: k-means of phone-like fbank segments); "
                    "encoder (set encoder=DIR, a `usrasr pretrain` output); "
                    "diagnostic = phone ids from the scoring alignments (diagnosis only).")
 @click.option("--resume", is_flag=True, help="Continue an interrupted run from its checkpoints.")

@@ -9,6 +9,10 @@ from usrasr.utils.errors import UsrasrError
 
 UNIT_SOURCES = ("fbank", "segments", "encoder", "diagnostic")
 SPEAKER_FIELDS = ("speaker", "voice", "cluster")
+# Paths that are tested but that no measured result favours over the defaults
+# (docs/results/): `usrasr train --help` marks them experimental.
+EXPERIMENTAL_KEYS = ("word_em_iterations", "speaker_emissions", "codebook_per_speaker", "adapt_speaker_codebooks",
+                     "speaker_field=cluster", "units=segments")
 
 
 @dataclass
@@ -28,7 +32,7 @@ class TrainConfig(YamlConfig):
     cmvn: str = "utterance"  # "utterance", or "speaker" (needs speaker labels or speaker_field=cluster)
     # What identifies a speaker for the per-speaker options: the supervisions' "speaker",
     # "voice" (their custom field; the default corpus's speed variants of a voice are one voice),
-    # or "cluster" (no labels needed: utterances clustered by voice, see usrasr.train.units.speakers)
+    # or "cluster" (no labels needed: utterances clustered by voice, see usrasr.corpus.speakers)
     speaker_field: str = "speaker"
     speaker_clusters: int = 0  # speaker_field=cluster: clusters per split (0: chosen by the silhouette)
     codebook_per_speaker: bool = False  # one k-means codebook per speaker (speaker labels or clusters)

@@ -33,7 +33,7 @@ from usrasr.train.seqce_stage import (
     SILENCE_ID, Restart, _seqce_config, sequence_loss, viterbi_phones,
 )
 from usrasr.train.units.kmeans import UnitSequences, mutual_information, to_sequences
-from usrasr.train.units.speakers import cluster_purity
+from usrasr.corpus.speakers import cluster_purity
 from usrasr.train.word_em import WordLevelEM
 from usrasr.utils.console import log
 from usrasr.utils.errors import UsrasrError

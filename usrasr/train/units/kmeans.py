@@ -94,7 +94,7 @@ def normalize_features(feats: list[Tensor], groups: Sequence[str] | None = None)
 
     Per-speaker normalisation needs speaker labels; the default corpus has
     voice ids, users' audio may not (``speaker_field=cluster`` makes them
-    from the audio, see :mod:`usrasr.train.units.speakers`).
+    from the audio, see :mod:`usrasr.corpus.speakers`).
     """
     keys = list(range(len(feats))) if groups is None else list(groups)
     stats: dict = {}

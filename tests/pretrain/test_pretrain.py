@@ -10,7 +10,7 @@ import pytest
 import torch
 from click.testing import CliRunner
 
-from conftest import kill_once_written
+from tests.support import kill_once_written
 from usrasr.cli import cli
 from usrasr.models.encoder import EncoderConfig, SslEncoder, ctc_model_from_encoder, load_encoder
 from usrasr.pretrain.objectives import (

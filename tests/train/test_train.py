@@ -12,7 +12,7 @@ import pytest
 import torch
 from click.testing import CliRunner
 
-from conftest import kill_once_written
+from tests.support import kill_once_written
 from usrasr.cli import cli
 
 FAST = ["--set", "num_units=20", "--set", "kmeans_iterations=5", "--set", "restarts=2",

@@ -7,9 +7,9 @@ import numpy as np
 import pytest
 import torch
 
-from test_train import FAST, train
+from tests.train.test_train import FAST, train
 from usrasr.train.config import TrainConfig
-from usrasr.train.units.speakers import cluster_purity, cluster_speakers, silhouette
+from usrasr.corpus.speakers import cluster_purity, cluster_speakers, silhouette
 from usrasr.utils.errors import UsrasrError
 
 

@@ -12,7 +12,7 @@ from usrasr.cli import cli
 from usrasr.lang.phones import PHONES
 from usrasr.prepare.splits import AUDIO_SPLITS, SPLITS
 
-from conftest import TINY_CORPUS_ARGS
+from tests.support import TINY_CORPUS_ARGS
 
 
 @pytest.fixture(scope="module")
