@@ -1,7 +1,9 @@
 """``usrasr bench marginals``: forward+backward throughput and peak memory of
 :func:`usrasr.graph.marginals.total_scores`, side by side with a naive
-reference (autograd through an unrolled per-frame logsumexp), on HMM x phone
-LM graphs built from random text with ``kaldingram``.
+reference (autograd through an unrolled per-frame logsumexp) and, where
+``import k2`` works, k2's ``intersect_dense`` + ``get_tot_scores`` (k2 is never
+required), on HMM x phone LM graphs built from random text with ``kaldingram``,
+at each of several torch thread counts.
 
 Each measurement runs in a fresh subprocess so that the peak resident memory
 (CPU) or peak allocated memory (CUDA) belongs to that measurement alone.
@@ -9,6 +11,7 @@ Each measurement runs in a fresh subprocess so that the peak resident memory
 
 from __future__ import annotations
 
+import importlib.util
 import multiprocessing
 import resource
 import subprocess
@@ -44,7 +47,14 @@ def naive_total_scores(dense: torch.Tensor, lengths: torch.Tensor, fsa: Fsa) -> 
     return torch.logsumexp(alpha + final, -1)
 
 
-METHODS = {"scan": total_scores, "naive": naive_total_scores}
+def k2_total_scores(dense: torch.Tensor, lengths: torch.Tensor, fsa: Fsa) -> torch.Tensor:
+    """k2's totals (its graph conversion is timed too: small next to the intersection)."""
+    from usrasr.graph.k2_compat import k2_total_scores as totals
+
+    return totals(dense, lengths, fsa)
+
+
+METHODS = {"scan": total_scores, "naive": naive_total_scores, "k2": k2_total_scores}
 
 
 def _rss_bytes() -> int:
@@ -124,7 +134,8 @@ def _graph(order: int, num_phones: int, states_per_phone: int, workdir: Path, sy
 @click.option("--states-per-phone", default=1, show_default=True)
 @click.option("--orders", default="2,3", show_default=True, help="LM orders to benchmark.")
 @click.option("--naive/--no-naive", default=True, show_default=True, help="Also run the naive reference.")
-@click.option("--threads", default=torch.get_num_threads(), show_default=True, help="CPU threads.")
+@click.option("--threads", default="1,2", show_default=True,
+              help="Torch CPU thread counts, measured side by side (comma-separated).")
 @click.option("--seed", default=0, show_default=True)
 def marginals(
     device: str,
@@ -135,17 +146,22 @@ def marginals(
     states_per_phone: int,
     orders: str,
     naive: bool,
-    threads: int,
+    threads: str,
     seed: int,
 ) -> None:
-    """Forward+backward throughput (frame*arc/s) and peak memory of the
-    sequence marginal, against autograd through an unrolled logsumexp.
+    """Forward+backward seconds at each thread count, throughput (frame*arc/s,
+    at the best count) and peak memory of the sequence marginal, against
+    autograd through an unrolled logsumexp and against k2 where it imports.
 
-    The float64 run of the scan is the accuracy reference for both float32 runs.
+    The float64 run of the scan is the accuracy reference for the float32 runs.
     """
+    counts = [int(count) for count in threads.split(",")]
     runs = {"scan": ("scan", torch.float32), "naive": ("naive", torch.float32), "scan-f64": ("scan", torch.float64)}
     if not naive:
         del runs["naive"]
+    has_k2 = importlib.util.find_spec("k2") is not None
+    if has_k2:
+        runs["k2"] = ("k2", torch.float32)
     with tempfile.TemporaryDirectory() as tmp:
         workdir = Path(tmp)
         symbols = _random_text(workdir / "text.txt", phones, 4000, seed)
@@ -154,24 +170,39 @@ def marginals(
         f"# device={device} batch={batch} frames={frames} repeat={repeat} phones={phones} "
         f"states_per_phone={states_per_phone} threads={threads}"
     )
+    if not has_k2:
+        click.echo("# k2: not installed, no ratio against it")
+    seconds_columns = "".join(f"{f's@{count}thr':>9}" for count in counts)
     click.echo(
-        f"{'LM':<8}{'states':>8}{'arcs':>9}  {'method':<9}{'seconds':>9}{'Mframe*arc/s':>14}{'peak MiB':>10}"
+        f"{'LM':<8}{'states':>8}{'arcs':>9}  {'method':<9}{seconds_columns}{'Mframe*arc/s':>14}{'peak MiB':>10}"
         f"{'|total err|':>13}{'|grad err|':>12}"
     )
     for order, graph in graphs.items():
-        results = {name: _run_isolated(*run, graph, batch, frames, repeat, device, seed, threads) for name, run in runs.items()}
-        exact = results["scan-f64"]
-        for name, result in results.items():
+        # results[name][count]; peak memory and errors are those of the first thread count.
+        results = {
+            name: {count: _run_isolated(*run, graph, batch, frames, repeat, device, seed, count) for count in counts}
+            for name, run in runs.items()
+        }
+        exact = results["scan-f64"][counts[0]]
+        for name, by_count in results.items():
+            result = by_count[counts[0]]
             work = float(result["lengths"].sum()) * graph.num_arcs
+            best = min(r["seconds"] for r in by_count.values())
             total_error = (result["totals"].double() - exact["totals"]).abs().max()
             grad_error = (result["grad"].double() - exact["grad"]).abs().max()
+            seconds = "".join(f"{by_count[count]['seconds']:>9.3f}" for count in counts)
             click.echo(
-                f"{order + '-gram':<8}{graph.num_states:>8}{graph.num_arcs:>9}  {name:<9}{result['seconds']:>9.2f}"
-                f"{work / result['seconds'] / 1e6:>14.1f}{result['peak'] / 2**20:>10.0f}{total_error:>13.1e}{grad_error:>12.1e}"
+                f"{order + '-gram':<8}{graph.num_states:>8}{graph.num_arcs:>9}  {name:<9}{seconds}"
+                f"{work / best / 1e6:>14.1f}{result['peak'] / 2**20:>10.0f}{total_error:>13.1e}{grad_error:>12.1e}"
             )
-        if naive:
-            scan, reference = results["scan"], results["naive"]
+        for reference in [name for name in ("naive", "k2") if name in results]:
+            faster = ", ".join(
+                f"{results[reference][count]['seconds'] / results['scan'][count]['seconds']:.1f}x "
+                f"at {count} thread{'s' * (count > 1)}"
+                for count in counts
+            )
+            scan, other = results["scan"][counts[0]], results[reference][counts[0]]
             click.echo(
-                f"{'':<8}float32 scan vs naive: {reference['seconds'] / scan['seconds']:.1f}x faster, "
-                f"{reference['peak'] / max(scan['peak'], 1):.1f}x less peak memory"
+                f"{'':<8}float32 scan vs {reference}: faster by {faster}; "
+                f"{other['peak'] / max(scan['peak'], 1):.1f}x less peak memory"
             )

@@ -108,13 +108,13 @@ class _ChainTotals(torch.autograd.Function):
         last = alphas[(lengths - 1).clamp(min=0), torch.arange(batch, device=dense.device)] if frames else alphas[0:1].sum(0)
         closing = last @ chain.final
         totals = torch.where(lengths > 0, log_scale + closing.log(), chain.start_final)
-        ctx.save_for_backward(alphas, scores, shifts, lengths, closing, totals)
+        ctx.save_for_backward(dense, alphas, shifts, lengths, closing, totals)  # dense, not its float64 copy
         ctx.chain, ctx.num_labels = chain, dense.shape[2]
         return totals.to(dense.dtype)
 
     @staticmethod
     def backward(ctx, grad_totals: Tensor):
-        alphas, scores, shifts, lengths, closing, totals = ctx.saved_tensors
+        dense, alphas, shifts, lengths, closing, totals = ctx.saved_tensors
         chain = ctx.chain
         frames, batch, _ = alphas.shape
         possible = (totals > float("-inf")) & (lengths > 0)
@@ -129,14 +129,16 @@ class _ChainTotals(torch.autograd.Function):
         # must stay finite to give 0 when multiplied by its zero alpha.  The clamp matters only for
         # a state reached with probability ~ finfo.tiny.
         bound = math.log(torch.finfo(torch.float64).max) - 1.0
-        emit = (scores - shifts).clamp_max_(bound).exp_().masked_fill_(alphas == 0, 0.0)
+        emit = dense.index_select(2, chain.state_label).transpose(0, 1).double().sub_(shifts)
+        emit.clamp_max_(bound).exp_().masked_fill_(alphas == 0, 0.0)
         betas = torch.empty_like(alphas)
         carried = torch.zeros_like(end)
         for t in reversed(range(frames)):
             beta = torch.addcmul(carried, is_last[t], end, out=betas[t])
             if t:
                 carried = torch.mm(emit[t] * beta, transition_t)
-        occupancy = alphas * betas  # (T, B, N); zero past each end, where the alphas are
+        del emit  # before the label sums: the largest buffers are not all alive at once
+        occupancy = betas.mul_(alphas)  # (T, B, N); zero past each end, where the alphas are
         grad = occupancy.new_zeros(frames, batch, ctx.num_labels).index_add_(2, chain.state_label, occupancy)
         return grad.transpose(0, 1).to(grad_totals.dtype), None, None
 
