@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 import click
@@ -27,8 +28,10 @@ from usrasr.train.config import EXPERIMENTAL_KEYS, UNIT_SOURCES
                    "diagnostic = phone ids from the scoring alignments (diagnosis only).")
 @click.option("--resume", is_flag=True, help="Continue an interrupted run from its checkpoints.")
 @click.option("--no-score", is_flag=True, help="Skip oracles and PER (reads no transcripts at all).")
+@click.option("--threads", type=click.IntRange(min=1), default=None,
+              help="Torch CPU threads of the seq-CE and CTC stages (default: one each; sets OMP_NUM_THREADS).")
 @click.pass_context
-def train(ctx, corpus, out_dir, config_path, overrides, units, resume, no_score) -> None:
+def train(ctx, corpus, out_dir, config_path, overrides, units, resume, no_score, threads) -> None:
     """Unsupervised sequence-level training on a prepared corpus.
 
     Under `torchrun --nproc_per_node N -m usrasr train ...`, N processes train
@@ -41,6 +44,8 @@ def train(ctx, corpus, out_dir, config_path, overrides, units, resume, no_score)
     from usrasr.utils.console import setup_logging
     from usrasr.utils.distributed import is_main_process, process_group
 
+    if threads:
+        os.environ["OMP_NUM_THREADS"] = str(threads)  # read by each stage's torch_threads, and by child processes
     values = parse_overrides(overrides)
     if units:
         values["units"] = units
