@@ -105,7 +105,10 @@ class _ChainTotals(torch.autograd.Function):
         active = (torch.arange(frames, device=dense.device)[:, None] < lengths)[:, :, None]  # (T, B, 1)
         alphas.masked_fill_(~active, 0.0)
         log_scale = torch.where(active, shifts, 0.0).sum((0, 2))
-        last = alphas[(lengths - 1).clamp(min=0), torch.arange(batch, device=dense.device)] if frames else alphas[0:1].sum(0)
+        if frames:
+            last = alphas[(lengths - 1).clamp(min=0), torch.arange(batch, device=dense.device)]
+        else:  # every sequence is empty and scores the start state's final weight
+            last = alphas.new_zeros(batch, alphas.shape[2])
         closing = last @ chain.final
         totals = torch.where(lengths > 0, log_scale + closing.log(), chain.start_final)
         ctx.save_for_backward(dense, alphas, shifts, lengths, closing, totals)  # dense, not its float64 copy
