@@ -167,3 +167,17 @@ def test_the_dense_chain_equals_the_arc_kernel(kind, seed, scale, dtype):
     # Viterbi without a gradient also runs on the chain.
     assert torch.allclose(best_path(dense, lengths, graph).scores.double(),
                           best_path(dense.double(), lengths, FsaVec([graph] * batch)).scores, rtol=tolerance, atol=tolerance)
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="no CUDA device")
+def test_the_dense_chain_on_cuda_equals_the_cpu():
+    gen = torch.Generator().manual_seed(5)
+    graph = project_graph("hmm3-silence", gen)
+    labels = int(graph.label.max()) + 1
+    dense = wide_emissions(4, 30, labels, 60.0, gen).float()
+    lengths = torch.tensor([30, 0, 1, 17])
+    totals, grad = totals_and_grad(dense, lengths, graph)
+    cuda_totals, cuda_grad = totals_and_grad(dense.cuda(), lengths.cuda(), graph.to("cuda"))
+    assert torch.equal(cuda_totals.isinf().cpu(), totals.isinf())
+    assert torch.allclose(cuda_totals.cpu(), totals, rtol=1e-6, atol=1e-4)
+    assert torch.allclose(cuda_grad.cpu(), grad, atol=1e-5)
