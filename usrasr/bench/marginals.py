@@ -2,8 +2,8 @@
 :func:`usrasr.graph.marginals.total_scores`, side by side with a naive
 reference (autograd through an unrolled per-frame logsumexp) and, where
 ``import k2`` works, k2's ``intersect_dense`` + ``get_tot_scores`` (k2 is never
-required), on HMM x phone LM graphs built from random text with ``kaldingram``,
-at each of several torch thread counts.
+required), on HMM or CTC x phone LM graphs built from random text with
+``kaldingram``, at each of several torch thread counts.
 
 Each measurement runs in a fresh subprocess so that the peak resident memory
 (CPU) or peak allocated memory (CUDA) belongs to that measurement alone.
@@ -25,7 +25,7 @@ import torch
 
 from usrasr.graph.fsa import Fsa
 from usrasr.graph.marginals import total_scores
-from usrasr.graph.topo import arpa_to_fsa, hmm_lm_graph
+from usrasr.graph.topo import arpa_to_fsa, ctc_lm_graph, hmm_lm_graph
 
 
 def naive_total_scores(dense: torch.Tensor, lengths: torch.Tensor, fsa: Fsa) -> torch.Tensor:
@@ -115,14 +115,16 @@ def _random_text(path: Path, num_phones: int, sentences: int, seed: int) -> dict
     return {f"p{p}": p + 1 for p in range(num_phones)}
 
 
-def _graph(order: int, num_phones: int, states_per_phone: int, workdir: Path, symbols: dict[str, int]) -> Fsa:
+def _graph(order: int, topology: str, num_phones: int, states_per_phone: int, workdir: Path,
+           symbols: dict[str, int]) -> Fsa:
     arpa = workdir / f"lm{order}.arpa"
     subprocess.run(
         ["kaldingram", "train", "--ngram-order", str(order), "--text", str(workdir / "text.txt"), "--lm", str(arpa)],
         check=True,
         capture_output=True,
     )
-    return hmm_lm_graph(arpa_to_fsa(arpa, symbols), num_phones, states_per_phone)
+    lm = arpa_to_fsa(arpa, symbols)
+    return ctc_lm_graph(lm, num_phones) if topology == "ctc" else hmm_lm_graph(lm, num_phones, states_per_phone)
 
 
 @click.command("marginals")
@@ -131,7 +133,9 @@ def _graph(order: int, num_phones: int, states_per_phone: int, workdir: Path, sy
 @click.option("--frames", default=500, show_default=True, help="Frames of the longest utterance.")
 @click.option("--repeat", default=1, show_default=True, help="Timed runs per measurement (best is kept).")
 @click.option("--phones", default=40, show_default=True)
-@click.option("--states-per-phone", default=1, show_default=True)
+@click.option("--topology", type=click.Choice(["hmm", "ctc"]), default="hmm", show_default=True,
+              help="Topology composed with the LM.")
+@click.option("--states-per-phone", default=1, show_default=True, help="HMM states per phone.")
 @click.option("--orders", default="2,3", show_default=True, help="LM orders to benchmark.")
 @click.option("--naive/--no-naive", default=True, show_default=True, help="Also run the naive reference.")
 @click.option("--threads", default="1,2", show_default=True,
@@ -143,6 +147,7 @@ def marginals(
     frames: int,
     repeat: int,
     phones: int,
+    topology: str,
     states_per_phone: int,
     orders: str,
     naive: bool,
@@ -165,9 +170,10 @@ def marginals(
     with tempfile.TemporaryDirectory() as tmp:
         workdir = Path(tmp)
         symbols = _random_text(workdir / "text.txt", phones, 4000, seed)
-        graphs = {order: _graph(int(order), phones, states_per_phone, workdir, symbols) for order in orders.split(",")}
+        graphs = {order: _graph(int(order), topology, phones, states_per_phone, workdir, symbols)
+                  for order in orders.split(",")}
     click.echo(
-        f"# device={device} batch={batch} frames={frames} repeat={repeat} phones={phones} "
+        f"# device={device} batch={batch} frames={frames} repeat={repeat} phones={phones} topology={topology} "
         f"states_per_phone={states_per_phone} threads={threads}"
     )
     if not has_k2:
