@@ -350,3 +350,65 @@ def test_bench_synthetic_runs():
     assert result.exit_code == 0, result.output
     assert re.search(r"search +RTF \d\.\d{4}", result.stdout) and re.search(r"network +RTF", result.stdout)
     assert "%WER 0.00" in result.stdout
+
+
+# --------------------------------------------------------------------------- messages a user can act on
+
+
+def test_a_warning_is_printed_once_after_lhotses_fallback_reader(corpus, model_path, tmp_path):
+    (tmp_path / "x.wav").write_text("not audio")  # read through lhotse's fallback, which logs on the root logger
+    result = subprocess.run([sys.executable, "-m", "usrasr", "decode", "--model", str(model_path),
+                             str(tmp_path / "x.wav"), str(tmp_path / "nonexistent.wav")],
+                            capture_output=True, text=True, timeout=120)
+    assert result.returncode == 2
+    assert result.stderr.count("nonexistent.wav: no such file") == 1, result.stderr
+    assert result.stderr.count("could not be decoded") == 1, result.stderr
+
+
+def test_decode_reuses_the_training_runs_graphs_and_never_writes_into_the_corpus(corpus, model_path, tmp_path):
+    run = tmp_path / "run"  # as `usrasr train` lays out an experiment: graphs/ and one folder per model
+    (run / "round1").mkdir(parents=True)
+    shutil.copy(model_path, run / "round1" / "model.pt")
+    assert run_cli("decode", "--compile-only", "--lang", corpus / "lang", "--graph-dir", run / "graphs").exit_code == 0
+    built = (run / "graphs" / "HLG.fst").stat().st_mtime_ns
+    result = CliRunner().invoke(cli, ["decode", "--model", str(run / "round1" / "model.pt"),
+                                      str(corpus / "audio" / "u0.wav")])
+    assert result.exit_code == 0, result.output
+    assert "compiling" not in result.stderr and (run / "graphs" / "HLG.fst").stat().st_mtime_ns == built
+    assert not (run / "round1" / "graphs").exists() and not (corpus / "lang" / "HLG.fst").exists()
+    # Without a training run around it, the model's graphs go beside the model, not into the corpus.
+    lone = tmp_path / "lone"
+    lone.mkdir()
+    shutil.copy(model_path, lone / "model.pt")
+    assert run_cli("decode", "--model", lone / "model.pt", corpus / "audio" / "u0.wav").exit_code == 0
+    assert (lone / "graphs" / "HLG.fst").is_file() and not (corpus / "lang" / "HLG.fst").exists()
+    result = run_cli("decode", "--compile-only", "--lang", corpus / "lang")
+    assert result.exit_code == 2 and "--graph-dir" in result.output
+
+
+def test_an_utterance_that_reaches_no_final_state_is_named(corpus, model_path, monkeypatch):
+    from usrasr.decode.search import Hypothesis
+
+    monkeypatch.setattr(GraphSearch, "search", lambda self, scores: Hypothesis(["YES"], reached_final=False))
+    result = CliRunner().invoke(cli, ["decode", "--model", str(model_path), str(corpus / "audio" / "u3.wav")])
+    assert result.exit_code == 0, result.output
+    assert "u3: reached no final graph state" in result.stderr, result.stderr
+
+
+def test_input_too_short_for_the_model_is_a_named_failure(corpus, model_path, tmp_path):
+    sf.write(tmp_path / "s.wav", np.zeros(480, dtype=np.float32), 16000)  # 30 ms: one fbank frame
+    result = run_cli("decode", "--model", model_path, tmp_path / "s.wav", corpus / "audio" / "u0.wav")
+    assert result.exit_code == 2
+    assert re.search(r"skipping \S*s\.wav: too short for the model", result.stderr), result.stderr
+    assert parse_text_output(result.stdout) == {"u0": SPOKEN[0]}
+
+
+def test_input_below_the_training_sample_rate_warns_once(corpus, model_path, tmp_path):
+    audio, rate = sf.read(corpus / "audio" / "u0.wav")
+    step = rate / 8000
+    narrow = np.interp(np.arange(0, len(audio), step), np.arange(len(audio)), audio)
+    for name in ("a.wav", "b.wav"):
+        sf.write(tmp_path / name, narrow, 8000)
+    result = run_cli("decode", "--model", model_path, tmp_path / "a.wav", tmp_path / "b.wav")
+    assert result.exit_code == 0, result.output
+    assert result.stderr.count("8000 Hz audio, upsampled to 16000 Hz") == 1, result.stderr

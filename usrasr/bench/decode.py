@@ -137,13 +137,14 @@ def _bench_synthetic(
 
 def _bench_files(options: SearchOptions, model_path: Path, lang_dir: Path | None, lm: Path | None, utterances) -> tuple[Timings, object, list[str]]:
     from usrasr.decode.audio import BadInput, load_features
-    from usrasr.decode.pipeline import build_recognizer, default_lm, resolve_lang_dir
+    from usrasr.decode.pipeline import build_recognizer, default_graph_dir, default_lm, resolve_lang_dir
     from usrasr.models.acoustic import load_model
     from usrasr.utils.errors import UsrasrError
 
     loaded = load_model(model_path, "cpu")
     lang_dir = resolve_lang_dir(model_path, loaded, lang_dir)
-    recognizer = build_recognizer(loaded, lang_dir, "word", lm or default_lm(lang_dir, "word"), None, options,
+    graph_dir = default_graph_dir(model_path)
+    recognizer = build_recognizer(loaded, lang_dir, "word", lm or default_lm(lang_dir, "word"), graph_dir, options,
                                   torch.device("cpu"))
     timings = Timings()
     try:
@@ -157,7 +158,7 @@ def _bench_files(options: SearchOptions, model_path: Path, lang_dir: Path | None
             _measure(recognizer, timings, feats)
     except BadInput as e:
         raise UsrasrError(f"cannot benchmark on {utterance.source}: {e}") from None
-    return timings, recognizer, [f"graph: {lang_dir / 'HLG.fst'}"]
+    return timings, recognizer, [f"graph: {graph_dir / 'HLG.fst'}"]
 
 
 @click.command()

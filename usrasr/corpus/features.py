@@ -24,8 +24,9 @@ def fbank_extractor():
     return Fbank(FbankConfig(num_mel_bins=NUM_MEL_BINS))
 
 
-def load_mono_16k(path: str | Path) -> np.ndarray:
-    """Decode any common audio file to float32 mono at 16 kHz; raise ValueError if unusable."""
+def load_mono_16k(path: str | Path) -> tuple[np.ndarray, int]:
+    """Decode any common audio file to float32 mono at 16 kHz, and say its own sample rate;
+    raise ValueError if unusable."""
     from lhotse import Recording
 
     path = Path(path)
@@ -41,9 +42,10 @@ def load_mono_16k(path: str | Path) -> np.ndarray:
         raise ValueError("not a readable audio file (corrupt or unsupported format)") from None
     if recording.num_samples == 0:
         raise ValueError("zero-length recording")
-    if recording.sampling_rate != SAMPLE_RATE:
+    source_rate = recording.sampling_rate
+    if source_rate != SAMPLE_RATE:
         recording = recording.resample(SAMPLE_RATE)
     samples = recording.load_audio().mean(axis=0).astype(np.float32)
     if samples.size == 0:
         raise ValueError("zero-length recording")
-    return samples
+    return samples, source_rate

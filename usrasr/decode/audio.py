@@ -50,15 +50,15 @@ def _mono(audio: np.ndarray) -> np.ndarray:
     return audio.mean(axis=0) if audio.ndim == 2 else audio
 
 
-def _file_features(path: Path) -> torch.Tensor:
+def _file_features(path: Path) -> tuple[torch.Tensor, int]:
     try:
-        samples = load_mono_16k(path)
+        samples, source_rate = load_mono_16k(path)
     except ValueError as e:  # the same checks and message as `usrasr prepare audio`
         raise BadInput(str(e)) from None
-    return _fbank(samples)
+    return _fbank(samples), source_rate
 
 
-def _cut_features(cut) -> torch.Tensor:
+def _cut_features(cut) -> tuple[torch.Tensor, int]:
     try:
         if cut.has_features:
             feats = torch.from_numpy(cut.load_features()).float()
@@ -66,22 +66,29 @@ def _cut_features(cut) -> torch.Tensor:
                 raise BadInput(f"stored features are {feats.shape[-1]}-dim, the model needs {NUM_MEL_BINS}-dim fbank")
             if feats.shape[0] == 0:
                 raise BadInput("no feature frames")
-            return feats
+            return feats, cut.sampling_rate
         if not cut.has_recording:
             raise BadInput("cut has neither features nor audio")
-        if cut.sampling_rate != SAMPLE_RATE:
+        source_rate = cut.sampling_rate
+        if source_rate != SAMPLE_RATE:
             cut = cut.resample(SAMPLE_RATE)
         audio = cut.load_audio()
     except BadInput:
         raise
     except Exception as e:
         raise BadInput(f"cannot load: {e}".splitlines()[0]) from None
-    return _fbank(_mono(audio))
+    return _fbank(_mono(audio)), source_rate
+
+
+def load_features_and_rate(utterance: Utterance) -> tuple[torch.Tensor, int]:
+    """Fbank ``(T, 80)`` at 16 kHz (resampled, stereo averaged) and the input's own sample
+    rate; raises :class:`BadInput`."""
+    return _cut_features(utterance.cut) if utterance.cut is not None else _file_features(utterance.path)
 
 
 def load_features(utterance: Utterance) -> torch.Tensor:
     """Fbank ``(T, 80)`` at 16 kHz (resampled, stereo averaged); raises :class:`BadInput`."""
-    return _cut_features(utterance.cut) if utterance.cut is not None else _file_features(utterance.path)
+    return load_features_and_rate(utterance)[0]
 
 
 def utterances_from_paths(paths: Iterable[str]) -> list[Utterance]:
@@ -121,3 +128,18 @@ def utterances_from_cuts(path: Path) -> list[Utterance]:
     except Exception as e:
         raise UsrasrError(f"cannot read cuts {path}: {e}".splitlines()[0]) from None
     return [Utterance(cut.id, cut=cut) for cut in cuts]
+
+
+def collect_utterances(files: Iterable[str], wav_scp: Path | None, cuts: Path | None,
+                       stdin: TextIO | None = None) -> list[Utterance]:
+    """Everything a ``usrasr decode`` call names: files (``-``: lines of ``stdin``), a wav.scp, a CutSet."""
+    utterances = []
+    for item in files:
+        utterances += utterances_from_stream(stdin, "stdin") if item == "-" else utterances_from_paths([item])
+    if wav_scp is not None:
+        utterances += utterances_from_lines(wav_scp.read_text(encoding="utf-8").splitlines(), str(wav_scp))
+    if cuts is not None:
+        utterances += utterances_from_cuts(cuts)
+    if not utterances:
+        raise UsrasrError("nothing to decode: give audio FILES, '-', --cuts or --wav-scp")
+    return utterances

@@ -1,8 +1,14 @@
-"""Model + graph search: utterances in, hypotheses out, one bad input costing only itself."""
+"""Model + graph search: utterances in, hypotheses out, one bad input costing only itself.
+
+:func:`decode_utterances` is what ``usrasr decode`` runs: it finds the graphs
+(the training run's, next to the model), decodes in batches, warns per
+utterance by id, and writes ``id<TAB>text`` or JSON lines.
+"""
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+import json
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Iterable, Iterator
 
@@ -10,13 +16,20 @@ import numpy as np
 import torch
 from torch.nn.utils.rnn import pad_sequence
 
-from usrasr.corpus.features import FRAME_SHIFT
-from usrasr.decode.audio import BadInput, Utterance, load_features
+from usrasr.corpus.features import FRAME_SHIFT, SAMPLE_RATE
+from usrasr.decode.audio import BadInput, Utterance, load_features_and_rate
 from usrasr.decode.search import GraphSearch, Hypothesis, SearchOptions, Unit
 from usrasr.graph.hlg import Lang, ensure_graph, load_graph, read_lang
-from usrasr.models.acoustic import CtcAcousticModel, LoadedModel
+from usrasr.models.acoustic import CtcAcousticModel, LoadedModel, load_model
+from usrasr.utils.console import log, progress
+from usrasr.utils.device import resolve_device
 from usrasr.utils.errors import UsrasrError
+from usrasr.utils.io import atomic_open
 from usrasr.corpus.layout import CorpusLayout
+
+GRAPH_KINDS = {"word": "HLG", "phone": "HP"}
+# Shorter than any spoken syllable: such input is reported, not decoded to an empty line.
+MIN_SECONDS = 0.1
 
 
 def resolve_lang_dir(model_path: Path | None, loaded: LoadedModel | None, option: Path | None) -> Path:
@@ -39,6 +52,30 @@ def default_lm(lang_dir: Path, unit: Unit, missing_ok: bool = False) -> Path | N
     return CorpusLayout(lang_dir.parent).lm(unit, missing_ok)
 
 
+def default_graph_dir(model_path: Path) -> Path:
+    """Where a model's graphs are: the ``graphs/`` of the training run that made it
+    (``usrasr train`` puts models one level below it), else ``graphs/`` beside the model.
+    Never a corpus: graphs are per experiment."""
+    for run_dir in (model_path.parent, model_path.parent.parent):
+        if (run_dir / "graphs").is_dir():
+            return run_dir / "graphs"
+    return model_path.parent / "graphs"
+
+
+def compile_graphs(lang_dir: Path, lm: Path | None, phone_lm: Path | None, graph_dir: Path,
+                   force: bool = False) -> list[Path]:
+    """HLG (word LM) and HP (phone LM) for ``lang_dir``, each where an LM is given or prepared."""
+    lang = read_lang(lang_dir)
+    built = []
+    for unit, explicit in (("word", lm), ("phone", phone_lm)):
+        path = explicit or default_lm(lang_dir, unit, missing_ok=True)
+        if path is not None:
+            built.append(ensure_graph(GRAPH_KINDS[unit], lang, path, graph_dir, force))
+    if not built:
+        raise UsrasrError(f"no LM given (--lm, --phone-lm) and none in {lang_dir.parent / 'lm'}")
+    return built
+
+
 def check_tokens(loaded: LoadedModel, lang: Lang) -> None:
     if loaded.tokens != lang.model_tokens:
         raise UsrasrError(
@@ -55,6 +92,7 @@ class Decoded:
     hypothesis: Hypothesis | None = None
     error: str | None = None
     num_frames: int = 0  # feature frames (10 ms each)
+    source_rate: int = SAMPLE_RATE  # the input's own sample rate, before resampling
 
     @property
     def duration(self) -> float:
@@ -94,15 +132,20 @@ class Recognizer:
         feats: list[torch.Tensor] = []
         for utterance in utterances:
             try:
-                f = load_features(utterance)
+                f, rate = load_features_and_rate(utterance)
                 feats.append(f)
-                results.append(Decoded(utterance, num_frames=len(f)))
+                results.append(Decoded(utterance, num_frames=len(f), source_rate=rate))
             except BadInput as e:
                 results.append(Decoded(utterance, error=str(e)))
         posteriors = iter(self.log_probs(feats) if feats else [])
         for result in results:
             if result.error is None:
-                result.hypothesis = self.search.search(next(posteriors))
+                scores = next(posteriors)
+                if len(scores) == 0 or result.duration < MIN_SECONDS:
+                    result.error = (f"too short for the model ({result.duration:.2f} s; speech needs at least "
+                                    f"{MIN_SECONDS:.2f} s)")
+                else:
+                    result.hypothesis = self.search.search(scores)
             yield result
 
 
@@ -119,6 +162,98 @@ def build_recognizer(
     """Check the model against the lang dir, get (or compile) the graph, and wire it up."""
     lang = read_lang(lang_dir)
     check_tokens(loaded, lang)
-    graph = load_graph(ensure_graph("HLG" if unit == "word" else "HP", lang, lm, graph_dir, force))
+    graph = load_graph(ensure_graph(GRAPH_KINDS[unit], lang, lm, graph_dir, force))
     search = GraphSearch(graph, lang, unit, options, seconds_per_frame=FRAME_SHIFT * loaded.model.subsampling)
     return Recognizer(loaded.model, search, device)
+
+
+def _without_duplicate_ids(utterances: list[Utterance]) -> tuple[list[Utterance], list[Utterance]]:
+    """(first utterance of each id, the later ones): a repeated id would make the output ambiguous."""
+    seen: set[str] = set()
+    unique, duplicates = [], []
+    for u in utterances:
+        if u.id in seen:
+            log.warning("skipping %s: duplicate id '%s'", u.source, u.id)
+            duplicates.append(u)
+        else:
+            seen.add(u.id)
+            unique.append(u)
+    return unique, duplicates
+
+
+def format_record(decoded: Decoded, unit: Unit, fmt: str) -> str:
+    """``id<TAB>text`` (fmt "text") or one JSON line with per-unit times and confidences."""
+    hyp = decoded.hypothesis
+    if fmt == "text":
+        return f"{decoded.utterance.id}\t{hyp.text}"
+    return json.dumps(
+        {
+            "id": decoded.utterance.id,
+            "text": hyp.text,
+            "duration": round(decoded.duration, 3),
+            f"{unit}s": [{unit: u.label, "start": u.start, "end": u.end, "confidence": u.confidence} for u in hyp.units],
+        }
+    )
+
+
+@dataclass
+class DecodeReport:
+    inputs: int
+    decoded: int = 0
+    failed: list[str] = field(default_factory=list)  # ids of inputs that gave no hypothesis
+
+
+def decode_utterances(
+    utterances: list[Utterance],
+    model_path: Path,
+    lang_dir: Path | None = None,
+    unit: Unit = "word",
+    lm: Path | None = None,
+    graph_dir: Path | None = None,
+    options: SearchOptions = SearchOptions(),
+    device: str = "auto",
+    batch_size: int = 8,
+    fmt: str = "text",
+    output: Path | None = None,
+    force: bool = False,
+) -> DecodeReport:
+    """Decode ``utterances``; lines go to stdout as each one finishes, or to ``output`` (Kaldi
+    ``text``, or JSON lines), written atomically at the end.  Bad inputs are skipped with a
+    warning naming them and listed in the report."""
+    torch_device = resolve_device(device)
+    loaded = load_model(model_path, torch_device)
+    lang_dir = resolve_lang_dir(model_path, loaded, lang_dir)
+    recognizer = build_recognizer(loaded, lang_dir, unit, lm or default_lm(lang_dir, unit),
+                                  graph_dir or default_graph_dir(model_path), options, torch_device, force)
+    unique, duplicates = _without_duplicate_ids(utterances)
+    report = DecodeReport(len(utterances), failed=[u.id for u in duplicates])
+    lines: list[str] = []
+    low_rate_warned = False
+    with progress() as bar:
+        task = bar.add_task("decode", total=len(unique), status="")
+        for decoded in recognizer.decode(unique, batch_size):
+            bar.advance(task)
+            utt = decoded.utterance
+            if decoded.error is not None:
+                log.warning("skipping %s: %s", utt.source, decoded.error)
+                report.failed.append(utt.id)
+                continue
+            if decoded.source_rate < SAMPLE_RATE and not low_rate_warned:
+                low_rate_warned = True
+                log.warning("%s is %d Hz audio, upsampled to %d Hz: the model was trained on %d kHz speech, and "
+                            "band-limited input lacks everything above %d Hz, so expect clearly lower accuracy "
+                            "(said once per run)", utt.source, decoded.source_rate, SAMPLE_RATE, SAMPLE_RATE // 1000,
+                            decoded.source_rate // 2)
+            if not decoded.hypothesis.reached_final:
+                log.warning("%s: reached no final graph state; its best partial path is used "
+                            "(a larger --beam may help)", utt.id)
+            report.decoded += 1
+            line = format_record(decoded, unit, fmt)
+            if output is None:
+                print(line, flush=True)  # pipelines see each utterance at once
+            else:
+                lines.append(line if fmt == "jsonl" else line.replace("\t", " ", 1).rstrip())
+    if output is not None:
+        with atomic_open(output) as f:
+            f.writelines(line + "\n" for line in lines)
+    return report

@@ -67,7 +67,7 @@ def _import_one(utt_id: str, src: str, dst: str) -> tuple[str, str, str | None]:
     import soundfile as sf
 
     try:
-        samples = load_mono_16k(src)
+        samples, _ = load_mono_16k(src)
     except ValueError as exc:
         return utt_id, src, str(exc)
     with atomic_path(dst) as tmp:

@@ -39,6 +39,9 @@ def setup_logging(verbose: int = 0, quiet: bool = False) -> None:
         handler.setFormatter(logging.Formatter("usrasr %(levelname)s: %(message)s"))
     log.handlers[:] = [handler]
     log.setLevel(level)
+    # Ours alone: a library that logs through the root logger (lhotse does) installs a root
+    # handler, which would print every usrasr record a second time.
+    log.propagate = False
 
 
 def progress(**kwargs) -> Progress:
