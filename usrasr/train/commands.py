@@ -9,7 +9,7 @@ import click
 from rich.console import Console
 from rich.table import Table
 
-from usrasr.train.config import EXPERIMENTAL_KEYS, UNIT_SOURCES
+from usrasr.train.config import EXPERIMENTAL_KEYS, OBJECTIVES, UNIT_SOURCES
 
 
 @click.command()
@@ -26,12 +26,15 @@ from usrasr.train.config import EXPERIMENTAL_KEYS, UNIT_SOURCES
               help="Unit source: fbank k-means; segments (experimental: k-means of phone-like fbank segments); "
                    "encoder (set encoder=DIR, a `usrasr pretrain` output); "
                    "diagnostic = phone ids from the scoring alignments (diagnosis only).")
+@click.option("--objective", type=click.Choice(list(OBJECTIVES)), default=None,
+              help="What makes the first labels: seqce (generative, over units; the default) or odm "
+                   "(a segment classifier matched to the phone LM's n-grams).")
 @click.option("--resume", is_flag=True, help="Continue an interrupted run from its checkpoints.")
 @click.option("--no-score", is_flag=True, help="Skip oracles and PER (reads no transcripts at all).")
 @click.option("--threads", type=click.IntRange(min=1), default=None,
               help="Torch CPU threads of the seq-CE and CTC stages (default: one each; sets OMP_NUM_THREADS).")
 @click.pass_context
-def train(ctx, corpus, out_dir, config_path, overrides, units, resume, no_score, threads) -> None:
+def train(ctx, corpus, out_dir, config_path, overrides, units, objective, resume, no_score, threads) -> None:
     """Unsupervised sequence-level training on a prepared corpus.
 
     Under `torchrun --nproc_per_node N -m usrasr train ...`, N processes train
@@ -49,6 +52,8 @@ def train(ctx, corpus, out_dir, config_path, overrides, units, resume, no_score,
     values = parse_overrides(overrides)
     if units:
         values["units"] = units
+    if objective:
+        values["objective"] = objective
     values.setdefault("seed", str((ctx.obj or {}).get("seed", 0)))
     config = TrainConfig.load(config_path, values)
     with process_group(resolve_device(config.device)):
@@ -64,7 +69,8 @@ def print_summary(summary: dict, title: str) -> None:
     table = Table(title=title)
     for column in ("model", "loss", "PER train", "PER test", "WER test"):
         table.add_column(column, justify="left" if column == "model" else "right")
-    rows = [("seq-CE (lowest loss)", summary.get("seqce")), ("oracle HMM (same units)", summary.get("oracle_hmm"))]
+    rows = [("ODM (lowest loss)", summary.get("odm")), ("ODM: true segment labels", summary.get("odm", {}).get("true_labels")),
+            ("seq-CE (lowest loss)", summary.get("seqce")), ("oracle HMM (same units)", summary.get("oracle_hmm"))]
     if "word_em" in summary:
         rows += [("word-level EM (HLG)", summary["word_em"]),
                  ("oracle HMM table through HLG", summary["word_em"].get("oracle"))]

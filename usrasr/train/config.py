@@ -9,6 +9,7 @@ from usrasr.utils.errors import UsrasrError
 
 UNIT_SOURCES = ("fbank", "segments", "encoder", "diagnostic")
 SPEAKER_FIELDS = ("speaker", "voice", "cluster")
+OBJECTIVES = ("seqce", "odm")
 # Paths that are tested but that no measured result favours over the defaults
 # (docs/results/): `usrasr train --help` marks them experimental.
 EXPERIMENTAL_KEYS = ("word_em_iterations", "speaker_emissions", "codebook_per_speaker", "adapt_speaker_codebooks",
@@ -56,6 +57,22 @@ class TrainConfig(YamlConfig):
     phones_per_second: float = 12.0  # typical of read speech; set it for your language and style
     silence: bool = True
     silence_prob: float = 0.05
+    # What makes the first labels of train-audio: "seqce" (the generative sequence-level
+    # cross-entropy over units, below) or "odm" (a classifier of segment features matched to
+    # the phone LM's n-gram distribution, see usrasr.train.odm_stage; uses segment_penalty,
+    # segment_parts and cmvn, not the units)
+    objective: str = "seqce"
+    odm_order: int = 3  # n-gram orders 1..N matched (a phone LM of that order is trained if the corpus's is lower)
+    odm_top: int = 1000  # the most likely n-grams matched per order above 2 (every uni- and bigram)
+    odm_restarts: int = 8  # classifiers trained together as one batched model; the lowest loss wins
+    odm_steps: int = 200
+    odm_learning_rate: float = 0.05
+    odm_batch_utterances: int = 300  # utterances per step (0: all)
+    odm_dim: int = 40  # principal components of the segment features (0: all)
+    odm_hidden: int = 0  # hidden units of the classifier (0: linear)
+    odm_silence_margin: float = 6.0  # segments this far below their utterance's median log-mel energy are silence
+    odm_order_steps: int = 0  # curriculum: steps before each order above 2 joins (0: all at once)
+    odm_dual: bool = False  # train the primal-dual form of the loss
     # sequence-level cross-entropy search
     restarts: int = 5
     batch_restarts: int = 0  # restarts trained together (0: all on a GPU, one at a time on a CPU)
@@ -99,6 +116,12 @@ class TrainConfig(YamlConfig):
     seed: int = 0
 
     def __post_init__(self) -> None:
+        if self.objective not in OBJECTIVES:
+            raise UsrasrError(f"objective must be one of {', '.join(OBJECTIVES)}, got '{self.objective}'")
+        if self.objective == "odm" and (self.word_em_iterations or self.odm_order < 2 or self.odm_restarts < 1
+                                        or self.odm_steps < 1 or self.odm_top < 1):
+            raise UsrasrError("objective=odm needs odm_order >= 2, odm_restarts >= 1, odm_steps >= 1, odm_top >= 1 "
+                              "and no word-level EM (word_em_iterations=0: it refines unit tables)")
         if self.units not in UNIT_SOURCES:
             raise UsrasrError(f"units must be one of {', '.join(UNIT_SOURCES)}, got '{self.units}'")
         if self.units == "encoder" and not self.encoder:

@@ -30,6 +30,7 @@ from usrasr.train.config import TrainConfig
 from usrasr.train.diagnostics import EVAL_SPLIT, Diagnostics
 from usrasr.corpus.reader import load_audio
 from usrasr.utils.metrics import MetricsLog, plot_losses
+from usrasr.train.odm_stage import OdmScoring, run_odm
 from usrasr.train.seqce_stage import (
     label_pairs, read_phone_text, run_restarts, save_phone_text, training_graph, viterbi_phones, with_unit_rate, write_summary,
 )
@@ -70,58 +71,66 @@ def train(corpus: str | Path, out: str | Path, config: TrainConfig, resume: bool
         diagnostics = Diagnostics(corpus, splits, summary) if (score or config.units == "diagnostic") else None
         if score and config.speaker_field == "cluster":
             diagnostics.speaker_purity()
-        if config.units == "diagnostic":
-            units = diagnostics.diagnostic_units(config)
-        elif config.units == "encoder":
-            units = encoder_units(config, splits, corpus, out, diagnostics.train_unit_quality() if score else None)
-        elif config.units == "segments":
-            units = segment_units(config, splits, out)
+        if config.objective == "odm":
+            t0 = time.time()
+            train_split = splits["train_audio"]
+            scoring = OdmScoring(diagnostics.supervised_targets(), diagnostics.scoring.frame_phones(
+                "train_audio", {i: len(f) for i, f in zip(train_split.ids, train_split.feats)})) if score else None
+            pseudo, summary["odm"] = run_odm(corpus, train_split, config, out / "odm", metrics, scoring)
+            timings["odm"] = time.time() - t0
         else:
-            units = fbank_units(config, splits, out)
-        if config.speaker_emissions:
-            speakers = sorted(set(splits["train_audio"].speakers))
-            log.info("one emission table per speaker (%d, %s); evaluates on training speakers only", len(speakers),
-                     "clustered from the audio" if config.speaker_field == "cluster" else "from the speaker labels")
-            units = {"train_audio": units["train_audio"]}
-            units["train_audio"].groups = speaker_groups(splits["train_audio"], units["train_audio"].ids)
-        config = with_unit_rate(config, units["train_audio"], splits["train_audio"].seconds())
-        summary["self_loop_prob"] = config.self_loop_prob
-        timings["units"] = time.time() - t0
-        if score:
-            diagnostics.score_units(units)
-
-        t0 = time.time()
-        graph = training_graph(corpus, config)
-        num_labels = int(graph.label.max()) + 1
-        pairs = label_pairs(corpus, config, num_labels)
-        restarts = run_restarts(units["train_audio"], graph, pairs, config, out / "seqce", metrics)
-        best = min(restarts, key=lambda r: r.loss)
-        with atomic_path(out / "seqce" / "model.pt") as tmp:
-            torch.save({"log_emissions": best.log_emissions, "loss": best.loss, "restart": best.restart,
-                        "config": config.to_dict()}, tmp)
-        pseudo = viterbi_phones(units["train_audio"], graph, best.log_emissions)
-        timings["seqce"] = time.time() - t0
-        summary["seqce"] = {"loss": best.loss, "best_restart": best.restart,
-                            "restart_losses": [r.loss for r in restarts]}
-
-        oracle = None
-        if score:
-            t0 = time.time()
-            oracle = diagnostics.score_restarts(units, graph, restarts, best, num_labels, config)
-            timings["scoring"] = time.time() - t0
-
-        if config.word_em_iterations:
-            t0 = time.time()
-            word_em = WordLevelEM.from_corpus(corpus, out / "graphs", config.word_em_beam,
-                                              workers=config.word_em_workers or len(os.sched_getaffinity(0)))
-            refined = run_word_em(units["train_audio"], [r.log_emissions for r in restarts], word_em,
-                                  config.word_em_screen_iterations, config.word_em_iterations, out / "word_em")
-            pseudo = refined["phones"]
-            summary["word_em"] = {"chosen_restarts": refined["chosen_restarts"],
-                                  "screen_costs": refined["screen_costs"], "cost_history": refined["cost_history"]}
+            if config.units == "diagnostic":
+                units = diagnostics.diagnostic_units(config)
+            elif config.units == "encoder":
+                units = encoder_units(config, splits, corpus, out, diagnostics.train_unit_quality() if score else None)
+            elif config.units == "segments":
+                units = segment_units(config, splits, out)
+            else:
+                units = fbank_units(config, splits, out)
+            if config.speaker_emissions:
+                speakers = sorted(set(splits["train_audio"].speakers))
+                log.info("one emission table per speaker (%d, %s); evaluates on training speakers only", len(speakers),
+                         "clustered from the audio" if config.speaker_field == "cluster" else "from the speaker labels")
+                units = {"train_audio": units["train_audio"]}
+                units["train_audio"].groups = speaker_groups(splits["train_audio"], units["train_audio"].ids)
+            config = with_unit_rate(config, units["train_audio"], splits["train_audio"].seconds())
+            summary["self_loop_prob"] = config.self_loop_prob
+            timings["units"] = time.time() - t0
             if score:
-                diagnostics.score_word_em(word_em, units["train_audio"], refined, oracle)
-            timings["word_em"] = time.time() - t0
+                diagnostics.score_units(units)
+
+            t0 = time.time()
+            graph = training_graph(corpus, config)
+            num_labels = int(graph.label.max()) + 1
+            pairs = label_pairs(corpus, config, num_labels)
+            restarts = run_restarts(units["train_audio"], graph, pairs, config, out / "seqce", metrics)
+            best = min(restarts, key=lambda r: r.loss)
+            with atomic_path(out / "seqce" / "model.pt") as tmp:
+                torch.save({"log_emissions": best.log_emissions, "loss": best.loss, "restart": best.restart,
+                            "config": config.to_dict()}, tmp)
+            pseudo = viterbi_phones(units["train_audio"], graph, best.log_emissions)
+            timings["seqce"] = time.time() - t0
+            summary["seqce"] = {"loss": best.loss, "best_restart": best.restart,
+                                "restart_losses": [r.loss for r in restarts]}
+
+            oracle = None
+            if score:
+                t0 = time.time()
+                oracle = diagnostics.score_restarts(units, graph, restarts, best, num_labels, config)
+                timings["scoring"] = time.time() - t0
+
+            if config.word_em_iterations:
+                t0 = time.time()
+                word_em = WordLevelEM.from_corpus(corpus, out / "graphs", config.word_em_beam,
+                                                  workers=config.word_em_workers or len(os.sched_getaffinity(0)))
+                refined = run_word_em(units["train_audio"], [r.log_emissions for r in restarts], word_em,
+                                      config.word_em_screen_iterations, config.word_em_iterations, out / "word_em")
+                pseudo = refined["phones"]
+                summary["word_em"] = {"chosen_restarts": refined["chosen_restarts"],
+                                      "screen_costs": refined["screen_costs"], "cost_history": refined["cost_history"]}
+                if score:
+                    diagnostics.score_word_em(word_em, units["train_audio"], refined, oracle)
+                timings["word_em"] = time.time() - t0
         save_phone_text(out / "pseudo_labels" / "round0.txt", pseudo)
 
         labels = pseudo
