@@ -2,19 +2,10 @@
 
 from __future__ import annotations
 
-import re
 from pathlib import Path
 
 import click
 
-from usrasr.utils.console import log
-from usrasr.utils.errors import UsrasrError
-
-
-def _default_name(hyp: str) -> str:
-    if hyp == "-":
-        return "stdin"
-    return re.sub(r"(\.(txt|jsonl|json|gz))+$", "", Path(hyp).name) or "hyp"
 
 
 @click.command()
@@ -42,31 +33,6 @@ def evaluate(ref, hyp, unit, utt2spk, out_dir, name, top):
     Example:
       ls audio/*.wav | usrasr decode --model m.pt - | usrasr evaluate ref.txt -
     """
-    if ref == "-" and hyp == "-":
-        raise UsrasrError("REF and HYP cannot both be stdin")
-    from usrasr.evaluate.report import breakdown_lines, compute_wer_lines, frequent_error_lines, id_list, write_outputs
-    from usrasr.evaluate.scoring import compute_error_rate
-    from usrasr.evaluate.transcripts import read_transcripts, read_utt2spk
+    from usrasr.evaluate.report import evaluate_transcripts
 
-    refs = read_transcripts(ref)
-    hyps = read_transcripts(hyp)
-    if not refs.texts:
-        raise UsrasrError(f"no references in {ref}")
-    stats = compute_error_rate(refs.for_unit(unit), hyps.texts, unit)
-    if stats.missing:
-        log.warning("%d reference(s) have no hypothesis, scored as all deletions: %s", len(stats.missing), id_list(stats.missing))
-    if stats.extra:
-        log.warning("%d hypothesis id(s) are not in the references, ignored: %s", len(stats.extra), id_list(stats.extra))
-
-    speakers = {**refs.speakers, **(read_utt2spk(utt2spk) if utt2spk else {})}
-    breakdowns = {kind: stats.by_group(groups) for kind, groups in (("speaker", speakers), ("voice", refs.voices)) if groups}
-    lines = compute_wer_lines(stats)
-    for kind, groups in breakdowns.items():
-        lines += ["", *breakdown_lines(kind, groups)]
-    frequent = frequent_error_lines(stats, top)
-    if frequent:
-        lines += ["", *frequent]
-    click.echo("\n".join(lines))
-    if out_dir is not None:
-        for path in write_outputs(out_dir, name or _default_name(hyp), stats, breakdowns, top):
-            log.info("wrote %s", path)
+    click.echo("\n".join(evaluate_transcripts(ref, hyp, unit, utt2spk, out_dir, name, top)))

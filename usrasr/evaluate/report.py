@@ -3,10 +3,13 @@
 from __future__ import annotations
 
 import math
+import re
 from collections import Counter
 from pathlib import Path
 
-from usrasr.evaluate.scoring import EPS, ErrorStats
+from usrasr.evaluate.scoring import EPS, ErrorStats, compute_error_rate
+from usrasr.utils.console import log
+from usrasr.utils.errors import UsrasrError
 from usrasr.utils.io import atomic_open, write_json_atomic
 
 MAX_IDS_SHOWN = 5
@@ -137,3 +140,42 @@ def write_outputs(out_dir: Path, name: str, stats: ErrorStats, breakdowns: dict[
     write_errs_file(errs, stats)
     write_json_atomic(summary_path, summary(stats, breakdowns, top))
     return [errs, summary_path]
+
+
+def _default_name(hyp: str) -> str:
+    if hyp == "-":
+        return "stdin"
+    return re.sub(r"(\.(txt|jsonl|json|gz))+$", "", Path(hyp).name) or "hyp"
+
+
+def evaluate_transcripts(ref: str, hyp: str, unit: str = "word", utt2spk: Path | None = None,
+                         out_dir: Path | None = None, name: str | None = None, top: int = 10) -> list[str]:
+    """``usrasr evaluate``: score ``hyp`` against ``ref`` (paths, or "-" for stdin); returns the
+    report lines (Kaldi %WER lines, breakdowns, frequent errors) and writes the errs/JSON files
+    to ``out_dir`` when given."""
+    from usrasr.evaluate.transcripts import read_transcripts, read_utt2spk
+
+    if ref == "-" and hyp == "-":
+        raise UsrasrError("REF and HYP cannot both be stdin")
+    refs = read_transcripts(ref)
+    hyps = read_transcripts(hyp)
+    if not refs.texts:
+        raise UsrasrError(f"no references in {ref}")
+    stats = compute_error_rate(refs.for_unit(unit), hyps.texts, unit)
+    if stats.missing:
+        log.warning("%d reference(s) have no hypothesis, scored as all deletions: %s", len(stats.missing), id_list(stats.missing))
+    if stats.extra:
+        log.warning("%d hypothesis id(s) are not in the references, ignored: %s", len(stats.extra), id_list(stats.extra))
+
+    speakers = {**refs.speakers, **(read_utt2spk(utt2spk) if utt2spk else {})}
+    breakdowns = {kind: stats.by_group(groups) for kind, groups in (("speaker", speakers), ("voice", refs.voices)) if groups}
+    lines = compute_wer_lines(stats)
+    for kind, groups in breakdowns.items():
+        lines += ["", *breakdown_lines(kind, groups)]
+    frequent = frequent_error_lines(stats, top)
+    if frequent:
+        lines += ["", *frequent]
+    if out_dir is not None:
+        for path in write_outputs(out_dir, name or _default_name(hyp), stats, breakdowns, top):
+            log.info("wrote %s", path)
+    return lines

@@ -187,3 +187,20 @@ def compute_features(cuts, out_dir: str | Path, name: str, num_workers: int = 2,
     with_feats = CutSet.from_cuts(c for path in sorted(results) for c in CutSet.from_file(path))
     order = {c.id: i for i, c in enumerate(cuts)}
     return CutSet.from_cuts(sorted(with_feats, key=lambda c: order[c.id]))
+
+
+def prepare_audio(source: str | Path, out_dir: str | Path, name: str = "train_audio", num_workers: int = 2,
+                  force: bool = False) -> Path:
+    """``usrasr prepare audio``: import ``source`` as 16 kHz WAV, then recordings, fbank and cuts
+    manifests of split ``name``; returns the cuts manifest.  Done already: nothing to do."""
+    layout = CorpusLayout(out_dir)
+    cuts_path = layout.cuts(name)
+    if cuts_path.exists() and not force:
+        log.info("%s exists; nothing to do (use --force to redo)", cuts_path)
+        return cuts_path
+    recordings, _ = import_audio(list_audio_source(source), out_dir, num_workers=num_workers, force=force)
+    save_lhotse_atomic(recordings, layout.recordings(name))
+    cuts = compute_features(cuts_from_recordings(recordings), out_dir, name, num_workers=num_workers)
+    save_lhotse_atomic(cuts, cuts_path)
+    log.info("%d recordings, %.2f h -> %s", len(recordings), sum(r.duration for r in recordings) / 3600, cuts_path)
+    return cuts_path

@@ -9,7 +9,6 @@ import click
 from rich.table import Table
 
 from usrasr.utils.console import log, stderr
-from usrasr.corpus.layout import CorpusLayout
 
 _num_workers = click.option("-j", "--num-workers", type=int, default=2, show_default=True,
                             help="Parallel worker processes.")
@@ -82,19 +81,9 @@ def default(out_dir, utterances, hours, dev_utterances, test_utterances, text_se
 @_force
 def audio(source, out_dir, name, num_workers, force) -> None:
     """Unpaired audio: a folder of audio files, a Kaldi wav.scp, or a Lhotse manifest."""
-    from usrasr.prepare.audio import compute_features, cuts_from_recordings, import_audio, list_audio_source
-    from usrasr.utils.io import save_lhotse_atomic
+    from usrasr.prepare.audio import prepare_audio
 
-    layout = CorpusLayout(out_dir)
-    cuts_path = layout.cuts(name)
-    if cuts_path.exists() and not force:
-        log.info("%s exists; nothing to do (use --force to redo)", cuts_path)
-        return
-    recordings, _ = import_audio(list_audio_source(source), out_dir, num_workers=num_workers, force=force)
-    save_lhotse_atomic(recordings, layout.recordings(name))
-    cuts = compute_features(cuts_from_recordings(recordings), out_dir, name, num_workers=num_workers)
-    save_lhotse_atomic(cuts, cuts_path)
-    log.info("%d recordings, %.2f h -> %s", len(recordings), sum(r.duration for r in recordings) / 3600, cuts_path)
+    prepare_audio(source, out_dir, name, num_workers, force)
 
 
 @prepare.command()
@@ -107,17 +96,9 @@ def audio(source, out_dir, name, num_workers, force) -> None:
 @_force
 def text(source, out_dir, lexicon, no_g2p, phone_lm_order, word_lm_order, force) -> None:
     """Unpaired text: a plain-text corpus, one sentence per line -> lang dir and LMs."""
-    from usrasr.prepare.text import prepare_text_corpus, read_text_corpus
+    from usrasr.prepare.text import prepare_text
 
-    rank_report = CorpusLayout(out_dir).rank_report
-    if rank_report.exists() and not force:
-        log.info("%s exists; nothing to do (use --force to redo)", rank_report)
-        return
-    sentences, _ = read_text_corpus(source)
-    report = prepare_text_corpus(sentences, out_dir, lexicon_path=lexicon, g2p=not no_g2p,
-                                 phone_lm_order=phone_lm_order, word_lm_order=word_lm_order)
-    log.info("%d sentences, %d words, vocabulary %d -> %s", report.sentences, report.words,
-             report.vocabulary, out_dir)
+    prepare_text(source, out_dir, lexicon, not no_g2p, phone_lm_order, word_lm_order, force)
 
 
 @click.command()

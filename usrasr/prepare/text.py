@@ -125,3 +125,19 @@ def prepare_text_corpus(
     )
     write_json_atomic(layout.text_report, asdict(report))
     return report
+
+
+def prepare_text(source: str | Path, out_dir: str | Path, lexicon_path: str | Path | None = None, g2p: bool = True,
+                 phone_lm_order: int = 2, word_lm_order: int = 3, force: bool = False) -> TextCorpusReport | None:
+    """``usrasr prepare text``: read a plain-text corpus and build the lang dir and LMs from it
+    (None when they are there already and not ``force``)."""
+    rank_report = CorpusLayout(out_dir).rank_report
+    if rank_report.exists() and not force:
+        log.info("%s exists; nothing to do (use --force to redo)", rank_report)
+        return None
+    sentences, _ = read_text_corpus(source)
+    report = prepare_text_corpus(sentences, out_dir, lexicon_path=lexicon_path, g2p=g2p,
+                                 phone_lm_order=phone_lm_order, word_lm_order=word_lm_order)
+    log.info("%d sentences, %d words, vocabulary %d -> %s", report.sentences, report.words,
+             report.vocabulary, out_dir)
+    return report
