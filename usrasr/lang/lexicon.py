@@ -17,7 +17,7 @@ from usrasr.lang.phones import PHONES, SILENCE, SPOKEN_NOISE
 from usrasr.lang.symbols import EPSILON, SymbolTable, disambig_symbol, lang_tokens
 from usrasr.utils.console import log
 from usrasr.utils.errors import UsrasrError
-from usrasr.utils.io import atomic_open, write_json_atomic
+from usrasr.utils.io import atomic_open, read_utf8_text, write_json_atomic
 
 SIL_WORD = "!SIL"
 UNK_WORD = "<UNK>"
@@ -34,22 +34,40 @@ class LexiconReport:
     oov_tokens: int = 0  # running words of the corpus that needed G2P
 
 
+def _is_number(field: str) -> bool:
+    try:
+        float(field)
+    except ValueError:
+        return False
+    return True
+
+
 def read_lexicon(path: str | Path) -> Lexicon:
-    """Read a Kaldi lexicon (``WORD PH1 PH2 ...``); phones must be in the project phone set."""
+    """Read a Kaldi lexicon (``WORD PH1 PH2 ...``) or lexiconp (``WORD PROB [SILPROBS] PH1 ...``).
+
+    Words and phones are upper-cased (the text is normalised to upper case), stress digits
+    are stripped (``AH0`` -> ``AH``) and probabilities dropped; the phones must then be in the
+    project phone set (39 ARPAbet phones, ``SIL``, ``SPN``).  A word's first pronunciation is kept.
+    """
     lexicon: Lexicon = {}
     path = Path(path)
     if not path.is_file():
         raise UsrasrError(f"lexicon not found: {path}")
-    for lineno, line in enumerate(path.read_text(encoding="utf-8").splitlines(), 1):
+    for lineno, line in enumerate(read_utf8_text(path, "lexicon").splitlines(), 1):
         fields = line.split()
         if not fields:
             continue
-        if len(fields) < 2:
+        phones = fields[1:]
+        while phones and _is_number(phones[0]):  # lexiconp: pronunciation (and silence) probabilities
+            phones = phones[1:]
+        phones = [p.upper().rstrip("012") for p in phones]
+        if not phones:
             raise UsrasrError(f"{path}:{lineno}: lexicon entry '{line.strip()}' has no phones")
-        unknown = [p for p in fields[1:] if p not in PHONES]
+        unknown = [p for p in phones if p not in PHONES]
         if unknown:
-            raise UsrasrError(f"{path}:{lineno}: unknown phone(s) {' '.join(unknown)} for '{fields[0]}'")
-        lexicon.setdefault(fields[0], tuple(fields[1:]))
+            raise UsrasrError(f"{path}:{lineno}: unknown phone(s) {' '.join(unknown)} for '{fields[0]}' "
+                              f"(the phone set: {' '.join(PHONES)})")
+        lexicon.setdefault(fields[0].upper(), tuple(phones))
     return lexicon
 
 

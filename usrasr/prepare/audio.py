@@ -1,15 +1,15 @@
 """The unpaired audio side: import users' audio as 16 kHz mono, build manifests, compute fbank.
 
 Every input is decoded once, downmixed and resampled, and written as a 16 kHz
-mono WAV under ``DIR/audio``, so later stages never meet odd formats again.
+mono WAV under ``DIR/audio/NAME`` (one folder per split), so later stages never meet odd formats again.
 """
 
 from __future__ import annotations
 
-import concurrent.futures as futures
 import functools
 import hashlib
 import os
+import re
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -17,10 +17,14 @@ from pathlib import Path
 from usrasr.corpus.features import SAMPLE_RATE, fbank_extractor, load_mono_16k
 from usrasr.utils.console import log, progress
 from usrasr.utils.errors import NothingUsableError, UsrasrError
-from usrasr.utils.io import atomic_path, save_lhotse_atomic, write_json_atomic
+from usrasr.utils.io import atomic_path, read_utf8_text, save_lhotse_atomic, write_json_atomic
+from usrasr.utils.processes import lock_directory, run_parallel
+from usrasr.utils.steps import Step, file_stamp, run_steps
 from usrasr.corpus.layout import CorpusLayout
 
 AUDIO_EXTENSIONS = {".wav", ".flac", ".mp3", ".ogg", ".opus", ".m4a", ".sph", ".aiff", ".aif"}
+# An id names a file (audio/NAME/<id>.wav) and is the first field of Kaldi text lines.
+_UNSAFE_ID = re.compile(r"[\s/\\]|^\.|^$")
 
 
 @dataclass
@@ -39,7 +43,8 @@ def list_audio_source(source: str | Path) -> list[tuple[str, str]]:
     source = Path(source)
     if source.is_dir():
         files = sorted(p for p in source.rglob("*") if p.suffix.lower() in AUDIO_EXTENSIONS and p.is_file())
-        ids = ["_".join(p.relative_to(source).with_suffix("").parts) for p in files]
+        # Spaces in file names would split Kaldi text lines: they become "_".
+        ids = ["_".join("_".join(p.relative_to(source).with_suffix("").parts).split()) for p in files]
         return list(zip(ids, map(str, files)))
     if not source.is_file():
         raise UsrasrError(f"audio source not found: {source}")
@@ -51,16 +56,23 @@ def list_audio_source(source: str | Path) -> list[tuple[str, str]]:
             manifest.to_eager().recordings if isinstance(manifest, CutSet) else None)
         if recordings is None:
             raise UsrasrError(f"{source}: expected a Lhotse RecordingSet or CutSet")
-        return [(r.id, r.sources[0].source) for r in recordings]
+        return [(_safe_id(r.id, source), r.sources[0].source) for r in recordings]
     pairs = []
-    for lineno, line in enumerate(source.read_text(encoding="utf-8").splitlines(), 1):
+    for lineno, line in enumerate(read_utf8_text(source, "wav.scp").splitlines(), 1):
         fields = line.split(maxsplit=1)
         if not fields:
             continue
         if len(fields) != 2 or fields[1].rstrip().endswith("|"):
             raise UsrasrError(f"{source}:{lineno}: expected 'utterance-id path' (pipes are not supported)")
-        pairs.append((fields[0], fields[1].strip()))
+        pairs.append((_safe_id(fields[0], f"{source}:{lineno}"), fields[1].strip()))
     return pairs
+
+
+def _safe_id(utt_id: str, origin) -> str:
+    if _UNSAFE_ID.search(utt_id) or utt_id in (".", ".."):
+        raise UsrasrError(f"{origin}: utterance id '{utt_id}' cannot name a file: no spaces, slashes or "
+                          f"leading dot")
+    return utt_id
 
 
 def _import_one(utt_id: str, src: str, dst: str) -> tuple[str, str, str | None]:
@@ -75,15 +87,22 @@ def _import_one(utt_id: str, src: str, dst: str) -> tuple[str, str, str | None]:
     return utt_id, src, None
 
 
-def import_audio(pairs: list[tuple[str, str]], out_dir: str | Path, num_workers: int = 2, force: bool = False):
-    """Convert inputs to 16 kHz mono WAV under ``out_dir/audio``; return (RecordingSet, problems)."""
+def audio_dir(out_dir: str | Path, name: str) -> Path:
+    """Where ``prepare audio`` puts the WAVs of split ``name``: one folder per split, so the
+    same id in two splits never shares a file."""
+    return CorpusLayout(out_dir).audio_dir / name
+
+
+def import_audio(pairs: list[tuple[str, str]], out_dir: str | Path, name: str = "train_audio", num_workers: int = 2):
+    """Convert inputs to 16 kHz mono WAV under ``out_dir/audio/name``, keeping those a killed
+    run finished; return (RecordingSet, problems)."""
     from lhotse import Recording, RecordingSet
 
     # Absolute: the manifests name these files, and are read from any working directory.
     out_dir = Path(out_dir).resolve()
     layout = CorpusLayout(out_dir)
-    audio_dir = layout.audio_dir
-    audio_dir.mkdir(parents=True, exist_ok=True)
+    split_dir = audio_dir(out_dir, name)
+    split_dir.mkdir(parents=True, exist_ok=True)
     problems = AudioProblems()
     seen: set[str] = set()
     jobs = []
@@ -92,22 +111,21 @@ def import_audio(pairs: list[tuple[str, str]], out_dir: str | Path, num_workers:
             problems.skipped.append((utt_id, src, "duplicate id"))
             continue
         seen.add(utt_id)
-        dst = audio_dir / f"{utt_id}.wav"
-        if dst.exists() and not force:
-            continue
-        jobs.append((utt_id, src, str(dst)))
-    with progress() as bar, futures.ProcessPoolExecutor(max(1, num_workers)) as pool:
+        dst = split_dir / f"{utt_id}.wav"
+        if not dst.exists():
+            jobs.append((utt_id, src, str(dst)))
+    with progress() as bar:
         task = bar.add_task("importing audio", total=len(jobs), status="")
-        for fut in futures.as_completed([pool.submit(_import_one, *job) for job in jobs]):
-            utt_id, src, error = fut.result()
+        for utt_id, src, error in run_parallel(_import_one, jobs, num_workers):
             if error:
                 problems.skipped.append((utt_id, src, error))
                 log.warning("skipping %s: %s", src, error)
             bar.advance(task)
+    problems.skipped.sort(key=lambda item: item[0])  # in id order, however the workers finished
     bad = {u for u, _, _ in problems.skipped}
     recordings = RecordingSet.from_recordings(
-        Recording.from_file(audio_dir / f"{u}.wav", recording_id=u)
-        for u, _ in pairs if u not in bad and (audio_dir / f"{u}.wav").exists())
+        Recording.from_file(split_dir / f"{u}.wav", recording_id=u)
+        for u, _ in pairs if u not in bad and (split_dir / f"{u}.wav").exists())
     if problems.skipped:
         write_json_atomic(layout.skipped_audio, problems.skipped)
         log.warning("%s (list in %s)", problems.summary(), layout.skipped_audio)
@@ -163,6 +181,8 @@ def compute_features(cuts, out_dir: str | Path, name: str, num_workers: int = 2,
 
     feats_dir = CorpusLayout(Path(out_dir).resolve()).features_dir(name)  # absolute, as the audio paths
     feats_dir.mkdir(parents=True, exist_ok=True)
+    for stale in feats_dir.glob("chunk_*.jsonl.gz"):  # inputs of a killed run's workers
+        stale.unlink()
     cuts = cuts.to_eager()
     chunks = cuts.split(num_splits=max(1, (len(cuts) + chunk_size - 1) // chunk_size))
     results: list[str] = []
@@ -177,13 +197,13 @@ def compute_features(cuts, out_dir: str | Path, name: str, num_workers: int = 2,
         chunk_path = str(feats_dir / f"chunk_{digest}.jsonl.gz")
         save_lhotse_atomic(chunk, chunk_path)
         jobs.append((chunk_path, storage))
-    with progress() as bar, futures.ProcessPoolExecutor(max(1, num_workers)) as pool:
+    with progress() as bar:
         task = bar.add_task(f"fbank {name}", total=len(chunks), completed=len(results), status="")
-        for fut in futures.as_completed([pool.submit(_features_chunk, *job) for job in jobs]):
-            results.append(fut.result())
+        chunk_of = {storage + ".cuts.jsonl.gz": chunk_path for chunk_path, storage in jobs}
+        for done in run_parallel(_features_chunk, jobs, num_workers):
+            results.append(done)
+            os.unlink(chunk_of[done])
             bar.advance(task)
-    for chunk_path, _ in jobs:
-        os.unlink(chunk_path)
     with_feats = CutSet.from_cuts(c for path in sorted(results) for c in CutSet.from_file(path))
     order = {c.id: i for i, c in enumerate(cuts)}
     return CutSet.from_cuts(sorted(with_feats, key=lambda c: order[c.id]))
@@ -192,15 +212,30 @@ def compute_features(cuts, out_dir: str | Path, name: str, num_workers: int = 2,
 def prepare_audio(source: str | Path, out_dir: str | Path, name: str = "train_audio", num_workers: int = 2,
                   force: bool = False) -> Path:
     """``usrasr prepare audio``: import ``source`` as 16 kHz WAV, then recordings, fbank and cuts
-    manifests of split ``name``; returns the cuts manifest.  Done already: nothing to do."""
-    layout = CorpusLayout(out_dir)
+    manifests of split ``name``; returns the cuts manifest.
+
+    Two steps, each redone when its inputs changed (see :mod:`usrasr.utils.steps`): the import
+    (the files of ``source``, by size and time) and the features."""
+    if not re.fullmatch(r"[A-Za-z0-9][A-Za-z0-9_.-]*", name):
+        raise UsrasrError(f"split name '{name}' must be letters, digits, '_', '-' or '.'")
+    pairs = list_audio_source(source)
+    layout = CorpusLayout(Path(out_dir).resolve())
+    lock_directory(layout.root, "corpus")
+    sources = [[utt_id, str(Path(src).resolve()), file_stamp(src) if os.path.isfile(src) else None]
+               for utt_id, src in pairs]
+    imported = Step(layout.root, f"audio_{name}", {"split": name, "sources": sources},
+                    [audio_dir(layout.root, name)])
+    featured = Step(layout.root, f"features_{name}", {"audio": imported.fingerprint, "fbank": fbank_extractor().to_dict()},
+                    [layout.features_dir(name), layout.recordings(name), layout.cuts(name)])
     cuts_path = layout.cuts(name)
-    if cuts_path.exists() and not force:
-        log.info("%s exists; nothing to do (use --force to redo)", cuts_path)
+    if not any(run_steps([imported, featured], force)):
+        log.info("%s is up to date with %s; nothing to do (use --force to redo)", cuts_path, source)
         return cuts_path
-    recordings, _ = import_audio(list_audio_source(source), out_dir, num_workers=num_workers, force=force)
+    recordings, _ = import_audio(pairs, layout.root, name, num_workers=num_workers)
+    imported.finish()
     save_lhotse_atomic(recordings, layout.recordings(name))
-    cuts = compute_features(cuts_from_recordings(recordings), out_dir, name, num_workers=num_workers)
+    cuts = compute_features(cuts_from_recordings(recordings), layout.root, name, num_workers=num_workers)
     save_lhotse_atomic(cuts, cuts_path)
+    featured.finish()
     log.info("%d recordings, %.2f h -> %s", len(recordings), sum(r.duration for r in recordings) / 3600, cuts_path)
     return cuts_path

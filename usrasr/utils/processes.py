@@ -1,0 +1,72 @@
+"""Worker processes that never outlive the process that started them, and directory locks."""
+
+from __future__ import annotations
+
+import concurrent.futures as futures
+import ctypes
+import errno
+import fcntl
+import os
+import signal
+from pathlib import Path
+
+from usrasr.utils.errors import UsrasrError
+
+_PR_SET_PDEATHSIG = 1
+# Lock files held open by this process: the kernel releases them when it exits, killed or not.
+_held: dict[Path, int] = {}
+
+
+def _die_with_parent(parent: int) -> None:
+    """Worker initializer: the kernel sends SIGKILL when the parent dies (Linux)."""
+    try:
+        ctypes.CDLL(None, use_errno=True).prctl(_PR_SET_PDEATHSIG, signal.SIGKILL)
+    except (OSError, AttributeError):  # not Linux: the pool's own shutdown is all there is
+        pass
+    if os.getppid() != parent:  # the parent died before prctl took effect
+        os._exit(1)
+    signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C is the parent's to handle
+
+
+def worker_pool(num_workers: int) -> futures.ProcessPoolExecutor:
+    """A process pool whose workers are killed with the parent, even by ``kill -9``."""
+    return futures.ProcessPoolExecutor(max(1, num_workers), initializer=_die_with_parent, initargs=(os.getpid(),))
+
+
+def run_parallel(function, jobs: list[tuple], num_workers: int):
+    """Yield ``function(*job)`` for every job as each finishes, computed in a :func:`worker_pool`;
+    on an error or Ctrl-C in the caller, the jobs not yet started are cancelled."""
+    pool = worker_pool(num_workers)
+    try:
+        for done in futures.as_completed([pool.submit(function, *job) for job in jobs]):
+            yield done.result()
+    finally:
+        pool.shutdown(wait=True, cancel_futures=True)
+
+
+def lock_directory(directory: str | Path, what: str) -> None:
+    """Hold ``directory/.lock`` until this process exits; fail at once when another process
+    holds it (``what`` says what the directory is, for the message)."""
+    directory = Path(directory).resolve()
+    if directory in _held:
+        return
+    try:
+        directory.mkdir(parents=True, exist_ok=True)
+        fd = os.open(directory / ".lock", os.O_RDWR | os.O_CREAT, 0o644)
+    except OSError as e:
+        raise UsrasrError(f"cannot lock {what} {directory}: {e.strerror or e}") from None
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except OSError as e:
+        os.close(fd)
+        if e.errno in (errno.EWOULDBLOCK, errno.EAGAIN, errno.EACCES):
+            raise UsrasrError(f"{what} {directory} is in use by another usrasr process; wait for it or use "
+                              f"another directory") from None
+        raise UsrasrError(f"cannot lock {what} {directory}: {e.strerror or e}") from None
+    _held[directory] = fd
+
+
+def unlock_directory(directory: str | Path) -> None:
+    fd = _held.pop(Path(directory).resolve(), None)
+    if fd is not None:
+        os.close(fd)
