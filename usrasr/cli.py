@@ -28,6 +28,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "simulate": ("usrasr.simulate.commands:simulate", "Synthetic worlds that test the method's conditions."),
     "check": ("usrasr.prepare.commands:check", "Check a prepared corpus against the method's conditions."),
     "pretrain": ("usrasr.pretrain.commands:pretrain", "Self-supervised encoder pretraining (BEST-RQ, BiRQ)."),
+    "align": ("usrasr.align.commands:align", "Unsupervised alignment of spoken-word and text-word embeddings."),
 }
 
 
