@@ -17,6 +17,7 @@ import torch
 
 from usrasr.corpus.features import NUM_MEL_BINS, SAMPLE_RATE, fbank_extractor, load_mono_16k
 from usrasr.utils.errors import UsrasrError
+from usrasr.utils.io import read_utf8_text
 
 
 
@@ -92,8 +93,9 @@ def load_features(utterance: Utterance) -> torch.Tensor:
 
 
 def utterances_from_paths(paths: Iterable[str]) -> list[Utterance]:
-    """Audio files named on the command line; the id is the file name without extension."""
-    return [Utterance(Path(p).stem, Path(p)) for p in paths]
+    """Audio files named on the command line; the id is the file name without extension
+    (spaces become ``_``: an id is one field of a Kaldi text line)."""
+    return [Utterance("_".join(Path(p).stem.split()) or Path(p).stem, Path(p)) for p in paths]
 
 
 def utterances_from_lines(lines: Iterable[str], origin: str) -> list[Utterance]:
@@ -137,7 +139,7 @@ def collect_utterances(files: Iterable[str], wav_scp: Path | None, cuts: Path | 
     for item in files:
         utterances += utterances_from_stream(stdin, "stdin") if item == "-" else utterances_from_paths([item])
     if wav_scp is not None:
-        utterances += utterances_from_lines(wav_scp.read_text(encoding="utf-8").splitlines(), str(wav_scp))
+        utterances += utterances_from_lines(read_utf8_text(wav_scp, "wav.scp").splitlines(), str(wav_scp))
     if cuts is not None:
         utterances += utterances_from_cuts(cuts)
     if not utterances:

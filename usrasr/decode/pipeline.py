@@ -7,7 +7,9 @@ utterance by id, and writes ``id<TAB>text`` or JSON lines.
 
 from __future__ import annotations
 
+import contextlib
 import json
+import os
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Iterable, Iterator
@@ -24,7 +26,6 @@ from usrasr.models.acoustic import CtcAcousticModel, LoadedModel, load_model
 from usrasr.utils.console import log, progress
 from usrasr.utils.device import resolve_device
 from usrasr.utils.errors import UsrasrError
-from usrasr.utils.io import atomic_open
 from usrasr.corpus.layout import CorpusLayout
 
 GRAPH_KINDS = {"word": "HLG", "phone": "HP"}
@@ -67,6 +68,8 @@ def compile_graphs(lang_dir: Path, lm: Path | None, phone_lm: Path | None, graph
     """HLG (word LM) and HP (phone LM) for ``lang_dir``, each where an LM is given or prepared."""
     lang = read_lang(lang_dir)
     built = []
+    for explicit in (lm, phone_lm):
+        require_file(explicit, "LM")
     for unit, explicit in (("word", lm), ("phone", phone_lm)):
         path = explicit or default_lm(lang_dir, unit, missing_ok=True)
         if path is not None:
@@ -74,6 +77,42 @@ def compile_graphs(lang_dir: Path, lm: Path | None, phone_lm: Path | None, graph
     if not built:
         raise UsrasrError(f"no LM given (--lm, --phone-lm) and none in {lang_dir.parent / 'lm'}")
     return built
+
+
+def require_file(path: Path | None, what: str) -> None:
+    """A path the user named must be a file: a typo never falls back to a cached graph."""
+    if path is not None and not path.is_file():
+        raise UsrasrError(f"{what} {path} not found" + (" (it is a directory)" if path.is_dir() else ""))
+
+
+@contextlib.contextmanager
+def output_file(output: Path | None):
+    """Where decoded lines go: stdout, or ``output``, checked writable before any decoding.
+
+    Lines are written (and flushed) to ``OUTPUT.partial`` as each utterance finishes, which
+    becomes ``output`` at the end; after an interruption or error it keeps every line decoded so far.
+    """
+    if output is None:
+        yield None
+        return
+    if output.is_dir():
+        raise UsrasrError(f"--output {output} is a directory; name a file")
+    partial = output.with_name(output.name + ".partial")
+    try:
+        output.parent.mkdir(parents=True, exist_ok=True)
+        f = open(partial, "w", encoding="utf-8")
+    except OSError as e:
+        raise UsrasrError(f"cannot write --output {output}: {e.strerror or e}") from None
+    try:
+        with f:
+            yield f
+    except BaseException:
+        if partial.stat().st_size:
+            log.warning("stopped: the utterances decoded so far are in %s", partial)
+        else:
+            partial.unlink()
+        raise
+    os.replace(partial, output)
 
 
 def check_tokens(loaded: LoadedModel, lang: Lang) -> None:
@@ -218,8 +257,16 @@ def decode_utterances(
     force: bool = False,
 ) -> DecodeReport:
     """Decode ``utterances``; lines go to stdout as each one finishes, or to ``output`` (Kaldi
-    ``text``, or JSON lines), written atomically at the end.  Bad inputs are skipped with a
+    ``text``, or JSON lines; see :func:`output_file`).  Bad inputs are skipped with a
     warning naming them and listed in the report."""
+    require_file(lm, "LM")
+    with output_file(output) as sink:
+        return _decode_into(sink, utterances, model_path, lang_dir, unit, lm, graph_dir, options, device,
+                            batch_size, fmt, force)
+
+
+def _decode_into(sink, utterances, model_path, lang_dir, unit, lm, graph_dir, options, device, batch_size, fmt,
+                 force) -> DecodeReport:
     torch_device = resolve_device(device)
     loaded = load_model(model_path, torch_device)
     lang_dir = resolve_lang_dir(model_path, loaded, lang_dir)
@@ -227,7 +274,6 @@ def decode_utterances(
                                   graph_dir or default_graph_dir(model_path), options, torch_device, force)
     unique, duplicates = _without_duplicate_ids(utterances)
     report = DecodeReport(len(utterances), failed=[u.id for u in duplicates])
-    lines: list[str] = []
     low_rate_warned = False
     with progress() as bar:
         task = bar.add_task("decode", total=len(unique), status="")
@@ -249,11 +295,9 @@ def decode_utterances(
                             "(a larger --beam may help)", utt.id)
             report.decoded += 1
             line = format_record(decoded, unit, fmt)
-            if output is None:
+            if sink is None:
                 print(line, flush=True)  # pipelines see each utterance at once
             else:
-                lines.append(line if fmt == "jsonl" else line.replace("\t", " ", 1).rstrip())
-    if output is not None:
-        with atomic_open(output) as f:
-            f.writelines(line + "\n" for line in lines)
+                sink.write((line if fmt == "jsonl" else line.replace("\t", " ", 1).rstrip()) + "\n")
+                sink.flush()
     return report
