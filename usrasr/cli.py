@@ -28,6 +28,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "simulate": ("usrasr.simulate.commands:simulate", "Synthetic worlds that test the method's conditions."),
     "check": ("usrasr.prepare.commands:check", "Check a prepared corpus against the method's conditions."),
     "pretrain": ("usrasr.pretrain.commands:pretrain", "Self-supervised encoder pretraining (BEST-RQ, BiRQ)."),
+    "features": ("usrasr.extract.commands:features", "One layer of a pretrained speech model, stored as features."),
     "align": ("usrasr.align.commands:align", "Unsupervised alignment of spoken-word and text-word embeddings."),
 }
 
@@ -51,7 +52,7 @@ class LazyGroup(click.Group):
         if name not in self.registry:
             return None
         module, attr = self.registry[name][0].split(":")
-        return getattr(importlib.import_module(module), attr)
+        return _with_logging_options(getattr(importlib.import_module(module), attr))
 
     def invoke(self, ctx):
         try:
@@ -60,6 +61,46 @@ class LazyGroup(click.Group):
             error = click.ClickException(str(e))
             error.exit_code = e.exit_code
             raise error from None
+        except OSError as e:
+            if e.filename is None:  # not about a file: a defect, with its traceback
+                raise
+            error = click.ClickException(f"{e.filename}: {e.strerror or e}")
+            error.exit_code = UsrasrError.exit_code
+            raise error from None
+        except KeyboardInterrupt:
+            click.echo("usrasr: interrupted", err=True)
+            raise click.exceptions.Exit(EXIT_INTERRUPTED) from None
+
+
+# Exit codes (docs/quickstart.md): 1 a condition `usrasr check` found, 2 bad input, 130 interrupted.
+EXIT_INTERRUPTED = 130
+
+
+def _late_logging(ctx: click.Context, param: click.Parameter, value) -> None:
+    """-v/-q given after the sub-command: the same as before it."""
+    if not value:
+        return
+    settings = ctx.find_root().obj
+    settings[param.name] = settings.get(param.name, 0) + value if param.name == "verbose" else True
+    setup_logging(settings.get("verbose", 0), settings.get("quiet", False))
+
+
+def _with_logging_options(command: click.Command) -> click.Command:
+    """Accept -v/-q after ``command`` (and its sub-commands) too: ``usrasr train ... -q``."""
+    if getattr(command, "_late_logging", False):
+        return command
+    command._late_logging = True
+    taken = {opt for param in command.params for opt in getattr(param, "opts", [])}
+    if not taken & {"-v", "--verbose", "-q", "--quiet"}:
+        command.params += [
+            click.Option(["-v", "--verbose"], count=True, expose_value=False, callback=_late_logging,
+                         help="More log output (as `usrasr -v`)."),
+            click.Option(["-q", "--quiet"], is_flag=True, expose_value=False, callback=_late_logging,
+                         help="Only warnings and errors, no progress bars (as `usrasr -q`)."),
+        ]
+    for sub in getattr(command, "commands", {}).values():
+        _with_logging_options(sub)
+    return command
 
 
 @click.group(cls=LazyGroup, registry=COMMANDS, context_settings={"help_option_names": ["-h", "--help"]})
