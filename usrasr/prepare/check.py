@@ -14,6 +14,7 @@ from pathlib import Path
 
 from usrasr.lang.lm import RankReport, rank_report, read_arpa
 from usrasr.utils.errors import UsrasrError
+from usrasr.utils.steps import file_digest
 from usrasr.corpus.layout import CorpusLayout
 
 
@@ -101,3 +102,19 @@ def format_report(report: CheckReport) -> str:
     return "\n".join(lines)
 
 
+def require_trainable(corpus: str | Path, score: bool) -> dict[str, str]:
+    """Check that ``corpus`` has what `usrasr train` reads, before any work; return the digest
+    of each of those files: the corpus's identity, which ``--resume`` compares."""
+    layout = CorpusLayout(corpus)
+    needed = {"train-audio cuts": layout.cuts("train_audio"), "lexicon": layout.lexicon,
+              "tokens": layout.lang_dir / "tokens.txt", "words": layout.lang_dir / "words.txt",
+              "phone LM": layout.lm("phone", missing_ok=True), "word LM": layout.lm("word", missing_ok=True)}
+    if score:
+        needed["test cuts"] = layout.cuts("test")
+    missing = [what for what, path in needed.items() if path is None or not path.is_file()]
+    if missing:
+        hint = ("; scoring needs a test split with transcripts (`usrasr prepare default`), --no-score trains "
+                "without one" if "test cuts" in missing else "")
+        raise UsrasrError(f"corpus {corpus} has no {', '.join(missing)}: run `usrasr prepare audio DIR --out "
+                          f"{corpus}` and `usrasr prepare text FILE --out {corpus}`{hint}")
+    return {what: file_digest(path) for what, path in needed.items()}

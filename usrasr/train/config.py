@@ -15,6 +15,11 @@ OBJECTIVES = ("seqce", "odm")
 EXPERIMENTAL_KEYS = ("word_em_iterations", "speaker_emissions", "codebook_per_speaker", "adapt_speaker_codebooks",
                      "speaker_field=cluster", "units=segments")
 
+# Counts that must be at least 1 (ctc_steps=0 would save an untrained model).
+POSITIVE_KEYS = ("num_units", "restarts", "iterations", "kmeans_iterations", "select_iterations", "states_per_phone",
+                 "hidden_dim", "num_layers", "ctc_steps", "ctc_batch_size", "checkpoint_every", "mode_width",
+                 "segment_parts", "oracle_iterations")
+
 
 @dataclass
 class TrainConfig(YamlConfig):
@@ -116,6 +121,17 @@ class TrainConfig(YamlConfig):
     seed: int = 0
 
     def __post_init__(self) -> None:
+        from usrasr.models.acoustic import ARCHITECTURES
+        from usrasr.seqce.fit import INITS, OPTIMIZERS
+
+        for key, allowed in (("optimizer", OPTIMIZERS), ("init", INITS), ("arch", ARCHITECTURES)):
+            if getattr(self, key) not in allowed:
+                raise UsrasrError(f"{key} must be one of {', '.join(allowed)}, got '{getattr(self, key)}'")
+        not_positive = [key for key in POSITIVE_KEYS if getattr(self, key) < 1]
+        if not_positive:
+            raise UsrasrError("need at least 1 for " + ", ".join(f"{k} (got {getattr(self, k)})" for k in not_positive))
+        if self.self_training_rounds < 0:
+            raise UsrasrError(f"self_training_rounds must be 0 or more, got {self.self_training_rounds}")
         if self.objective not in OBJECTIVES:
             raise UsrasrError(f"objective must be one of {', '.join(OBJECTIVES)}, got '{self.objective}'")
         if self.objective == "odm" and (self.word_em_iterations or self.odm_order < 2 or self.odm_restarts < 1

@@ -3,6 +3,8 @@
 Outputs under the experiment dir::
 
     config.yaml           the configuration used (resume checks it)
+    corpus.yaml           the corpus: its path and the digests of what training reads (resume checks it)
+    .lock                 held while a run writes here: a second one fails at once
     units/                codebook.pt, units per split
     seqce/restart_*.pt    one checkpoint per finished restart
     seqce/model.pt        the lowest-loss restart: emissions + graph settings
@@ -39,7 +41,10 @@ from usrasr.train.self_training import (
 )
 from usrasr.train.units.sources import encoder_units, fbank_units, segment_units, speaker_groups
 from usrasr.train.word_em import WordLevelEM, run_word_em
+from usrasr.prepare.check import require_trainable
+from usrasr.utils.config import record_inputs
 from usrasr.utils.console import log
+from usrasr.utils.processes import lock_directory
 from usrasr.utils.distributed import is_main_process, world_size
 from usrasr.utils.io import atomic_path
 from usrasr.corpus.layout import CorpusLayout
@@ -56,8 +61,10 @@ def train(corpus: str | Path, out: str | Path, config: TrainConfig, resume: bool
     if not is_main_process():
         serve_neural_training(config, load_audio(corpus, "train_audio"))
         return None
-    out.mkdir(parents=True, exist_ok=True)
+    identity = require_trainable(corpus, score)  # before anything is written to --out
+    lock_directory(out, "experiment directory")
     config.record(out, resume)
+    record_inputs(out / "corpus.yaml", {"path": str(corpus.resolve()), **identity}, resume, "corpus")
     torch.manual_seed(config.seed)
     metrics = MetricsLog(out / "metrics.jsonl")
     timings: dict[str, float] = {}
@@ -66,7 +73,7 @@ def train(corpus: str | Path, out: str | Path, config: TrainConfig, resume: bool
         t0 = time.time()
         splits = {name: load_audio(corpus, name).speakers_from(config.speaker_field, config.speaker_clusters,
                                                                  tag=name, seed=config.seed)
-                  for name in ("train_audio", EVAL_SPLIT)}
+                  for name in ("train_audio", EVAL_SPLIT) if score or CorpusLayout(corpus).cuts(name).exists()}
         summary["speakers"] = {name: {"count": len(set(split.speakers))} for name, split in splits.items()}
         diagnostics = Diagnostics(corpus, splits, summary) if (score or config.units == "diagnostic") else None
         if score and config.speaker_field == "cluster":

@@ -20,8 +20,11 @@ class YamlConfig:
         if path is not None:
             try:
                 values = yaml.safe_load(Path(path).read_text(encoding="utf-8")) or {}
-            except (OSError, yaml.YAMLError) as exc:
-                raise UsrasrError(f"cannot read config {path}: {exc}") from None
+            except (OSError, UnicodeDecodeError, yaml.YAMLError) as exc:
+                raise UsrasrError(f"cannot read config {path}: {' '.join(str(exc).split())}") from None
+            if not isinstance(values, dict):
+                raise UsrasrError(f"config {path} must be a mapping of keys to values (key: value lines), "
+                                  f"not a {type(values).__name__}")
         values.update(overrides or {})
         known = {f.name for f in dataclasses.fields(cls)}
         unknown = sorted(set(values) - known)
@@ -33,9 +36,13 @@ class YamlConfig:
             kind = type(getattr(defaults, key))
             if isinstance(value, str) and kind is not str:
                 try:
-                    value = value.lower() in ("1", "true", "yes") if kind is bool else kind(value)
+                    value = _boolean(value) if kind is bool else kind(value)
                 except ValueError:
                     raise UsrasrError(f"config key {key} expects {kind.__name__}, got '{value}'") from None
+            if kind is float and type(value) is int:
+                value = float(value)
+            if type(value) is not kind:  # YAML gave another type (1.5 for an int, "yes" strings, a list, ...)
+                raise UsrasrError(f"config key {key} expects {kind.__name__}, got {value!r}")
             typed[key] = value
         return cls(**typed)
 
@@ -56,6 +63,30 @@ class YamlConfig:
             if changed:
                 raise UsrasrError(f"--resume with a different config ({', '.join(changed)}); use a new --out")
         write_text_atomic(path, yaml.safe_dump(current, sort_keys=True))
+
+
+_BOOLEANS = {"true": True, "yes": True, "on": True, "1": True, "false": False, "no": False, "off": False, "0": False}
+
+
+def _boolean(text: str) -> bool:
+    """``true/false``, ``yes/no``, ``on/off``, ``1/0`` (any case); anything else is an error."""
+    try:
+        return _BOOLEANS[text.strip().lower()]
+    except KeyError:
+        raise ValueError(text) from None
+
+
+def record_inputs(path: str | Path, inputs: dict, resume: bool, what: str) -> None:
+    """Write ``inputs`` (e.g. a corpus's identity) to ``path``; when resuming, they must be
+    what the run recorded there (a run that recorded none takes them)."""
+    path = Path(path)
+    if resume and path.is_file():
+        recorded = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
+        changed = sorted(k for k in inputs.keys() | recorded.keys() if recorded.get(k) != inputs.get(k))
+        if changed:
+            raise UsrasrError(f"--resume with a different {what} ({', '.join(changed)} changed since the run "
+                              f"began); use a new --out")
+    write_text_atomic(path, yaml.safe_dump(inputs, sort_keys=True))
 
 
 def parse_overrides(items: tuple[str, ...]) -> dict[str, str]:
