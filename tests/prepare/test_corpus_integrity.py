@@ -122,3 +122,10 @@ def test_lower_case_stressed_and_lexiconp_lexicons_are_read(tmp_path):
         entries = (tmp_path / name / "lang" / "lexicon.txt").read_text().splitlines()
         assert "CAT K AE T" in entries and "THE DH AH" in entries, (name, entries)
         assert json.loads((tmp_path / name / "lang" / "oov.json").read_text())["unpronounceable"] == []
+
+
+def test_check_says_when_a_corpus_has_no_audio(tmp_path):
+    text = _write_text(tmp_path / "t.txt", 2000)
+    assert run("prepare", "text", text, "--out", tmp_path / "c")[0] == 0
+    code, out = run("check", tmp_path / "c")
+    assert "audio: none: run `usrasr prepare audio" in out and "unit extraction" not in out, out

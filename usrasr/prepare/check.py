@@ -36,6 +36,7 @@ class CheckReport:
     orders: list[OrderStats]
     units: str  # unit statistics, or why there are none
     problems: list[str] = field(default_factory=list)
+    audio: str = ""  # the audio splits, or that there are none
 
     @property
     def ok(self) -> bool:
@@ -76,13 +77,20 @@ def check_corpus(corpus: Path, max_order: int = 3) -> CheckReport:
     if bigrams and bigrams.seen and bigrams.singletons / bigrams.seen > SINGLETON_WARN:
         problems.append(f"too little text for the bigram: {bigrams.singletons} of {bigrams.seen} seen bigrams "
                         f"occur once")
-    return CheckReport(rank, orders, _unit_statistics(corpus), problems)
+    return CheckReport(rank, orders, _unit_statistics(corpus), problems, _audio_splits(corpus))
+
+
+def _audio_splits(corpus: Path) -> str:
+    splits = sorted(p.name[len("cuts_"):-len(".jsonl.gz")] for p in CorpusLayout(corpus).manifests_dir.glob("cuts_*.jsonl.gz"))
+    if not splits:
+        return f"none: run `usrasr prepare audio DIR --out {corpus}` before `usrasr train`"
+    return "splits " + ", ".join(splits)
 
 
 def _unit_statistics(corpus: Path) -> str:
     files = sorted(corpus.glob("units/*.txt"))
     if not files:
-        return "no units file under units/ (skipped: run the unit extraction first)"
+        return "no units file under units/ (`usrasr train` makes the units, in its --out; not checked here)"
     units = Counter(u for path in files for line in path.read_text().splitlines() for u in line.split()[1:])
     total = sum(units.values())
     entropy = -sum(n / total * math.log2(n / total) for n in units.values())
@@ -95,6 +103,7 @@ def format_report(report: CheckReport) -> str:
         lines.append(f"  {stats.order}-grams: {stats.seen} seen of {stats.possible} possible "
                      f"({stats.seen / max(stats.possible, 1):.1%}), {stats.singletons} singletons")
     lines.append(f"units: {report.units}")
+    lines.append(f"audio: {report.audio}")
     if report.ok:
         lines.append("verdict: OK - the LM has full column rank and enough text; the phones are identifiable")
     else:
