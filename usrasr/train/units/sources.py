@@ -34,10 +34,12 @@ from typing import Callable
 import numpy as np
 import torch
 
-from usrasr.models.ctc_train import warp_frequency
-from usrasr.models.encoder import layer_features, load_encoder
+from usrasr.models.pretrained import encode_all, open_layer_source
+from usrasr.models.pretrained import warped_copies  # noqa: F401  (re-exported: the warp the units are judged by)
 from usrasr.train.config import TrainConfig
+from usrasr.corpus.layout import CorpusLayout
 from usrasr.corpus.reader import AudioSplit
+from usrasr.corpus.features import FRAME_SHIFT
 from usrasr.train.seqce_stage import label_pairs, quick_fit_loss, training_graph, with_unit_rate
 from usrasr.train.units.segments import segment_boundaries, segment_features
 from usrasr.train.units.kmeans import (
@@ -53,15 +55,6 @@ def unigram_entropy(units: UnitSequences) -> float:
     counts = np.bincount(np.concatenate(units.units), minlength=units.num_units).astype(float)
     p = counts[counts > 0] / counts.sum()
     return float(-(p * np.log(p)).sum())
-
-
-WARP_FACTORS = (0.9, 1.1)  # alternate utterances; about the spread of adult vocal-tract lengths
-
-
-def warped_copies(feats: list[torch.Tensor]) -> list[torch.Tensor]:
-    """Each utterance's fbank warped along frequency by the next of ``WARP_FACTORS``: a change of voice."""
-    return [warp_frequency(f[None], torch.tensor([WARP_FACTORS[i % len(WARP_FACTORS)]]))[0]
-            for i, f in enumerate(feats)]
 
 
 def warp_consistency(units: list[np.ndarray], warped_units: list[np.ndarray], num_units: int) -> float:
@@ -81,11 +74,12 @@ class UnitClusterer:
     each speaker's codebook is adapted from one shared codebook instead, so
     unit ids keep their meaning across speakers and one table can read them).
 
-    ``factor`` is how many 10 ms frames one feature frame spans; units are
-    repeated back to 10 ms so their starts line up with fbank frames.
+    ``factor`` is how many 10 ms frames one feature frame spans (any positive
+    number: 2 for 20 ms encoders); each 10 ms fbank frame takes the unit of the
+    feature frame it falls in, so unit starts line up with fbank frames.
     """
 
-    def __init__(self, config: TrainConfig, k: int, factor: int = 1):
+    def __init__(self, config: TrainConfig, k: int, factor: float = 1):
         self.config, self.k, self.factor = config, k, factor
         self.codebooks: dict[str, Codebook] = {}
         self.shared: Codebook | None = None
@@ -118,7 +112,8 @@ class UnitClusterer:
                   assigned: list[np.ndarray] | None = None) -> UnitSequences:
         """Unit sequences at 10 ms; ``assigned`` reuses ids that :meth:`assign` already gave ``feats``."""
         assigned = self.assign(split, feats) if assigned is None else assigned
-        frame_units = [np.repeat(ids, self.factor)[:len(raw)] for ids, raw in zip(assigned, split.feats)]
+        frame_units = [ids[np.minimum((np.arange(len(raw)) / self.factor).astype(int), len(ids) - 1)]
+                       for ids, raw in zip(assigned, split.feats)]
         return to_sequences(split.ids, frame_units, self.k, self.config.merge_runs, self.config.mode_width)
 
     def save(self, path: Path) -> None:
@@ -167,20 +162,31 @@ def _candidate_ks(config: TrainConfig) -> list[int]:
 
 def encoder_units(config: TrainConfig, splits: dict[str, AudioSplit], corpus: Path, out: Path,
                   score_units: Callable[[UnitSequences], dict] | None = None) -> dict[str, UnitSequences]:
-    """Units from the chosen layer of a pretrained encoder; writes ``units/selection.json``.
+    """Units from the chosen layer of a pretrained encoder, or from features computed
+    elsewhere (``config.encoder``: see :func:`usrasr.models.pretrained.open_layer_source`);
+    writes ``units/selection.json``.
 
     ``score_units`` (scoring runs only) adds each candidate's purity and PNMI to
     the selection record, to judge the label-free choice afterwards; the choice
     never reads them.
     """
-    encoder, info = load_encoder(config.encoder)
-    log.info("units from encoder %s (%s, %s steps)", config.encoder, info.get("method"), info.get("steps"))
-    layers = {name: layer_features(encoder, split.feats) for name, split in splits.items()}
-    num_layers = len(layers["train_audio"])
-    if config.unit_layer >= num_layers:
-        raise UsrasrError(f"unit_layer {config.unit_layer} but the encoder has layers 0..{num_layers - 1}")
+    from lhotse import load_manifest
+
+    source = open_layer_source(config.encoder)
+    if config.unit_layer >= 0:
+        source.check_layer(config.unit_layer)
+    cuts = {}  # the blind cuts of each split, in its order: the source reads their audio or looks up their ids
+    for name, split in splits.items():
+        path = CorpusLayout(corpus).cuts(name)
+        by_id = {cut.id: cut for cut in load_manifest(path)}
+        cuts[name] = [by_id[i] for i in split.ids]
+        source.check_cuts(cuts[name], str(path))
+    log.info("units from %s", source.description)
+    num_layers = source.num_layers
     candidates = [(layer, k) for layer in ([config.unit_layer] if config.unit_layer >= 0 else range(num_layers))
                   for k in _candidate_ks(config)]
+    read = sorted({layer for layer, _ in candidates})
+    layers = {name: dict(zip(read, encode_all(source, cuts[name], read))) for name in splits}
 
     def features(name: str, layer: int) -> list[torch.Tensor]:
         return _normalized(config, splits[name], layers[name][layer])
@@ -194,7 +200,9 @@ def encoder_units(config: TrainConfig, splits: dict[str, AudioSplit], corpus: Pa
     clusterers = {}
     scores = []
     graphs: dict[float, tuple] = {}  # self-loop -> (training graph, label pairs)
-    warped_layers = layer_features(encoder, warped_copies(train.feats)) if len(candidates) > 1 else None
+    # the warp judges layers: needed only when there are several to choose from
+    warped = encode_all(source, cuts["train_audio"], read, warped=True) if len(read) > 1 else None
+    warped_layers = dict(zip(read, warped)) if warped is not None else None
 
     @lru_cache(maxsize=1)  # candidates come layer by layer: each layer is normalised once, one held at a time
     def train_inputs(layer: int) -> tuple[list[torch.Tensor], list[torch.Tensor] | None]:
@@ -204,14 +212,15 @@ def encoder_units(config: TrainConfig, splits: dict[str, AudioSplit], corpus: Pa
 
     for layer, k in candidates:
         train_feats, warped_feats = train_inputs(layer)
-        clusterer = UnitClusterer(config, k, encoder.config.subsampling).fit(train, train_feats)
+        clusterer = UnitClusterer(config, k, round(source.frame_shift / FRAME_SHIFT, 6)).fit(train, train_feats)
         clusterers[layer, k] = clusterer
         if len(candidates) == 1:
             break
         assigned = clusterer.assign(train, train_feats)
         train_units = clusterer.sequences(train, train_feats, assigned)
         entropy = unigram_entropy(train_units)
-        consistency = warp_consistency(assigned, clusterer.assign(train, warped_feats), k)
+        consistency = (warp_consistency(assigned, clusterer.assign(train, warped_feats), k)
+                       if warped_feats is not None else None)
         if config.speaker_emissions:
             train_units.groups = speaker_groups(train, train_units.ids)
         # each candidate's own rate sets its duration model (when self_loop_prob is left to the units);
@@ -224,8 +233,8 @@ def encoder_units(config: TrainConfig, splits: dict[str, AudioSplit], corpus: Pa
         scores.append({"layer": layer, "k": k, "warp_consistency": consistency, "unigram_entropy": entropy,
                        "seqce_loss": loss, "gain": (entropy - loss) / entropy,
                        **(score_units(train_units) if score_units else {})})
-        log.info("layer %d, K=%d: warp consistency %.3f, unit entropy %.3f, seq-CE loss %.3f, gain %.3f", layer, k,
-                 consistency, entropy, loss, scores[-1]["gain"])
+        log.info("layer %d, K=%d: warp consistency %s, unit entropy %.3f, seq-CE loss %.3f, gain %.3f", layer, k,
+                 "-" if consistency is None else f"{consistency:.3f}", entropy, loss, scores[-1]["gain"])
     if scores:
         chosen, reason = _choose_layer_and_k(scores)
         write_json_atomic(selection_path, {"layer": chosen[0], "k": chosen[1], "candidates": scores,
@@ -240,6 +249,9 @@ def encoder_units(config: TrainConfig, splits: dict[str, AudioSplit], corpus: Pa
 def _choose_layer_and_k(scores: list[dict]) -> tuple[tuple[int, int], str]:
     """The layer of highest mean warp consistency over its K's, then that layer's K of highest gain."""
     layers = sorted({s["layer"] for s in scores})
+    if len(layers) == 1:
+        best = max(scores, key=lambda s: s["gain"])
+        return (layers[0], best["k"]), f"layer {layers[0]}: the only one; K={best['k']}: highest seq-CE gain"
     consistency = {layer: float(np.mean([s["warp_consistency"] for s in scores if s["layer"] == layer]))
                    for layer in layers}
     layer = max(layers, key=consistency.get)
