@@ -10,15 +10,29 @@ from rich.console import Console
 from rich.table import Table
 
 from usrasr.train.config import EXPERIMENTAL_KEYS, OBJECTIVES, UNIT_SOURCES
+from usrasr.utils.shipped import SHIPPED_DATA
+
+
+def _show_config(ctx, param, value) -> None:
+    if value:
+        from usrasr.train.config import TrainConfig
+
+        click.echo(TrainConfig.show(), nl=False)
+        ctx.exit()
 
 
 @click.command()
+@click.option("--show-config", is_flag=True, is_eager=True, expose_value=False, callback=_show_config,
+              help="Print every config key with its default and meaning (YAML), and exit.")
 @click.option("--corpus", type=click.Path(file_okay=False, exists=True, path_type=Path), required=True,
               help="A corpus made by `usrasr prepare`.")
 @click.option("--out", "out_dir", type=click.Path(file_okay=False, path_type=Path), required=True,
               help="Experiment directory (checkpoints, metrics, model).")
 @click.option("--config", "config_path", type=click.Path(dir_okay=False, exists=True, path_type=Path),
-              default=None, help="YAML config: data/conf/train.yaml lists every key with its default.")
+              default=None, help="YAML config of the keys to change (--show-config lists them all).")
+@click.option("--preset", type=click.Choice(["tiny"]), default=None,
+              help="A shipped config instead of --config: tiny = a first run on a small corpus in minutes "
+                   "(data/conf/train-tiny.yaml).")
 @click.option("--set", "overrides", multiple=True, metavar="KEY=VALUE",
               help="Override a config key.  Experimental (tested, not favoured by any measurement): "
                    + ", ".join(EXPERIMENTAL_KEYS) + ".")
@@ -34,7 +48,7 @@ from usrasr.train.config import EXPERIMENTAL_KEYS, OBJECTIVES, UNIT_SOURCES
 @click.option("--threads", type=click.IntRange(min=1), default=None,
               help="Torch CPU threads of the seq-CE and CTC stages (default: one each; sets OMP_NUM_THREADS).")
 @click.pass_context
-def train(ctx, corpus, out_dir, config_path, overrides, units, objective, resume, no_score, threads) -> None:
+def train(ctx, corpus, out_dir, config_path, preset, overrides, units, objective, resume, no_score, threads) -> None:
     """Unsupervised sequence-level training on a prepared corpus.
 
     Under `torchrun --nproc_per_node N -m usrasr train ...`, N processes train
@@ -47,6 +61,10 @@ def train(ctx, corpus, out_dir, config_path, overrides, units, objective, resume
     from usrasr.utils.console import setup_logging
     from usrasr.utils.distributed import is_main_process, process_group
 
+    if preset:
+        if config_path:
+            raise click.UsageError("give --config or --preset, not both")
+        config_path = SHIPPED_DATA / "conf" / f"train-{preset}.yaml"
     if threads:
         os.environ["OMP_NUM_THREADS"] = str(threads)  # read by each stage's torch_threads, and by child processes
     values = parse_overrides(overrides)

@@ -27,14 +27,14 @@ class TrainConfig(YamlConfig):
     # "fbank" (k-means of frames), "segments" (k-means of phone-like segments),
     # "encoder" (a pretrained layer), or "diagnostic" (alignments)
     units: str = "fbank"
-    num_units: int = 100
+    num_units: int = 100  # acoustic units (k-means clusters)
     segment_penalty: float = 80.0  # units=segments: cost of a segment boundary (higher: longer segments)
     segment_parts: int = 3  # units=segments: sub-span means per segment feature
     encoder: str = ""  # units=encoder: a `usrasr pretrain` output dir or its encoder.pt
     unit_layer: int = -1  # units=encoder: layer 0..N, or -1 to choose it without labels
     kmeans_k_choices: str = ""  # units=encoder: comma-separated K to choose from ("" = num_units)
     select_iterations: int = 10  # EM iterations of each candidate's seq-CE fit when choosing
-    kmeans_iterations: int = 20
+    kmeans_iterations: int = 20  # Lloyd iterations of the k-means
     cmvn: str = "utterance"  # "utterance", or "speaker" (needs speaker labels or speaker_field=cluster)
     # What identifies a speaker for the per-speaker options: the supervisions' "speaker",
     # "voice" (their custom field; the default corpus's speed variants of a voice are one voice),
@@ -45,9 +45,9 @@ class TrainConfig(YamlConfig):
     # codebook_per_speaker: start each speaker's k-means from one shared codebook (unit ids comparable)
     adapt_speaker_codebooks: bool = False
     mode_width: int = 5  # majority filter over frames before merging runs (1 = off)
-    merge_runs: bool = True
+    merge_runs: bool = True  # merge repeats of a unit into one token
     diagnostic_noise: float = 0.0  # share of frames replaced by random units (diagnostic units)
-    diagnostic_voice_dependent: bool = False
+    diagnostic_voice_dependent: bool = False  # diagnostic units: one unit set per voice
     # one emission table per speaker (speaker labels or clusters; decodes only speakers seen in training)
     speaker_emissions: bool = False
     # speaker_emissions with adapt_speaker_codebooks: pseudo-counts per phone that pull each
@@ -60,8 +60,8 @@ class TrainConfig(YamlConfig):
     # phones_per_second) steps per phone.
     self_loop_prob: float = -1.0
     phones_per_second: float = 12.0  # typical of read speech; set it for your language and style
-    silence: bool = True
-    silence_prob: float = 0.05
+    silence: bool = True  # optional silence between words in the training graph
+    silence_prob: float = 0.05  # probability of that silence
     # What makes the first labels of train-audio: "seqce" (the generative sequence-level
     # cross-entropy over units, below) or "odm" (a classifier of segment features matched to
     # the phone LM's n-gram distribution, see usrasr.train.odm_stage; uses segment_penalty,
@@ -70,8 +70,8 @@ class TrainConfig(YamlConfig):
     odm_order: int = 3  # n-gram orders 1..N matched (a phone LM of that order is trained if the corpus's is lower)
     odm_top: int = 1000  # the most likely n-grams matched per order above 2 (every uni- and bigram)
     odm_restarts: int = 8  # classifiers trained together as one batched model; the lowest loss wins
-    odm_steps: int = 200
-    odm_learning_rate: float = 0.05
+    odm_steps: int = 200  # optimiser steps of the ODM classifiers
+    odm_learning_rate: float = 0.05  # Adam learning rate of the ODM classifiers
     odm_batch_utterances: int = 300  # utterances per step (0: all)
     odm_dim: int = 40  # principal components of the segment features (0: all)
     odm_hidden: int = 0  # hidden units of the classifier (0: linear)
@@ -79,19 +79,19 @@ class TrainConfig(YamlConfig):
     odm_order_steps: int = 0  # curriculum: steps before each order above 2 joins (0: all at once)
     odm_dual: bool = False  # train the primal-dual form of the loss
     # sequence-level cross-entropy search
-    restarts: int = 5
+    restarts: int = 5  # independent starts; the lowest loss wins
     batch_restarts: int = 0  # restarts trained together (0: all on a GPU, one at a time on a CPU)
-    iterations: int = 30
-    optimizer: str = "em"
-    init: str = "moments"
-    learning_rate: float = 0.1
-    anneal_start: float = 1.0
-    anneal_iterations: int = 0
-    oracle_iterations: int = 20
+    iterations: int = 30  # EM (or Adam) iterations per restart
+    optimizer: str = "em"  # em or adam
+    init: str = "moments"  # first emission table: moments, frequency or random
+    learning_rate: float = 0.1  # optimizer=adam: its learning rate
+    anneal_start: float = 1.0  # deterministic annealing: first temperature exponent (1 = off)
+    anneal_iterations: int = 0  # iterations to anneal over
+    oracle_iterations: int = 20  # iterations of the oracle HMM fit (scoring only)
     # word-level refinement (hard EM through HLG, see usrasr.train.word_em); 0 iterations = off
     word_em_iterations: int = 0
     word_em_screen_iterations: int = 3  # per restart and speaker group, to choose the restart
-    word_em_beam: float = 10.0
+    word_em_beam: float = 10.0  # search beam of the word-level EM
     word_em_workers: int = 0  # decoding processes (0: one per CPU core)
     # self-training (neural CTC on fbank, pseudo-labels from the previous model)
     # One round by default: a second round trains on the first model's own labels of
@@ -104,21 +104,21 @@ class TrainConfig(YamlConfig):
     # a `usrasr pretrain` output: every CTC model (self-training and the supervised oracle)
     # starts from its encoder, whose shape then replaces arch / hidden_dim / num_layers
     ctc_init: str = ""
-    arch: str = "tdnn"
-    hidden_dim: int = 256
-    num_layers: int = 6
+    arch: str = "tdnn"  # CTC model: tdnn or conformer
+    hidden_dim: int = 256  # width of the CTC model
+    num_layers: int = 6  # layers of the CTC model
     ctc_steps: int = 1500  # about 16 epochs of the default 1,500 utterances at batch 16
-    ctc_batch_size: int = 16
-    ctc_lr: float = 1e-3
+    ctc_batch_size: int = 16  # utterances per CTC step
+    ctc_lr: float = 1e-3  # peak learning rate of the CTC model
     ctc_cosine_decay: bool = True  # after warm-up, decay the rate to zero along a cosine
     # training-time distortions of fbank (see usrasr.models.ctc_train.Augmentation); 0 = off
     ctc_warp: float = 0.0  # frequency-axis warping range (vocal tract length)
     ctc_spec_augment: bool = False  # SpecAugment time and frequency masks
-    supervised_oracle: bool = True
+    supervised_oracle: bool = True  # also train a CTC model on the transcripts (scoring only)
     # engineering
-    checkpoint_every: int = 100
-    device: str = "auto"
-    seed: int = 0
+    checkpoint_every: int = 100  # CTC steps between checkpoints (resume)
+    device: str = "auto"  # auto, cpu, cuda or cuda:N
+    seed: int = 0  # seed of every random choice (usrasr --seed)
 
     def __post_init__(self) -> None:
         from usrasr.models.acoustic import ARCHITECTURES

@@ -49,6 +49,37 @@ class YamlConfig:
     def to_dict(self) -> dict:
         return dataclasses.asdict(self)
 
+    @classmethod
+    def meanings(cls) -> dict[str, str]:
+        """What each key means: the comments above and beside its field in the class source."""
+        import inspect
+
+        fields = {f.name for f in dataclasses.fields(cls)}
+        meanings: dict[str, str] = {}
+        pending: list[str] = []
+        for line in inspect.getsource(cls).splitlines():
+            code, _, comment = line.strip().partition("#")
+            name = code.split(":")[0].strip()
+            if not code:
+                pending = pending + [comment.strip()] if comment else []
+            elif name in fields and name not in meanings:
+                meanings[name] = "; ".join([" ".join(pending)] * bool(pending) + [comment.strip()] * bool(comment))
+                pending = []
+            else:
+                pending = []
+        return meanings
+
+    @classmethod
+    def show(cls) -> str:
+        """Every key with its default, each under a comment saying what it means, as YAML."""
+        defaults, meanings = cls().to_dict(), cls.meanings()
+        lines = []
+        for key in sorted(defaults):
+            if meanings.get(key):
+                lines.append(f"# {meanings[key]}")
+            lines.append(yaml.safe_dump({key: defaults[key]}, default_flow_style=True, width=10**6).strip()[1:-1])
+        return "\n".join(lines) + "\n"
+
     def record(self, out: Path, resume: bool, may_change: tuple[str, ...] = ()) -> None:
         """Write ``out/config.yaml``; an existing run may only be resumed, with the same
         configuration except for the keys in ``may_change``.  A key the recorded run lacks
