@@ -33,6 +33,10 @@ _DEFAULTS = AlignConfig()
               help="Dimension of both embedding spaces.")
 @click.option("--restarts", type=click.IntRange(min=1), default=_DEFAULTS.restarts, show_default=True,
               help="Adversarial + refinement runs; the highest mean dictionary cosine wins.")
+@click.option("--epochs", type=click.IntRange(min=1), default=_DEFAULTS.adversarial.epochs, show_default=True,
+              help="Adversarial epochs of each restart.")
+@click.option("--steps", type=click.IntRange(min=1), default=_DEFAULTS.adversarial.steps_per_epoch,
+              show_default=True, help="Map updates per adversarial epoch.")
 @click.option("--threads", type=click.IntRange(min=1), default=_DEFAULTS.threads, show_default=True,
               help="Torch CPU threads (OMP_NUM_THREADS overrides).")
 @click.option("--score/--no-score", default=True, show_default=True,
@@ -40,8 +44,8 @@ _DEFAULTS = AlignConfig()
 @click.option("--out", type=click.Path(file_okay=False, path_type=Path), required=True,
               help="Writes mapping.npz, dictionary.tsv, segments.tsv and report.json here.")
 @click.pass_context
-def align(ctx, corpus, segments, model, encoder, layer, clusters, min_count, text_words, dim, restarts, threads,
-          score, out) -> None:
+def align(ctx, corpus, segments, model, encoder, layer, clusters, min_count, text_words, dim, restarts, epochs,
+          steps, threads, score, out) -> None:
     """Map spoken-word embeddings onto text word2vec embeddings without paired data.
 
     Word-like segments of train-audio are embedded speech2vec-style from the audio
@@ -52,10 +56,12 @@ def align(ctx, corpus, segments, model, encoder, layer, clusters, min_count, tex
     Example:
       usrasr align --corpus data/default --segments pauses --out exp/align
     """
+    from usrasr.align.mapping import AdversarialConfig
     from usrasr.align.pipeline import align_corpus
 
     config = AlignConfig(segments=segments, model=model, encoder=encoder, layer=layer, clusters=clusters,
                          min_count=min_count, text_words=text_words, dim=dim, restarts=restarts, threads=threads,
-                         seed=ctx.obj["seed"], score=score)
+                         seed=ctx.obj["seed"], score=score,
+                         adversarial=AdversarialConfig(epochs=epochs, steps_per_epoch=steps))
     report = align_corpus(corpus, out, config)
     click.echo(json.dumps({k: v for k, v in report.items() if k != "config"}, indent=2))
