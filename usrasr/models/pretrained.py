@@ -240,7 +240,8 @@ class FeatureSource(LayerSource):
 
     def encode(self, cuts, layers):
         self.check_layer(max(layers))
-        feats = [torch.from_numpy(np.asarray(self.arrays[cut.id]())).float() for cut in cuts]
+        # np.array copies: kaldiio maps its arks read-only
+        feats = [torch.from_numpy(np.array(self.arrays[cut.id](), dtype=np.float32)) for cut in cuts]
         for cut, f in zip(cuts, feats):
             if f.ndim != 2 or (self.dim is not None and f.shape[1] != self.dim):
                 raise UsrasrError(f"{self.description}: features of {cut.id} have shape {tuple(f.shape)}, "
