@@ -40,7 +40,8 @@ _EXISTING = click.Path(exists=True, dir_okay=False, path_type=Path)
 @click.option("--device", default="auto", show_default=True, help="Network device: auto, cpu, cuda, cuda:N (search runs on CPU).")
 @click.option("--format", "fmt", type=click.Choice(["text", "jsonl"]), default="text", show_default=True,
               help="text: 'id<TAB>text'; jsonl: also per-unit times and confidences.")
-@click.option("--output", type=_PATH, help="Write results here (Kaldi text, or JSON lines) instead of stdout.")
+@click.option("--output", type=_PATH, help="Write results here (Kaldi text, or JSON lines) instead of stdout; "
+              "checked before decoding, filled as it goes in OUTPUT.partial, which is kept if decoding stops.")
 def decode(
     files, model_path, lang_dir, lm, phone_lm, graph_dir, force, compile_only, unit, cuts, wav_scp,
     beam, max_active, lm_scale, blank_penalty, batch_size, device, fmt, output,
@@ -49,7 +50,7 @@ def decode(
 
     FILES are audio files (any common format and rate; resampled to 16 kHz,
     stereo averaged), or '-' for stdin lines that are 'path' or 'id path'.
-    The id of a file is its name without extension.  Results go to stdout as
+    The id of a file is its name without extension (spaces become '_').  Results go to stdout as
     each utterance finishes; progress and warnings go to stderr.  A bad input
     is skipped with a warning, and the exit status is non-zero at the end.
 

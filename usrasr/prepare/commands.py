@@ -12,7 +12,8 @@ from usrasr.utils.console import log, stderr
 
 _num_workers = click.option("-j", "--num-workers", type=int, default=2, show_default=True,
                             help="Parallel worker processes.")
-_force = click.option("--force", is_flag=True, help="Redo steps whose outputs already exist.")
+_force = click.option("--force", is_flag=True,
+                      help="Redo every step (without it, only steps whose inputs or options changed).")
 _lm_orders = [
     click.option("--phone-lm-order", type=click.IntRange(1, 5), default=2, show_default=True,
                  help="Order of the phone n-gram LM (training graph)."),
@@ -80,7 +81,11 @@ def default(out_dir, utterances, hours, dev_utterances, test_utterances, text_se
 @_num_workers
 @_force
 def audio(source, out_dir, name, num_workers, force) -> None:
-    """Unpaired audio: a folder of audio files, a Kaldi wav.scp, or a Lhotse manifest."""
+    """Unpaired audio: a folder of audio files, a Kaldi wav.scp, or a Lhotse manifest.
+
+    The id of a file is its path below the folder without extension ('/' and spaces become
+    '_'); the audio goes to OUT/audio/NAME/, one folder per split.
+    """
     from usrasr.prepare.audio import prepare_audio
 
     prepare_audio(source, out_dir, name, num_workers, force)
@@ -90,7 +95,9 @@ def audio(source, out_dir, name, num_workers, force) -> None:
 @click.argument("source", type=click.Path(path_type=Path))
 @click.option("--out", "out_dir", type=click.Path(file_okay=False, path_type=Path), required=True)
 @click.option("--lexicon", type=click.Path(dir_okay=False, path_type=Path), default=None,
-              help="Your own lexicon (WORD PHONE...); default CMUdict.")
+              help="Your own lexicon, UTF-8: 'WORD PH1 PH2 ...' (Kaldi lexicon) or 'WORD PROB PH1 ...' "
+                   "(lexiconp: probabilities are dropped), in the 39 ARPAbet phones of "
+                   "data/lang/phones.txt; any case; stress digits (AH0) are stripped.  Default CMUdict.")
 @click.option("--no-g2p", is_flag=True, help="Map words missing from the lexicon to <UNK> instead of G2P.")
 @_with_lm_orders
 @_force
