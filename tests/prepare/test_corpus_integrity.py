@@ -61,20 +61,33 @@ def test_prepare_text_redoes_changed_input_and_option_and_removes_stale_lms(tmp_
         line.upper().rstrip(".") + "\n" for line in random_text(400, 1))
 
 
-def test_failed_forced_prepare_text_leaves_no_stale_lm(tmp_path):
+def test_failed_forced_prepare_text_leaves_no_stale_lm(tmp_path, monkeypatch):
+    import usrasr.prepare.text as text_stage
+    from usrasr.utils.errors import UsrasrError
+
     corpus = tmp_path / "c"
-    text = _write_text(tmp_path / "t.txt")
-    assert run("prepare", "text", text, "--out", corpus)[0] == 0
+    assert run("prepare", "text", _write_text(tmp_path / "old.txt", seed=0), "--out", corpus)[0] == 0
+    new_text = _write_text(tmp_path / "new.txt", 300, seed=1)
+
+    def failing(*args, **kwargs):
+        raise UsrasrError("the LM could not be trained")
+
+    monkeypatch.setattr(text_stage, "train_arpa", failing)
+    code, out = run("prepare", "text", new_text, "--out", corpus, "--force")
+    assert code == 2 and "could not be trained" in out
+    assert not (corpus / "lm" / "rank.json").exists()  # the old LMs are not left beside the new lang dir
+    monkeypatch.undo()
+    code, out = run("prepare", "text", new_text, "--out", corpus)  # no --force: the unfinished step is redone
+    assert code == 0, out
+    assert json.loads((corpus / "text" / "report.json").read_text())["sentences"] == 300
+    assert (corpus / "lm" / "rank.json").is_file()
+    # a lexicon that is refused leaves the corpus as it was
     lexicon = tmp_path / "lex.txt"
     lexicon.write_text("THE DH AH\nCAT K AE QQ\n", encoding="utf-8")
-    code, out = run("prepare", "text", text, "--out", corpus, "--lexicon", lexicon, "--force")
+    before = {p: p.stat().st_mtime_ns for p in files_under(corpus)}
+    code, out = run("prepare", "text", new_text, "--out", corpus, "--lexicon", lexicon, "--force")
     assert code == 2 and "unknown phone(s) QQ" in out
-    # the bad lexicon is refused before anything is touched: the old corpus is whole
-    assert (corpus / "lm" / "rank.json").is_file() and (corpus / "lang" / "lexicon.txt").is_file()
-    # an interrupted forced run (lm/ half done) is redone, not taken as finished
-    (corpus / "lm" / "rank.json").unlink()
-    code, out = run("prepare", "text", text, "--out", corpus)
-    assert code == 0 and (corpus / "lm" / "rank.json").is_file(), out
+    assert before == {p: p.stat().st_mtime_ns for p in files_under(corpus)}
 
 
 def test_ids_that_are_not_file_names_are_refused_or_made_safe(tmp_path):
