@@ -19,7 +19,7 @@ import click
 @click.option("--out", "out_dir", type=click.Path(file_okay=False, path_type=Path), required=True,
               help="Output dir: cuts_<name>.jsonl.gz per --cuts, pointing at the stored features.")
 @click.option("--storage", type=click.Choice(["lilcom", "numpy"]), default="lilcom", show_default=True,
-              help="lilcom: compressed chunky files (small, lossy at 1e-5 relative); numpy: one .npy per cut.")
+              help="lilcom: compressed chunky files (small; values rounded to steps of 2^-8); numpy: one .npy per cut.")
 @click.option("--shard-size", type=click.IntRange(min=1), default=200, show_default=True,
               help="Cuts per shard: an interrupted run redoes at most one shard.")
 @click.option("--batch-seconds", type=click.FloatRange(min=0), default=60.0, show_default=True,

@@ -11,7 +11,8 @@ Outputs under ``out``::
 shard's manifest is written (atomically) after its storage, so an interrupted
 run redoes at most the shard it was in.  The features keep the input cuts' ids,
 start and duration, with the source's own frame shift; ``cut.load_features()``
-reads them, and the output folder is itself a feature source for ``usrasr train
+reads them (Lhotse makes that ``cut.num_frames`` rows, the duration over the frame
+shift: a model one frame short gets its last frame repeated), and the output folder is itself a feature source for ``usrasr train
 --units encoder --set encoder=OUT``.
 """
 
@@ -28,6 +29,9 @@ from usrasr.utils.errors import UsrasrError
 from usrasr.utils.io import save_lhotse_atomic, write_json_atomic
 
 STORAGES = ("lilcom", "numpy")
+# lilcom rounds to multiples of 2**tick_power; Lhotse's -5 suits log-fbank (values in the tens), a finer
+# step suits hidden states (about unit variance per dimension, often smaller)
+LILCOM_TICK_POWER = -8
 
 
 def manifest_name(path: Path) -> str:
@@ -58,7 +62,8 @@ def _write_shard(cuts: list, feats: list, source, layer: int, storage: str, base
     from lhotse.utils import fastcopy
 
     written = []
-    with (LilcomChunkyWriter(f"{base}.lca", mode="w") if storage == "lilcom" else NumpyFilesWriter(base)) as writer:
+    with (LilcomChunkyWriter(f"{base}.lca", tick_power=LILCOM_TICK_POWER, mode="w") if storage == "lilcom"
+          else NumpyFilesWriter(base)) as writer:
         for cut, f in zip(cuts, feats):
             array = f.numpy()
             key = writer.write(cut.id, array)
