@@ -18,10 +18,10 @@ def _align(*args):
     return result
 
 
-@pytest.mark.parametrize("segments", ["oracle", "pauses"])
-def test_align_writes_the_map_the_dictionary_and_a_scored_report(tiny_corpus, tmp_path, segments):
+@pytest.mark.parametrize("segments, options", [("oracle", []), ("pauses", []), ("oracle", ["--cluster-oracle"])])
+def test_align_writes_the_map_the_dictionary_and_a_scored_report(tiny_corpus, tmp_path, segments, options):
     out = tmp_path / segments
-    result = _align("--corpus", tiny_corpus, "--segments", segments, "--out", out, *FAST)
+    result = _align("--corpus", tiny_corpus, "--segments", segments, "--out", out, *FAST, *options)
     assert result.exit_code == 0, result.output
     report = json.loads((out / "report.json").read_text())
     assert report["segments"] == segments and report["spoken_word_types"] >= 2
@@ -33,12 +33,17 @@ def test_align_writes_the_map_the_dictionary_and_a_scored_report(tiny_corpus, tm
     rows = (out / "dictionary.tsv").read_text().splitlines()
     assert rows[0].split("\t") == ["spoken_word", "segments", "example", "word", "csls", "cosine"]
     assert len(rows) - 1 == report["dictionary_pairs"] >= 1
-    assert set(r.split("\t")[3] for r in rows[1:]) <= set(saved["text_words"].tolist())
+    assert {r.split("\t")[3] for r in rows[1:]} <= set(saved["text_words"].tolist())
     diagnostic = report["diagnostic"]
     for stage in ("unsupervised", "supervised"):
-        assert 0 <= diagnostic[stage]["p@1"] <= diagnostic[stage]["p@5"] <= 1
-    if segments == "oracle":  # the types are the true words
-        assert diagnostic["type_purity"] == 1.0 and diagnostic["labelled_segments"] == 1.0
+        scores = diagnostic[stage]
+        assert 0 <= scores["p@1"] <= scores["p@5"] <= 1
+        assert 0 <= scores["dictionary_correct"] <= scores["dictionary_pairs"]
+    assert diagnostic["unsupervised"]["criterion"] == pytest.approx(report["criterion"])
+    if segments == "oracle":
+        assert diagnostic["labelled_segments"] == 1.0
+        # Without --cluster-oracle the types are the true words.
+        assert (diagnostic["type_purity"] == 1.0) == (not options)
 
 
 def test_pauses_without_transcripts_align_and_oracle_says_what_is_missing(tiny_corpus, tmp_path):

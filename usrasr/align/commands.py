@@ -25,6 +25,9 @@ _DEFAULTS = AlignConfig()
 @click.option("--layer", type=int, default=_DEFAULTS.layer, show_default=True, help="Encoder layer (with --encoder).")
 @click.option("--clusters", type=click.IntRange(min=2), default=_DEFAULTS.clusters, show_default=True,
               help="Spoken-word types clustered from the segments (not with --segments oracle).")
+@click.option("--cluster-oracle", is_flag=True,
+              help="With --segments oracle: cluster the segments into types like the other segmentations "
+                   "(only the boundaries come from the oracle).")
 @click.option("--min-count", type=click.IntRange(min=1), default=_DEFAULTS.min_count, show_default=True,
               help="Least segments of a spoken-word type and occurrences of a text word.")
 @click.option("--text-words", type=click.IntRange(min=2), default=_DEFAULTS.text_words, show_default=True,
@@ -44,8 +47,8 @@ _DEFAULTS = AlignConfig()
 @click.option("--out", type=click.Path(file_okay=False, path_type=Path), required=True,
               help="Writes mapping.npz, dictionary.tsv, segments.tsv and report.json here.")
 @click.pass_context
-def align(ctx, corpus, segments, model, encoder, layer, clusters, min_count, text_words, dim, restarts, epochs,
-          steps, threads, score, out) -> None:
+def align(ctx, corpus, segments, model, encoder, layer, clusters, cluster_oracle, min_count, text_words, dim,
+          restarts, epochs, steps, threads, score, out) -> None:
     """Map spoken-word embeddings onto text word2vec embeddings without paired data.
 
     Word-like segments of train-audio are embedded speech2vec-style from the audio
@@ -60,8 +63,8 @@ def align(ctx, corpus, segments, model, encoder, layer, clusters, min_count, tex
     from usrasr.align.pipeline import align_corpus
 
     config = AlignConfig(segments=segments, model=model, encoder=encoder, layer=layer, clusters=clusters,
-                         min_count=min_count, text_words=text_words, dim=dim, restarts=restarts, threads=threads,
-                         seed=ctx.obj["seed"], score=score,
+                         cluster_oracle=cluster_oracle, min_count=min_count, text_words=text_words, dim=dim,
+                         restarts=restarts, threads=threads, seed=ctx.obj["seed"], score=score,
                          adversarial=AdversarialConfig(epochs=epochs, steps_per_epoch=steps))
     report = align_corpus(corpus, out, config)
     click.echo(json.dumps({k: v for k, v in report.items() if k != "config"}, indent=2))

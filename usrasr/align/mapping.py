@@ -86,10 +86,10 @@ class AdversarialConfig:
     """MUSE's adversarial stage, scaled to small vocabularies."""
 
     epochs: int = 5
-    steps_per_epoch: int = 1000
+    steps_per_epoch: int = 500
     batch_size: int = 32
     discriminator_steps: int = 5
-    hidden: int = 512
+    hidden: int = 256
     dropout_input: float = 0.1
     smoothing: float = 0.1
     lr: float = 0.1
@@ -180,7 +180,8 @@ def unsupervised_map(source: np.ndarray, target: np.ndarray, restarts: int = 3, 
     return best
 
 
-def precision_at(mapped: np.ndarray, target: np.ndarray, gold: np.ndarray, ranks=(1, 5), k: int = 10) -> dict[int, float]:
+def precision_at(mapped: np.ndarray, target: np.ndarray, gold: np.ndarray, ranks=(1, 5),
+                 k: int = 10) -> dict[int, float]:
     """Share of rows whose gold target is among their ``n`` best CSLS matches, for each ``n``."""
     scores = csls(mapped, target, k)
     gold_score = scores[np.arange(len(gold)), gold]

@@ -29,6 +29,7 @@ class AlignConfig:
     encoder: Path | None = None  # a `usrasr pretrain` encoder; fbank when None
     layer: int = -1
     clusters: int = 500  # spoken-word types found by k-means (not for oracle segments, whose types are words)
+    cluster_oracle: bool = False  # oracle segments clustered like the others (boundaries alone from the oracle)
     min_count: int = 5  # segments of a type, occurrences of a text word
     text_words: int = 1000  # the most frequent text words that the map may name
     dim: int = 50
@@ -68,7 +69,7 @@ def _decode_word_times(corpus: Path, model: Path, out: Path) -> Path:
 
 
 def _segments(corpus: Path, config: AlignConfig, audio, out: Path, oracle) -> tuple[list[Segment], list | None]:
-    """The segments and, for oracle segments only, their true words (which then are the types)."""
+    """The segments and, for oracle segments only, their true words."""
     if config.segments == "oracle":
         return oracle.segments(config.pauses.min_frames)
     if config.segments == "pauses":
@@ -99,13 +100,13 @@ def align_corpus(corpus: str | Path, out: str | Path, config: AlignConfig = Alig
             from usrasr.align.oracle import OracleWords
 
             oracle = OracleWords(corpus, {u: len(f) for u, f in zip(audio.ids, audio.feats)})
-        segments, oracle_types = _segments(corpus, config, audio, out, oracle)
+        segments, true_words = _segments(corpus, config, audio, out, oracle)
         if len(segments) < 2:
             raise UsrasrError(f"{corpus}: only {len(segments)} {config.segments} segment(s) in {SPLIT}")
         frames, ratio = _frames(corpus, config, audio)
         pooled = pooled_segments(segments, frames, frame_ratio=ratio)
-        if oracle_types is not None:
-            _, types = np.unique(np.array(oracle_types), return_inverse=True)
+        if true_words is not None and not config.cluster_oracle:
+            _, types = np.unique(np.array(true_words), return_inverse=True)
         else:
             types = cluster_types(pooled, config.clusters, config.seed)
         counts = np.bincount(types)
@@ -153,17 +154,17 @@ def align_corpus(corpus: str | Path, out: str | Path, config: AlignConfig = Alig
         "config": {k: (str(v) if isinstance(v, Path) else v) for k, v in asdict(config).items()},
     }
     if oracle is not None and config.score:
-        report["diagnostic"] = _score(oracle, segments, types, oracle_types, keep, speech, target, text.words,
+        report["diagnostic"] = _score(oracle, segments, types, true_words, keep, speech, target, text.words,
                                       found.w, config.csls_k)
     write_json_atomic(out / "report.json", report)
     return report
 
 
-def _score(oracle, segments, types, oracle_types, keep, speech, target, words, w, k) -> dict:
+def _score(oracle, segments, types, true_words, keep, speech, target, words, w, k) -> dict:
     """Spoken-word classification against the transcripts (diagnostic: reads them)."""
     from usrasr.align.oracle import majority_words
 
-    labels = oracle_types if oracle_types is not None else oracle.labels(segments)
+    labels = true_words if true_words is not None else oracle.labels(segments)
     majority = majority_words(types, labels, int(types.max()) + 1)
     truth = [majority[t][0] for t in keep]
     index = {word: j for j, word in enumerate(words)}
@@ -180,5 +181,10 @@ def _score(oracle, segments, types, oracle_types, keep, speech, target, words, w
         if map_ is None:
             continue
         ranks = mapping.precision_at(speech[rows] @ map_.T, target, gold, (1, 5), k)
-        out[name] = {f"p@{n}": p for n, p in ranks.items()}
+        pairs = mapping.induce_dictionary(speech @ map_.T, target, k)
+        out[name] = {**{f"p@{n}": p for n, p in ranks.items()},
+                     # Whether the unsupervised criterion would have preferred this map.
+                     "criterion": mapping.criterion(speech @ map_.T, target, k),
+                     "dictionary_pairs": int(len(pairs)),
+                     "dictionary_correct": int(sum(truth[i] == words[j] for i, j in pairs.tolist()))}
     return out
