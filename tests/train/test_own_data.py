@@ -74,6 +74,7 @@ def quickstart_own_data_commands() -> list[str]:
 @pytest.mark.skipif(__import__("shutil").which("espeak-ng") is None, reason="espeak-ng makes the audio")
 def test_the_quickstart_for_ones_own_data_runs_as_written(tmp_path):
     import os
+    import shutil
     import subprocess
     import sys
 
@@ -97,3 +98,9 @@ def test_the_quickstart_for_ones_own_data_runs_as_written(tmp_path):
     assert sorted(line.split()[0] for line in hyp) == [f"utt{i:02d}" for i in range(30)]
     assert not (tmp_path / "data" / "my" / "manifests" / "cuts_test.jsonl.gz").exists()
     assert "%WER" in result.stdout
+    # the run recorded its corpus: resuming it on another one is refused before any work
+    shutil.copytree(tmp_path / "data" / "my", tmp_path / "data" / "other")
+    resumed = subprocess.run([sys.executable, "-m", "usrasr", "train", "--corpus", "data/other", "--out", "exp/my",
+                              "--no-score", "--preset", "tiny", "--resume"], cwd=tmp_path, env=env,
+                             capture_output=True, text=True)
+    assert resumed.returncode == 2 and "--resume with a different corpus (path changed" in resumed.stderr
