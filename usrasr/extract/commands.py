@@ -24,7 +24,9 @@ import click
               help="Cuts per shard: an interrupted run redoes at most one shard.")
 @click.option("--batch-seconds", type=click.FloatRange(min=0), default=60.0, show_default=True,
               help="Audio per model batch (for models that read an attention mask; others go one cut at a time).")
-def features(encoder, layer, cuts_paths, out_dir, storage, shard_size, batch_seconds) -> None:
+@click.option("--device", default="auto", show_default=True,
+              help="Where a transformers model runs: auto (CUDA when available), cpu, cuda, cuda:1, ...")
+def features(encoder, layer, cuts_paths, out_dir, storage, shard_size, batch_seconds, device) -> None:
     """Compute one layer's features of each cut once; `usrasr train --units encoder --set encoder=OUT`
     then reads them without the model.  Rerunning the same command resumes where it stopped.
 
@@ -36,7 +38,7 @@ def features(encoder, layer, cuts_paths, out_dir, storage, shard_size, batch_sec
     from usrasr.extract.features import extract_features
 
     for name, row in extract_features(encoder, layer, cuts_paths, out_dir, storage, shard_size,
-                                      batch_seconds).items():
+                                      batch_seconds, device).items():
         click.echo(f"{name}: {row['cuts']} cuts, {row['seconds']:.1f} s of audio, {row['dim']}-dim frames every "
                    f"{row['frame_shift'] * 1000:g} ms; computed in {row['compute_seconds']:.1f} s "
                    f"({row['cuts_computed']} cuts, {row['shards_reused']} shards reused) -> {row['manifest']}")

@@ -76,7 +76,8 @@ def _write_shard(cuts: list, feats: list, source, layer: int, storage: str, base
 
 
 def extract_features(encoder: str | Path, layer: int, cuts_paths: Sequence[str | Path], out: str | Path,
-                     storage: str = "lilcom", shard_size: int = 200, batch_seconds: float = 60.0) -> dict:
+                     storage: str = "lilcom", shard_size: int = 200, batch_seconds: float = 60.0,
+                     device: str = "auto") -> dict:
     """Write ``layer`` of ``encoder`` (see :func:`usrasr.models.pretrained.open_layer_source`) for every cut
     of each manifest in ``cuts_paths`` under ``out``, resuming finished shards; a summary per manifest."""
     from lhotse import CutSet, load_manifest
@@ -92,7 +93,7 @@ def extract_features(encoder: str | Path, layer: int, cuts_paths: Sequence[str |
         if not path.is_file():
             raise UsrasrError(f"cuts manifest not found: {path} (give a Lhotse cuts manifest, e.g. "
                               f"<corpus>/manifests/cuts_train_audio.jsonl.gz from `usrasr prepare`)")
-    source = open_layer_source(encoder, keep_layers=layer + 1, batch_seconds=batch_seconds)
+    source = open_layer_source(encoder, keep_layers=layer + 1, batch_seconds=batch_seconds, device=device)
     source.check_layer(layer, "--layer")
     out.mkdir(parents=True, exist_ok=True)
     _settings(out, {"encoder": str(Path(encoder).resolve()), "layer": layer, "storage": storage,

@@ -41,6 +41,7 @@ from usrasr.corpus.features import FRAME_SHIFT
 from usrasr.models.ctc_train import warp_frequency
 from usrasr.models.encoder import layer_features, length_batches, load_encoder
 from usrasr.utils.console import log
+from usrasr.utils.device import resolve_device
 from usrasr.utils.errors import UsrasrError
 
 ENCODERS_EXTRA = "pip install 'usrasr[encoders]'"
@@ -138,10 +139,12 @@ class TransformersSource(LayerSource):
     """A local ``transformers`` speech model (see the module doc), run on raw audio.
 
     ``keep_layers`` drops the transformer blocks above the highest layer read,
-    so a low layer costs only its share of the model.
+    so a low layer costs only its share of the model.  ``device``: where it runs
+    (``auto``: CUDA when available); the features come back on the CPU.
     """
 
-    def __init__(self, path: Path, keep_layers: int | None = None, batch_seconds: float = 60.0):
+    def __init__(self, path: Path, keep_layers: int | None = None, batch_seconds: float = 60.0,
+                 device: str = "auto"):
         transformers = optional_import("transformers", "a transformers model")
         transformers.utils.logging.set_verbosity_error()
         transformers.utils.logging.disable_progress_bar()
@@ -170,7 +173,8 @@ class TransformersSource(LayerSource):
         if keep_layers is not None and keep_layers < self.num_layers:
             # hidden_states[n] is the input of block n: blocks n.. past the highest layer read are never needed
             model.encoder.layers = model.encoder.layers[:keep_layers]
-        self.model = model.eval()
+        self.device = resolve_device(device)
+        self.model = model.eval().to(self.device)
         self.description = (f"the {model_type} model {path} ({config.num_hidden_layers} blocks, "
                             f"{self.dim} dims, {self.frame_shift * 1000:g} ms frames)")
         self._told_rates: set[int] = set()
@@ -196,11 +200,12 @@ class TransformersSource(LayerSource):
             x = nn.utils.rnn.pad_sequence([waves[i] for i in batch], batch_first=True)
             lengths = torch.tensor([len(waves[i]) for i in batch])
             mask = (torch.arange(x.shape[1])[None] < lengths[:, None]).long() if len(batch) > 1 else None
-            hidden = self.model(x, attention_mask=mask, output_hidden_states=True).hidden_states
+            hidden = self.model(x.to(self.device), attention_mask=None if mask is None else mask.to(self.device),
+                                output_hidden_states=True).hidden_states
             frames = self.model._get_feat_extract_output_lengths(lengths)
             for slot, layer in enumerate(layers):
                 for row, i in enumerate(batch):
-                    out[slot][i] = hidden[layer][row, : frames[row]].float().clone()
+                    out[slot][i] = hidden[layer][row, : frames[row]].float().cpu().clone()
         return out
 
     def encode(self, cuts, layers):
@@ -283,10 +288,12 @@ def _cuts_source(paths: list[Path], description: str) -> FeatureSource:
                          shifts.pop() if shifts else FRAME_SHIFT)
 
 
-def open_layer_source(path: str | Path, keep_layers: int | None = None, batch_seconds: float = 60.0) -> LayerSource:
+def open_layer_source(path: str | Path, keep_layers: int | None = None, batch_seconds: float = 60.0,
+                      device: str = "auto") -> LayerSource:
     """The encoder or features at ``path`` (see the module doc for what is recognised).
 
-    ``keep_layers`` and ``batch_seconds`` apply to ``transformers`` models (see :class:`TransformersSource`).
+    ``keep_layers``, ``batch_seconds`` and ``device`` apply to ``transformers`` models
+    (see :class:`TransformersSource`).
     """
     path = Path(path)
     if not path.exists():
@@ -301,7 +308,7 @@ def open_layer_source(path: str | Path, keep_layers: int | None = None, batch_se
     elif (path / "encoder.pt").is_file():
         return UsrasrEncoderSource(path)
     elif (path / "config.json").is_file():
-        return TransformersSource(path, keep_layers, batch_seconds)
+        return TransformersSource(path, keep_layers, batch_seconds, device)
     elif (path / "feats.scp").is_file():
         return _scp_source(path / "feats.scp")
     elif sorted(path.glob("cuts_*.jsonl.gz")):
