@@ -222,13 +222,13 @@ class TransformersSource(LayerSource):
 
 
 class FeatureSource(LayerSource):
-    """Precomputed features (one layer) looked up by cut id: ``arrays`` maps an id to a loader."""
+    """Precomputed features (one layer) looked up by cut id: ``arrays`` maps an id to a loader.
+    A ``frame_shift`` of None is measured by :meth:`check_cuts`, which must come first."""
 
     num_layers = 1
 
     def __init__(self, description: str, arrays: dict, frame_shift: float | None):
-        self.description, self.arrays, self.given_shift = description, arrays, frame_shift
-        self.frame_shift = frame_shift or 0.0
+        self.description, self.arrays, self.frame_shift = description, arrays, frame_shift
 
     def check_cuts(self, cuts, name):
         missing = [cut.id for cut in cuts if cut.id not in self.arrays]
@@ -236,12 +236,11 @@ class FeatureSource(LayerSource):
             raise UsrasrError(f"{self.description} has no features for {len(missing)} of the {len(cuts)} cuts of "
                               f"{name} (first: {missing[0]}): compute them for these cuts, e.g. "
                               f"`usrasr features --cuts {name} ...`")
-        if self.given_shift is None:  # Kaldi and numpy arrays carry no frame shift: duration over frames
+        if self.frame_shift is None:  # Kaldi and numpy arrays carry no frame shift: duration over frames
             sample = list(cuts)[:200]
             frames = sum(len(self.arrays[cut.id]()) for cut in sample)
             self.frame_shift = round(sum(cut.duration for cut in sample) / max(frames, 1), 3)
             log.info("%s: %g ms per frame, from the audio's duration", self.description, self.frame_shift * 1000)
-            self.given_shift = self.frame_shift
 
     def encode(self, cuts, layers):
         self.check_layer(max(layers))
