@@ -65,3 +65,12 @@ def test_restarts_trained_together_follow_their_own_trajectories(world, tables):
     together = fit_odm(world.features, tables, config)
     alone = fit_odm(world.features, tables, SearchConfig(restarts=3, steps=5, learning_rate=0.05, restart_batch=1))
     torch.testing.assert_close(together.losses, alone.losses, rtol=1e-4, atol=1e-5)
+
+
+def test_curriculum_adds_an_order_every_order_steps():
+    from usrasr.odm.search import order_weights
+
+    config = SearchConfig(order_steps=10)
+    assert [order_weights(s, config, 4) for s in (0, 9, 10, 25)] == [
+        [1, 1, 0, 0], [1, 1, 0, 0], [1, 1, 1, 0], [1, 1, 1, 1]]
+    assert order_weights(0, SearchConfig(), 4) == [1, 1, 1, 1]
