@@ -8,7 +8,12 @@ import pytest
 import torch
 
 from usrasr.lang.lm import ArpaLM
-from usrasr.odm.ngrams import expected_ngrams, history_chain, lm_ngram_tables, ngram_starts
+from usrasr.odm.ngrams import (
+    expected_ngrams,
+    history_chain,
+    lm_ngram_tables,
+    ngram_starts,
+)
 
 
 def _all_ngrams(labels: int, order: int) -> torch.Tensor:
@@ -66,7 +71,7 @@ def test_lm_tables_equal_the_step_chain_distribution(stay):
     for table in tables:
         got = dict(zip(map(tuple, table.ngrams.tolist()), table.probs.tolist()))
         for seq in itertools.product(range(3), repeat=table.order):
-            want = stationary[seq[0]] * math.prod(step[a, b] for a, b in zip(seq, seq[1:]))
+            want = stationary[seq[0]] * math.prod(step[a, b] for a, b in itertools.pairwise(seq))
             assert got.get(seq, 0.0) == pytest.approx(want, abs=1e-12)
         assert table.rest == pytest.approx(0.0, abs=1e-9)
 

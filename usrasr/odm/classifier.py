@@ -36,7 +36,7 @@ class RestartClassifier(nn.Module):
             x = torch.einsum("rth,rhv->rtv", torch.relu(x), w) + b[:, None]
         return x
 
-    def select(self, restarts: list[int]) -> "RestartClassifier":
+    def select(self, restarts: list[int]) -> RestartClassifier:
         """A classifier holding only the listed restarts (copies of their weights)."""
         out = RestartClassifier(len(restarts), self.dim, self.labels, self.hidden)
         with torch.no_grad():

@@ -27,7 +27,7 @@ class Projection:
     scale: Tensor  # (d,)
 
     @classmethod
-    def fit(cls, features: Tensor, dim: int, seed: int = 0) -> "Projection":
+    def fit(cls, features: Tensor, dim: int, seed: int = 0) -> Projection:
         """Principal components (``dim`` <= 0 or >= D: all dimensions, unrotated)."""
         mean = features.mean(0)
         centred = features - mean

@@ -21,8 +21,8 @@ the trajectories they would follow alone (``restart_batch`` only changes speed).
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Callable
 
 import torch
 from torch import Tensor

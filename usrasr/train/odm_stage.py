@@ -14,6 +14,7 @@ Everything here reads the blind manifests and the text side only; the scores
 
 from __future__ import annotations
 
+import itertools
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -56,7 +57,7 @@ def segment_split(split: AudioSplit, config: TrainConfig) -> SegmentedSplit:
     boundaries = segment_boundaries(normalize_features(split.feats), config.segment_penalty)
     normalized = normalize_features(split.feats, split.speakers if config.cmvn == "speaker" else None)
     features = segment_features(normalized, boundaries, config.segment_parts)
-    energies = [torch.tensor([float(f[a:b].mean()) for a, b in zip(bounds[:-1], bounds[1:])])
+    energies = [torch.tensor([float(f[a:b].mean()) for a, b in itertools.pairwise(bounds)])
                 for f, bounds in zip(split.feats, boundaries)]
     speech = speech_mask(energies, config.odm_silence_margin)
     kept = [f[s] for f, s in zip(features, speech)]
@@ -103,7 +104,7 @@ def _true_labels(segmented: SegmentedSplit, frames: dict[str, np.ndarray], symbo
         if uid not in frames:
             return None
         majority = [int(np.bincount(frames[uid][a:b], minlength=len(PHONES)).argmax())
-                    for a, b in zip(bounds[:-1], bounds[1:])]
+                    for a, b in itertools.pairwise(bounds)]
         labels = [index.get(m, -1) for m, keep in zip(majority, speech.tolist()) if keep]
         for i in range(len(labels) - 1, -1, -1):
             if labels[i] < 0 and i + 1 < len(labels):
