@@ -20,6 +20,7 @@ from __future__ import annotations
 import json
 import math
 import re
+import shutil
 import subprocess
 import sys
 import tempfile
@@ -165,8 +166,10 @@ def arpa_fst(arpa: Path, symbols: Path) -> kaldifst.StdVectorFst:
         raise UsrasrError(f"language model not found: {arpa}")
     with tempfile.TemporaryDirectory() as tmp:
         output = Path(tmp) / "G.fst"
+        # kaldilm opens its input read-write: a copy lets a corpus on a read-only mount be decoded.
+        readable = shutil.copy(arpa, Path(tmp) / arpa.name)
         child = subprocess.run(
-            [sys.executable, "-c", _ARPA2FST, str(arpa), str(output), str(symbols)],
+            [sys.executable, "-c", _ARPA2FST, str(readable), str(output), str(symbols)],
             capture_output=True, text=True, errors="replace",
         )
         messages = child.stderr.splitlines()
