@@ -29,7 +29,6 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "check": ("usrasr.prepare.commands:check", "Check a prepared corpus against the method's conditions."),
     "pretrain": ("usrasr.pretrain.commands:pretrain", "Self-supervised encoder pretraining (BEST-RQ, BiRQ)."),
     "features": ("usrasr.extract.commands:features", "One layer of a pretrained speech model, stored as features."),
-    "features": ("usrasr.extract.commands:features", "One layer of a pretrained speech model, stored as features."),
     "align": ("usrasr.align.commands:align", "Unsupervised alignment of spoken-word and text-word embeddings."),
 }
 
