@@ -8,10 +8,10 @@ test suite)::
       bench                   benchmarks (one registry, one module each)
         train                 orchestration: units/, seqce_stage, word_em, self_training,
                               diagnostics (the only reader of corpus.scoring, with pipeline)
-          simulate            synthetic worlds that test the method
-            prepare | pretrain | decode | evaluate    the other commands' libraries
+          simulate | align    synthetic worlds that test the method; cross-modal word alignment
+            prepare | pretrain | decode | evaluate | extract    the other commands' libraries
               seqce | odm     the unsupervised objectives over the phone LM
-                models        acoustic models, the self-supervised encoder, CTC training
+                models        acoustic models, the self-supervised encoder, users' pretrained encoders, CTC training
                   graph       FSAs, differentiable marginals, topologies, HLG compilation
                     corpus    layout, features, reader (blind audio), speakers, scoring
                       lang    phones, symbols, lexicon, LMs, text normalisation, G2P

@@ -38,7 +38,7 @@ def _show_config(ctx, param, value) -> None:
                    + ", ".join(EXPERIMENTAL_KEYS) + ".")
 @click.option("--units", type=click.Choice(list(UNIT_SOURCES)), default=None,
               help="Unit source: fbank k-means; segments (experimental: k-means of phone-like fbank segments); "
-                   "encoder (set encoder=DIR, a `usrasr pretrain` output); "
+                   "encoder (set encoder=PATH: a `usrasr pretrain` output, a transformers model dir or stored features, docs/encoders.md); "
                    "diagnostic = phone ids from the scoring alignments (diagnosis only).")
 @click.option("--objective", type=click.Choice(list(OBJECTIVES)), default=None,
               help="What makes the first labels: seqce (generative, over units; the default) or odm "

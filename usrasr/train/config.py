@@ -30,7 +30,7 @@ class TrainConfig(YamlConfig):
     num_units: int = 100  # acoustic units (k-means clusters)
     segment_penalty: float = 80.0  # units=segments: cost of a segment boundary (higher: longer segments)
     segment_parts: int = 3  # units=segments: sub-span means per segment feature
-    encoder: str = ""  # units=encoder: a `usrasr pretrain` output dir or its encoder.pt
+    encoder: str = ""  # units=encoder: a `usrasr pretrain` output, a transformers model dir, feats.scp, .npy folder or cuts with features (docs/encoders.md)
     unit_layer: int = -1  # units=encoder: layer 0..N, or -1 to choose it without labels
     kmeans_k_choices: str = ""  # units=encoder: comma-separated K to choose from ("" = num_units)
     select_iterations: int = 10  # EM iterations of each candidate's seq-CE fit when choosing
@@ -141,7 +141,8 @@ class TrainConfig(YamlConfig):
         if self.units not in UNIT_SOURCES:
             raise UsrasrError(f"units must be one of {', '.join(UNIT_SOURCES)}, got '{self.units}'")
         if self.units == "encoder" and not self.encoder:
-            raise UsrasrError("units=encoder needs `--set encoder=DIR` (a `usrasr pretrain` output)")
+            raise UsrasrError("units=encoder needs `--set encoder=PATH` (a `usrasr pretrain` output, a transformers "
+                              "model dir, a feats.scp, a .npy folder or cuts with features; see docs/encoders.md)")
         if self.self_loop_prob >= 1 or self.phones_per_second <= 0:
             raise UsrasrError("need self_loop_prob < 1 (negative: from the units' rate) and phones_per_second > 0")
         if self.emission_tying < 0 or (self.emission_tying > 0 and self.optimizer != "em"):
