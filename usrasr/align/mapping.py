@@ -85,8 +85,8 @@ def refine(source: np.ndarray, target: np.ndarray, w: np.ndarray, iterations: in
 class AdversarialConfig:
     """MUSE's adversarial stage, scaled to small vocabularies."""
 
-    epochs: int = 5
-    steps_per_epoch: int = 500
+    epochs: int = 10
+    steps_per_epoch: int = 2000
     batch_size: int = 32
     discriminator_steps: int = 5
     hidden: int = 256
@@ -95,7 +95,6 @@ class AdversarialConfig:
     lr: float = 0.1
     lr_decay: float = 0.98
     beta: float = 0.001  # orthogonalisation step: W <- (1 + beta) W - beta W W^T W
-    most_frequent: int = 0  # the discriminator sees only the first rows (frequency order); 0 = all
 
 
 def random_rotation(dim: int, rng: np.random.Generator) -> np.ndarray:
@@ -112,8 +111,6 @@ def adversarial_map(source: np.ndarray, target: np.ndarray, config: AdversarialC
     dim = source.shape[1]
     src = torch.from_numpy(source).float()
     tgt = torch.from_numpy(target).float()
-    if config.most_frequent:
-        src, tgt = src[: config.most_frequent], tgt[: config.most_frequent]
     mapping = nn.Linear(dim, dim, bias=False)
     with torch.no_grad():
         mapping.weight.copy_(torch.eye(dim) if init is None else torch.from_numpy(init).float())
