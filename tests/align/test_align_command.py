@@ -60,3 +60,20 @@ def test_pauses_without_transcripts_align_and_oracle_says_what_is_missing(tiny_c
 def test_decoded_segments_need_a_model(tiny_corpus, tmp_path):
     result = _align("--corpus", tiny_corpus, "--segments", "decoded", "--out", tmp_path, *FAST)
     assert result.exit_code == 2 and "--segments decoded needs --model" in result.output
+
+
+def test_segments_pool_a_pretrained_encoder_layer(tiny_corpus, tmp_path):
+    import torch
+
+    from usrasr.models.encoder import EncoderConfig, SslEncoder, save_encoder
+
+    torch.manual_seed(0)
+    save_encoder(tmp_path / "encoder.pt", SslEncoder(EncoderConfig(hidden_dim=16, num_layers=2, num_heads=2)), {})
+    out = tmp_path / "out"
+    result = _align("--corpus", tiny_corpus, "--segments", "pauses", "--encoder", tmp_path / "encoder.pt",
+                    "--layer", "1", "--out", out, *FAST)
+    assert result.exit_code == 0, result.output
+    assert json.loads((out / "report.json").read_text())["encoder"].endswith("encoder.pt")
+    result = _align("--corpus", tiny_corpus, "--segments", "pauses", "--encoder", tmp_path / "encoder.pt",
+                    "--layer", "7", "--out", out, *FAST)
+    assert result.exit_code == 2 and "--layer 7" in result.output
