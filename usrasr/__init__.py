@@ -18,8 +18,9 @@ test suite)::
                         utils io, console, config, device, distributed, metrics, errors
 
 Transcripts and alignments are read through :mod:`usrasr.corpus.scoring`
-alone, and only :mod:`usrasr.train.diagnostics` and :mod:`usrasr.train.pipeline`
-may import it: the unsupervised path cannot see them.
+alone, and only :mod:`usrasr.train.diagnostics`, :mod:`usrasr.train.pipeline`
+and the diagnostic oracle of alignment, :mod:`usrasr.align.oracle`, may import
+it: the unsupervised path cannot see them.
 """
 
 __version__ = "0.1.0"

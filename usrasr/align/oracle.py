@@ -64,16 +64,16 @@ class OracleWords:
 
     def __init__(self, corpus: str | Path, num_frames: dict[str, int]):
         lexicon = read_lexicon(CorpusLayout(corpus).lexicon)
-        supervisions = ScoringData(corpus)._supervisions(SPLIT)
+        aligned = ScoringData(corpus).aligned_texts(SPLIT)
         self.spans: dict[str, list[tuple[str, int, int]]] = {}
         for utt, frames in num_frames.items():
-            sup = supervisions.get(utt)
-            if sup is None or not sup.text or not sup.alignment:
+            if utt not in aligned:
                 continue
-            words = sup.text.split()
+            text, alignment = aligned[utt]
+            words = text.split()
             if any(w not in lexicon for w in words):
                 continue
-            spans = word_spans(words, [lexicon[w] for w in words], sup.alignment["phone"])
+            spans = word_spans(words, [lexicon[w] for w in words], alignment)
             self.spans[utt] = [(w, s, min(e, frames)) for w, s, e in spans if min(e, frames) > s]
         if not self.spans:
             raise UsrasrError(f"{corpus}: no train-audio utterance has a transcript with a phone alignment")

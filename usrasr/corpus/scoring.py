@@ -46,6 +46,11 @@ class ScoringData:
             self._cache[split] = {s.recording_id: s for s in load_manifest(path)}
         return self._cache[split]
 
+    def aligned_texts(self, split: str) -> dict[str, tuple[str, list]]:
+        """Transcript and phone alignment (Lhotse alignment items) of the utterances that have both."""
+        return {k: (s.text, s.alignment["phone"]) for k, s in self._supervisions(split).items()
+                if s.text and s.alignment and "phone" in s.alignment}
+
     def texts(self, split: str) -> dict[str, str]:
         return {k: s.text for k, s in self._supervisions(split).items() if s.text}
 
