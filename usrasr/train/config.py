@@ -141,7 +141,7 @@ class TrainConfig(YamlConfig):
         if self.units not in UNIT_SOURCES:
             raise UsrasrError(f"units must be one of {', '.join(UNIT_SOURCES)}, got '{self.units}'")
         if self.units == "encoder" and not self.encoder:
-            raise UsrasrError("units=encoder needs `--set encoder=PATH` (a `usrasr pretrain` output, a transformers "
+            raise UsrasrError("units=encoder needs `--set encoder=DIR` (a `usrasr pretrain` output, a transformers "
                               "model dir, a feats.scp, a .npy folder or cuts with features; see docs/encoders.md)")
         if self.self_loop_prob >= 1 or self.phones_per_second <= 0:
             raise UsrasrError("need self_loop_prob < 1 (negative: from the units' rate) and phones_per_second > 0")

@@ -39,9 +39,12 @@ def setup_logging(verbose: int = 0, quiet: bool = False) -> None:
         handler.setFormatter(logging.Formatter("usrasr %(levelname)s: %(message)s"))
     log.handlers[:] = [handler]
     log.setLevel(level)
-    # Ours alone: a library that logs through the root logger (lhotse does) installs a root
-    # handler, which would print every usrasr record a second time.
-    log.propagate = False
+    # A library that logs through logging.info() (lhotse does) makes the logging module install
+    # a stderr handler on the root logger the first time, and every usrasr record would then be
+    # printed twice.  A root handler that prints nothing prevents that and keeps propagation
+    # (which pytest's caplog and users' own handlers rely on).
+    if not logging.root.handlers:
+        logging.root.addHandler(logging.NullHandler())
 
 
 def progress(**kwargs) -> Progress:
