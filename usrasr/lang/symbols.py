@@ -105,9 +105,6 @@ class SymbolTable:
         """``(symbol, id)`` pairs in id order."""
         return [(self._symbols[i], i) for i in sorted(self._symbols)]
 
-    def values(self) -> list[int]:
-        return sorted(self._symbols)
-
 
 # The model's token table: what a CTC model outputs and what tokens.txt starts with.
 PHONE_TOKENS = SymbolTable.from_symbols([EPSILON, *PHONES])
