@@ -94,7 +94,9 @@ class Subsampler(nn.Module):
         return self.proj(x), lengths
 
 
-class _TdnnLayer(nn.Module):
+class TdnnLayer(nn.Module):
+    """A dilated 1-D convolution with a residual connection, on ``(B, C, T)``."""
+
     def __init__(self, dim: int, kernel_size: int, dilation: int, dropout: float):
         super().__init__()
         self.conv = nn.Conv1d(dim, dim, kernel_size, dilation=dilation, padding=dilation * (kernel_size - 1) // 2)
@@ -106,6 +108,11 @@ class _TdnnLayer(nn.Module):
         y = torch.relu(self.conv(x)).transpose(1, 2)
         y = self.dropout(self.norm(y)).transpose(1, 2)
         return (x + y) * mask.unsqueeze(1)
+
+
+def tdnn_layers(dim: int, kernel_size: int, num_layers: int, dropout: float) -> nn.ModuleList:
+    """The TDNN stack: dilations cycle through 1, 2, 3 for context."""
+    return nn.ModuleList(TdnnLayer(dim, kernel_size, dilation=1 + i % 3, dropout=dropout) for i in range(num_layers))
 
 
 class ConformerLayer(nn.Module):
@@ -167,9 +174,7 @@ class CtcAcousticModel(nn.Module):
         c = config
         self.subsampler = Subsampler(c.feat_dim, c.hidden_dim, c.subsampling)
         if c.arch == "tdnn":
-            self.layers = nn.ModuleList(
-                _TdnnLayer(c.hidden_dim, c.kernel_size, dilation=1 + i % 3, dropout=c.dropout) for i in range(c.num_layers)
-            )
+            self.layers = tdnn_layers(c.hidden_dim, c.kernel_size, c.num_layers, c.dropout)
         else:
             if c.hidden_dim % c.num_heads or c.hidden_dim % 2:
                 raise UsrasrError("conformer hidden_dim must be even and divisible by num_heads")

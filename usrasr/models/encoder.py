@@ -1,10 +1,14 @@
 """The self-supervised speech encoder: what pretraining trains, and what units,
 analysis and self-training read (its layers, or its weights as a CTC model's start).
 
-The encoder is the conformer of :mod:`usrasr.models.acoustic` (per-utterance
-CMVN, convolutional subsampling, conformer layers).  Masking replaces whole
-spans of subsampled frames by a learned embedding, so no masked frame leaks
-through the subsampler's receptive field.
+The encoder is a network of :mod:`usrasr.models.acoustic` (per-utterance
+CMVN, convolutional subsampling, then conformer or TDNN layers).  Masking
+replaces whole spans of subsampled frames by a learned embedding, so no masked
+frame leaks through the subsampler's receptive field.
+
+A ``--method just`` encoder's checkpoint also holds its universal-phone CTC
+head (an ``nn.Linear(hidden_dim, len(phones))``, index 0 the blank ``<blk>``)
+and the phone symbols: :func:`load_phone_head` reads them back.
 """
 
 from __future__ import annotations
@@ -16,8 +20,8 @@ import torch
 from torch import Tensor, nn
 
 from usrasr.models.acoustic import (
-    AcousticModelConfig, ConformerLayer, CtcAcousticModel, Subsampler, sinusoidal_positions, utterance_cmvn,
-    valid_mask,
+    ARCHITECTURES, AcousticModelConfig, ConformerLayer, CtcAcousticModel, Subsampler, sinusoidal_positions,
+    tdnn_layers, utterance_cmvn, valid_mask,
 )
 from usrasr.utils.errors import UsrasrError
 from usrasr.utils.io import atomic_path
@@ -27,6 +31,7 @@ ENCODER_FORMAT = "usrasr-ssl-encoder-v1"
 
 @dataclass
 class EncoderConfig:
+    arch: str = "conformer"  # or "tdnn": 1-D convolutions, quick on a CPU
     feat_dim: int = 80
     hidden_dim: int = 192
     num_layers: int = 4
@@ -35,6 +40,11 @@ class EncoderConfig:
     ff_multiplier: int = 4
     subsampling: int = 2
     dropout: float = 0.1
+    kernel_size: int = 3  # tdnn: of every layer (dilations cycle through 1, 2, 3)
+
+    def __post_init__(self) -> None:
+        if self.arch not in ARCHITECTURES:
+            raise UsrasrError(f"unknown encoder arch '{self.arch}' (choose from {', '.join(ARCHITECTURES)})")
 
 
 class SslEncoder(nn.Module):
@@ -43,14 +53,17 @@ class SslEncoder(nn.Module):
     def __init__(self, config: EncoderConfig):
         super().__init__()
         c = self.config = config
-        if c.hidden_dim % c.num_heads or c.hidden_dim % 2:
+        if c.arch == "conformer" and (c.hidden_dim % c.num_heads or c.hidden_dim % 2):
             raise UsrasrError("hidden_dim must be even and divisible by num_heads")
         self.subsampler = Subsampler(c.feat_dim, c.hidden_dim, c.subsampling)
         self.mask_embedding = nn.Parameter(torch.zeros(c.hidden_dim).normal_(std=0.1))
-        self.layers = nn.ModuleList(
-            ConformerLayer(c.hidden_dim, c.num_heads, c.conv_kernel_size, c.ff_multiplier, c.dropout)
-            for _ in range(c.num_layers)
-        )
+        if c.arch == "tdnn":
+            self.layers = tdnn_layers(c.hidden_dim, c.kernel_size, c.num_layers, c.dropout)
+        else:
+            self.layers = nn.ModuleList(
+                ConformerLayer(c.hidden_dim, c.num_heads, c.conv_kernel_size, c.ff_multiplier, c.dropout)
+                for _ in range(c.num_layers)
+            )
 
     def front_end(self, feats: Tensor, feat_lens: Tensor) -> tuple[Tensor, Tensor, Tensor]:
         """Normalised, subsampled frames ``(B, T', C)``, their lengths and validity mask."""
@@ -64,10 +77,14 @@ class SslEncoder(nn.Module):
         """Outputs of layers 1..``num_layers`` (all by default); ``masked`` frames see the mask embedding."""
         if masked is not None:
             x = torch.where(masked.unsqueeze(-1), self.mask_embedding.to(x.dtype), x)
-        x = x + sinusoidal_positions(x.shape[1], x.shape[2], x.device)
+        tdnn = self.config.arch == "tdnn"
+        if tdnn:  # convolutions know where they are; the mask embedding must not leak into padding
+            x = x * valid.unsqueeze(-1)
+        else:
+            x = x + sinusoidal_positions(x.shape[1], x.shape[2], x.device)
         outputs = []
         for layer in self.layers[: num_layers or len(self.layers)]:
-            x = layer(x, valid)
+            x = layer(x.transpose(1, 2), valid).transpose(1, 2) if tdnn else layer(x, valid)
             outputs.append(x)
         return outputs
 
@@ -77,15 +94,28 @@ class SslEncoder(nn.Module):
         return [x, *self.run_layers(x, valid)], lengths
 
 
-def save_encoder(path: str | Path, encoder: SslEncoder, info: dict) -> None:
-    """The encoder alone (what units need), with its config and how it was trained."""
+def _weights(module: nn.Module) -> dict[str, Tensor]:
+    return {k: v.detach().cpu() for k, v in module.state_dict().items()}
+
+
+def save_encoder(path: str | Path, encoder: SslEncoder, info: dict, phone_head: nn.Linear | None = None,
+                 phones: list[str] | None = None) -> None:
+    """The encoder alone (what units need), with its config and how it was trained; a
+    ``just`` encoder adds its phone CTC head and the head's phone symbols (``phones[0]`` the blank)."""
+    checkpoint = {"format": ENCODER_FORMAT, "config": asdict(encoder.config), "state_dict": _weights(encoder),
+                  "info": info}
+    if (phone_head is None) != (phones is None):
+        raise UsrasrError("a phone head needs its phone symbols, and phone symbols their head")
+    if phone_head is not None:
+        if phone_head.in_features != encoder.config.hidden_dim or phone_head.out_features != len(phones):
+            raise UsrasrError(f"the phone head maps {phone_head.in_features} -> {phone_head.out_features}, "
+                              f"not hidden_dim {encoder.config.hidden_dim} -> {len(phones)} phones")
+        checkpoint.update(phone_head=_weights(phone_head), phones=list(phones))
     with atomic_path(path) as tmp:
-        torch.save({"format": ENCODER_FORMAT, "config": asdict(encoder.config),
-                    "state_dict": {k: v.detach().cpu() for k, v in encoder.state_dict().items()},
-                    "info": info}, tmp)
+        torch.save(checkpoint, tmp)
 
 
-def load_encoder(path: str | Path) -> tuple[SslEncoder, dict]:
+def _read_checkpoint(path: str | Path) -> tuple[Path, dict]:
     path = Path(path)
     if path.is_dir():
         path = path / "encoder.pt"
@@ -94,20 +124,37 @@ def load_encoder(path: str | Path) -> tuple[SslEncoder, dict]:
     checkpoint = torch.load(path, map_location="cpu", weights_only=True)
     if not isinstance(checkpoint, dict) or checkpoint.get("format") != ENCODER_FORMAT:
         raise UsrasrError(f"{path} is not a usrasr pretrained encoder")
+    return path, checkpoint
+
+
+def load_encoder(path: str | Path) -> tuple[SslEncoder, dict]:
+    _, checkpoint = _read_checkpoint(path)
     encoder = SslEncoder(EncoderConfig(**checkpoint["config"]))
     encoder.load_state_dict(checkpoint["state_dict"])
     return encoder.eval(), checkpoint["info"]
 
 
+def load_phone_head(path: str | Path) -> tuple[nn.Linear, list[str]] | None:
+    """A ``just`` encoder's phone CTC head (last layer's output -> phone logits, index 0 the blank)
+    and its phone symbols; None for an encoder trained without phone labels (bestrq, birq)."""
+    _, checkpoint = _read_checkpoint(path)
+    if "phone_head" not in checkpoint:
+        return None
+    weight = checkpoint["phone_head"]["weight"]
+    head = nn.Linear(weight.shape[1], weight.shape[0])
+    head.load_state_dict(checkpoint["phone_head"])
+    return head.eval(), list(checkpoint["phones"])
+
+
 def ctc_model_from_encoder(path: str | Path, num_tokens: int) -> CtcAcousticModel:
-    """A conformer CTC model whose front end and layers start as the pretrained encoder's
-    (same module layout); only the output layer is new."""
+    """A CTC model (conformer or TDNN, as the encoder) whose front end and layers start as the
+    pretrained encoder's (same module layout); only the output layer is new."""
     encoder, _ = load_encoder(path)
     c = encoder.config
     model = CtcAcousticModel(AcousticModelConfig(
-        num_tokens=num_tokens, arch="conformer", feat_dim=c.feat_dim, hidden_dim=c.hidden_dim,
+        num_tokens=num_tokens, arch=c.arch, feat_dim=c.feat_dim, hidden_dim=c.hidden_dim,
         num_layers=c.num_layers, subsampling=c.subsampling, dropout=c.dropout, num_heads=c.num_heads,
-        conv_kernel_size=c.conv_kernel_size, ff_multiplier=c.ff_multiplier))
+        conv_kernel_size=c.conv_kernel_size, ff_multiplier=c.ff_multiplier, kernel_size=c.kernel_size))
     weights = {k: v for k, v in encoder.state_dict().items() if k != "mask_embedding"}
     missing, unexpected = model.load_state_dict(weights, strict=False)
     if unexpected or any(not k.startswith("output.") for k in missing):
