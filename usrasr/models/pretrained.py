@@ -13,6 +13,11 @@ computed elsewhere, read per utterance of a Lhotse cut set.
   (a ``.jsonl.gz`` file, or a folder of ``cuts_*.jsonl.gz`` such as
   ``usrasr features`` writes).
 
+A ``usrasr pretrain --method just`` encoder also gives its universal-phone
+posteriors: the pseudo-layer :data:`POSTERIORS` (read as a layer is read) is
+the phone head's log-softmax over the last layer, one column per phone of
+``source.phones`` (column 0 the CTC blank).
+
 Each source says its frame shift and number of layers, read from the model or
 the features, never assumed: a ``transformers`` model's frame shift is the
 product of its convolution strides over its sample rate (20 ms for every
@@ -39,7 +44,7 @@ from torch import Tensor, nn
 
 from usrasr.corpus.features import FRAME_SHIFT
 from usrasr.models.ctc_train import warp_frequency
-from usrasr.models.encoder import layer_features, length_batches, load_encoder
+from usrasr.models.encoder import layer_features, length_batches, load_encoder, load_phone_head
 from usrasr.utils.console import log
 from usrasr.utils.device import resolve_device
 from usrasr.utils.errors import UsrasrError
@@ -53,6 +58,8 @@ TRANSFORMERS_MODELS = {
     "wavlm": "WavLMModel",
     "data2vec-audio": "Data2VecAudioModel",
 }
+
+POSTERIORS = "posteriors"  # the pseudo-layer of a JUST encoder's phone log-posteriors
 
 WARP_FACTORS = (0.9, 1.1)  # alternate utterances; about the spread of adult vocal-tract lengths
 
@@ -84,14 +91,21 @@ class LayerSource:
     """Features of one or more layers for each cut, in the cuts' order.
 
     ``frame_shift`` is seconds per feature frame, ``num_layers`` how many layers
-    (1 for precomputed features), ``dim`` the feature dimension (None until read).
+    (1 for precomputed features), ``dim`` the feature dimension (None until read),
+    ``phones`` the symbols of the :data:`POSTERIORS` columns (None: the source has none).
     """
 
     description: str
     frame_shift: float
     num_layers: int
     dim: int | None = None
+    phones: list[str] | None = None
     chunk = 64  # cuts read per call of encode by encode_all: bounds the audio held at once
+
+    def check_posteriors(self) -> None:
+        if self.phones is None:
+            raise UsrasrError(f"{self.description} has no phone posteriors: posterior units need an encoder "
+                              f"trained with phone labels (`usrasr pretrain --method just`)")
 
     def check_layer(self, layer: int, key: str = "unit_layer") -> None:
         if not 0 <= layer < self.num_layers:
@@ -121,18 +135,26 @@ class UsrasrEncoderSource(LayerSource):
         c = self.encoder.config
         self.description = f"the usrasr encoder {path} ({info.get('method')}, {info.get('steps')} steps)"
         self.frame_shift, self.num_layers, self.dim = c.subsampling * FRAME_SHIFT, c.num_layers + 1, c.hidden_dim
+        head = load_phone_head(path)
+        self.phone_head, self.phones = head if head is not None else (None, None)
 
     @staticmethod
     def _fbank(cuts: Sequence) -> list[Tensor]:
         return [torch.from_numpy(cut.load_features()).float() for cut in cuts]
 
+    def _select(self, every: list[list[Tensor]], layers: Sequence) -> list[list[Tensor]]:
+        """The ``layers`` (indices or :data:`POSTERIORS`) of every layer's output."""
+        if POSTERIORS in layers:
+            self.check_posteriors()
+            with torch.inference_mode():
+                posteriors = [self.phone_head(f).log_softmax(-1) for f in every[-1]]
+        return [posteriors if layer == POSTERIORS else every[layer] for layer in layers]
+
     def encode(self, cuts, layers):
-        every = layer_features(self.encoder, self._fbank(cuts))
-        return [every[layer] for layer in layers]
+        return self._select(layer_features(self.encoder, self._fbank(cuts)), layers)
 
     def warped(self, cuts, layers):
-        every = layer_features(self.encoder, warped_copies(self._fbank(cuts)))
-        return [every[layer] for layer in layers]
+        return self._select(layer_features(self.encoder, warped_copies(self._fbank(cuts))), layers)
 
 
 class TransformersSource(LayerSource):

@@ -10,6 +10,7 @@ from usrasr.utils.errors import UsrasrError
 UNIT_SOURCES = ("fbank", "segments", "encoder", "diagnostic")
 SPEAKER_FIELDS = ("speaker", "voice", "cluster")
 OBJECTIVES = ("seqce", "odm")
+ENCODER_UNITS = ("auto", "layer", "posteriors")
 # Paths that are tested but that no measured result favours over the defaults
 # (docs/results/): `usrasr train --help` marks them experimental.
 EXPERIMENTAL_KEYS = ("word_em_iterations", "speaker_emissions", "codebook_per_speaker", "adapt_speaker_codebooks",
@@ -32,6 +33,10 @@ class TrainConfig(YamlConfig):
     segment_parts: int = 3  # units=segments: sub-span means per segment feature
     encoder: str = ""  # units=encoder: a `usrasr pretrain` output, a transformers model dir, feats.scp, .npy folder or cuts with features (docs/encoders.md)
     unit_layer: int = -1  # units=encoder: layer 0..N, or -1 to choose it without labels
+    # units=encoder: "layer" (k-means of a layer), "posteriors" (per frame the most likely phone of an
+    # encoder trained with phone labels, `usrasr pretrain --method just`), or "auto" (with unit_layer=-1,
+    # such an encoder's posteriors are a candidate beside its layers, chosen without labels)
+    encoder_units: str = "auto"
     kmeans_k_choices: str = ""  # units=encoder: comma-separated K to choose from ("" = num_units)
     select_iterations: int = 10  # EM iterations of each candidate's seq-CE fit when choosing
     kmeans_iterations: int = 20  # Lloyd iterations of the k-means
@@ -65,7 +70,8 @@ class TrainConfig(YamlConfig):
     # What makes the first labels of train-audio: "seqce" (the generative sequence-level
     # cross-entropy over units, below) or "odm" (a classifier of segment features matched to
     # the phone LM's n-gram distribution, see usrasr.train.odm_stage; uses segment_penalty,
-    # segment_parts and cmvn, not the units)
+    # segment_parts and cmvn, not the units; with units=encoder it classifies the encoder's
+    # unit_layer, or with encoder_units=posteriors its phone log-posteriors, instead of fbank)
     objective: str = "seqce"
     odm_order: int = 3  # n-gram orders 1..N matched (a phone LM of that order is trained if the corpus's is lower)
     odm_top: int = 1000  # the most likely n-grams matched per order above 2 (every uni- and bigram)
@@ -138,6 +144,12 @@ class TrainConfig(YamlConfig):
                                         or self.odm_steps < 1 or self.odm_top < 1):
             raise UsrasrError("objective=odm needs odm_order >= 2, odm_restarts >= 1, odm_steps >= 1, odm_top >= 1 "
                               "and no word-level EM (word_em_iterations=0: it refines unit tables)")
+        if self.encoder_units not in ENCODER_UNITS:
+            raise UsrasrError(f"encoder_units must be one of {', '.join(ENCODER_UNITS)}, got '{self.encoder_units}'")
+        if (self.objective == "odm" and self.units == "encoder" and self.encoder_units != "posteriors"
+                and self.unit_layer < 0):
+            raise UsrasrError("objective=odm with units=encoder reads one set of features: set unit_layer=N "
+                              "or encoder_units=posteriors")
         if self.units not in UNIT_SOURCES:
             raise UsrasrError(f"units must be one of {', '.join(UNIT_SOURCES)}, got '{self.units}'")
         if self.units == "encoder" and not self.encoder:

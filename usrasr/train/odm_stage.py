@@ -1,8 +1,9 @@
 """The output-distribution-matching stage of ``usrasr train --objective odm``.
 
 Blind audio -> label-free phone-like segments (:mod:`usrasr.train.units.segments`)
--> segment features (the means of segment parts of ``cmvn``-normalised fbank),
-silent segments left out, projected -> the ODM search (:mod:`usrasr.odm`) against
+-> segment features (the means of segment parts of ``cmvn``-normalised fbank, or
+with ``units=encoder`` of a pretrained encoder's layer or phone posteriorgram at
+10 ms), silent segments left out, projected -> the ODM search (:mod:`usrasr.odm`) against
 the corpus's phone LM (or one of higher order trained on the corpus text) -> the
 lowest-loss restart's labels, repeats merged: the phone sequences that
 self-training starts from.
@@ -32,6 +33,7 @@ from usrasr.odm.search import OdmSearch, SearchConfig, fit_odm, labelling_loss, 
 from usrasr.train.config import TrainConfig
 from usrasr.train.units.kmeans import normalize_features
 from usrasr.train.units.segments import segment_boundaries, segment_features
+from usrasr.train.units.sources import encoder_frames
 from usrasr.utils.console import log
 from usrasr.utils.io import atomic_path
 
@@ -53,9 +55,11 @@ class SegmentedSplit:
     features: list[torch.Tensor]  # (kept segments, dim) per utterance, projected
 
 
-def segment_split(split: AudioSplit, config: TrainConfig) -> SegmentedSplit:
+def segment_split(split: AudioSplit, config: TrainConfig, feats: list[torch.Tensor] | None = None) -> SegmentedSplit:
+    """Segments of ``split``'s fbank, each described by ``feats`` (one row per fbank frame; fbank if None)."""
     boundaries = segment_boundaries(normalize_features(split.feats), config.segment_penalty)
-    normalized = normalize_features(split.feats, split.speakers if config.cmvn == "speaker" else None)
+    normalized = normalize_features(split.feats if feats is None else feats,
+                                    split.speakers if config.cmvn == "speaker" else None)
     features = segment_features(normalized, boundaries, config.segment_parts)
     energies = [torch.tensor([float(f[a:b].mean()) for a, b in itertools.pairwise(bounds)])
                 for f, bounds in zip(split.feats, boundaries)]
@@ -125,7 +129,8 @@ def run_odm(corpus: Path, split: AudioSplit, config: TrainConfig, out: Path, met
             scoring: OdmScoring | None = None) -> tuple[dict[str, str], dict]:
     """The ODM search on train-audio; returns (phone strings per utterance, summary).
     Saves ``out/model.pt`` (every restart's classifier, the symbols, the losses)."""
-    segmented = segment_split(split, config)
+    segmented = segment_split(split, config, encoder_frames(config, split, corpus, "train_audio")
+                              if config.units == "encoder" else None)
     lm = read_arpa(phone_lm_path(corpus, config.odm_order, out))
     symbols = [p for p in ARPABET if (p,) in lm.logprob]
     steps = sum(len(f) for f in segmented.features)

@@ -22,6 +22,11 @@ entropy); the gain is.  The gain is not used for the layer: deeper layers give
 smoother unit sequences, which the phone-LM model explains better whatever phones
 they carry, so it favours depth over phone information
 (docs/results/2026-12-03-units-600-steps-former-birq.md).
+
+An encoder trained with phone labels (``usrasr pretrain --method just``) offers
+one more candidate, its phone units (:class:`PhoneUnits`): per frame the most
+likely phone of its universal-phone posteriors.  They are judged beside the
+layers by the same warp consistency, as the pseudo-layer ``posteriors``.
 """
 
 from __future__ import annotations
@@ -34,7 +39,7 @@ from typing import Callable
 import numpy as np
 import torch
 
-from usrasr.models.pretrained import encode_all, open_layer_source
+from usrasr.models.pretrained import POSTERIORS, LayerSource, encode_all, open_layer_source, stretch_frames
 from usrasr.models.pretrained import warped_copies  # noqa: F401  (re-exported: the warp the units are judged by)
 from usrasr.train.config import TrainConfig
 from usrasr.corpus.layout import CorpusLayout
@@ -121,6 +126,26 @@ class UnitClusterer:
             torch.save({key: c.centroids for key, c in self.codebooks.items()}, tmp)
 
 
+class PhoneUnits(UnitClusterer):
+    """Units of a JUST encoder's phone posteriors, fitted to nothing: each frame's most likely
+    phone among the non-blank ones (unit id = phone id - 1).  CTC posteriors are blank on most
+    frames; taking the best non-blank phone there too keeps each phone's frames its own."""
+
+    def __init__(self, config: TrainConfig, phones: list[str], factor: float = 1):
+        super().__init__(config, len(phones) - 1, factor)
+        self.phones = phones
+
+    def fit(self, split: AudioSplit, feats: list[torch.Tensor]) -> "PhoneUnits":
+        return self
+
+    def assign(self, split: AudioSplit, feats: list[torch.Tensor]) -> list[np.ndarray]:
+        return [f[:, 1:].argmax(1).numpy() for f in feats]
+
+    def save(self, path: Path) -> None:
+        with atomic_path(path) as tmp:
+            torch.save({"phones": self.phones}, tmp)
+
+
 def _normalized(config: TrainConfig, split: AudioSplit, feats: list[torch.Tensor]) -> list[torch.Tensor]:
     return normalize_features(feats, split.speakers if config.cmvn == "speaker" else None)
 
@@ -160,6 +185,28 @@ def _candidate_ks(config: TrainConfig) -> list[int]:
             from None
 
 
+def _blind_cuts(source: LayerSource, corpus: Path, name: str, split: AudioSplit) -> list:
+    """The blind cuts of ``split``, in its order: the source reads their audio or looks up their ids."""
+    from lhotse import load_manifest
+
+    path = CorpusLayout(corpus).cuts(name)
+    by_id = {cut.id: cut for cut in load_manifest(path)}
+    cuts = [by_id[i] for i in split.ids]
+    source.check_cuts(cuts, str(path))
+    return cuts
+
+
+def encoder_frames(config: TrainConfig, split: AudioSplit, corpus: Path, name: str) -> list[torch.Tensor]:
+    """The encoder's ``unit_layer`` (or with ``encoder_units=posteriors`` its phone log-posteriors)
+    for each utterance of ``split``, one row per 10 ms fbank frame: continuous features."""
+    source = open_layer_source(config.encoder)
+    layer = POSTERIORS if config.encoder_units == "posteriors" else config.unit_layer
+    source.check_posteriors() if layer == POSTERIORS else source.check_layer(layer)
+    log.info("features from %s, %s", source.description, "phone posteriors" if layer == POSTERIORS else f"layer {layer}")
+    feats = encode_all(source, _blind_cuts(source, corpus, name, split), [layer])[0]
+    return [stretch_frames(f, len(raw)) for f, raw in zip(feats, split.feats)]
+
+
 def encoder_units(config: TrainConfig, splits: dict[str, AudioSplit], corpus: Path, out: Path,
                   score_units: Callable[[UnitSequences], dict] | None = None) -> dict[str, UnitSequences]:
     """Units from the chosen layer of a pretrained encoder, or from features computed
@@ -170,26 +217,25 @@ def encoder_units(config: TrainConfig, splits: dict[str, AudioSplit], corpus: Pa
     the selection record, to judge the label-free choice afterwards; the choice
     never reads them.
     """
-    from lhotse import load_manifest
-
     source = open_layer_source(config.encoder)
-    if config.unit_layer >= 0:
+    if config.encoder_units == "posteriors":
+        source.check_posteriors()
+    elif config.unit_layer >= 0:
         source.check_layer(config.unit_layer)
-    cuts = {}  # the blind cuts of each split, in its order: the source reads their audio or looks up their ids
-    for name, split in splits.items():
-        path = CorpusLayout(corpus).cuts(name)
-        by_id = {cut.id: cut for cut in load_manifest(path)}
-        cuts[name] = [by_id[i] for i in split.ids]
-        source.check_cuts(cuts[name], str(path))
+    cuts = {name: _blind_cuts(source, corpus, name, split) for name, split in splits.items()}
     log.info("units from %s", source.description)
-    num_layers = source.num_layers
-    candidates = [(layer, k) for layer in ([config.unit_layer] if config.unit_layer >= 0 else range(num_layers))
-                  for k in _candidate_ks(config)]
-    read = sorted({layer for layer, _ in candidates})
+    candidates = [] if config.encoder_units == "posteriors" else [
+        (layer, k) for layer in ([config.unit_layer] if config.unit_layer >= 0 else range(source.num_layers))
+        for k in _candidate_ks(config)]
+    if config.encoder_units == "posteriors" or (config.encoder_units == "auto" and config.unit_layer < 0
+                                                and source.phones is not None):
+        candidates.append((POSTERIORS, len(source.phones) - 1))
+    read = list(dict.fromkeys(layer for layer, _ in candidates))
     layers = {name: dict(zip(read, encode_all(source, cuts[name], read))) for name in splits}
 
-    def features(name: str, layer: int) -> list[torch.Tensor]:
-        return _normalized(config, splits[name], layers[name][layer])
+    def features(name: str, layer: int | str) -> list[torch.Tensor]:
+        """Normalised layer features; phone units read the posteriors as they are."""
+        return layers[name][layer] if layer == POSTERIORS else _normalized(config, splits[name], layers[name][layer])
 
     train = splits["train_audio"]
     selection_path = out / "units" / "selection.json"
@@ -205,14 +251,18 @@ def encoder_units(config: TrainConfig, splits: dict[str, AudioSplit], corpus: Pa
     warped_layers = dict(zip(read, warped)) if warped is not None else None
 
     @lru_cache(maxsize=1)  # candidates come layer by layer: each layer is normalised once, one held at a time
-    def train_inputs(layer: int) -> tuple[list[torch.Tensor], list[torch.Tensor] | None]:
+    def train_inputs(layer: int | str) -> tuple[list[torch.Tensor], list[torch.Tensor] | None]:
         """A layer's normalised train-audio features, and the same of the warped train-audio."""
-        warped = _normalized(config, train, warped_layers[layer]) if warped_layers is not None else None
+        warped = warped_layers[layer] if warped_layers is not None else None
+        if warped is not None and layer != POSTERIORS:
+            warped = _normalized(config, train, warped)
         return features("train_audio", layer), warped
 
+    factor = round(source.frame_shift / FRAME_SHIFT, 6)
     for layer, k in candidates:
         train_feats, warped_feats = train_inputs(layer)
-        clusterer = UnitClusterer(config, k, round(source.frame_shift / FRAME_SHIFT, 6)).fit(train, train_feats)
+        clusterer = (PhoneUnits(config, source.phones, factor) if layer == POSTERIORS
+                     else UnitClusterer(config, k, factor).fit(train, train_feats))
         clusterers[layer, k] = clusterer
         if len(candidates) == 1:
             break
@@ -233,7 +283,7 @@ def encoder_units(config: TrainConfig, splits: dict[str, AudioSplit], corpus: Pa
         scores.append({"layer": layer, "k": k, "warp_consistency": consistency, "unigram_entropy": entropy,
                        "seqce_loss": loss, "gain": (entropy - loss) / entropy,
                        **(score_units(train_units) if score_units else {})})
-        log.info("layer %d, K=%d: warp consistency %s, unit entropy %.3f, seq-CE loss %.3f, gain %.3f", layer, k,
+        log.info("layer %s, K=%d: warp consistency %s, unit entropy %.3f, seq-CE loss %.3f, gain %.3f", layer, k,
                  "-" if consistency is None else f"{consistency:.3f}", entropy, loss, scores[-1]["gain"])
     if scores:
         chosen, reason = _choose_layer_and_k(scores)
@@ -241,14 +291,14 @@ def encoder_units(config: TrainConfig, splits: dict[str, AudioSplit], corpus: Pa
                                            "encoder": str(config.encoder), "reason": reason})
     else:
         chosen = candidates[0]
-    log.info("encoder units: layer %d, K=%d", *chosen)
+    log.info("encoder units: layer %s, K=%d", *chosen)
     clusterers[chosen].save(out / "units" / "codebook.pt")
     return {name: clusterers[chosen].sequences(split, features(name, chosen[0])) for name, split in splits.items()}
 
 
 def _choose_layer_and_k(scores: list[dict]) -> tuple[tuple[int, int], str]:
     """The layer of highest mean warp consistency over its K's, then that layer's K of highest gain."""
-    layers = sorted({s["layer"] for s in scores})
+    layers = list(dict.fromkeys(s["layer"] for s in scores))
     if len(layers) == 1:
         best = max(scores, key=lambda s: s["gain"])
         return (layers[0], best["k"]), f"layer {layers[0]}: the only one; K={best['k']}: highest seq-CE gain"
