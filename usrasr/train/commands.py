@@ -41,8 +41,9 @@ def _show_config(ctx, param, value) -> None:
                    "encoder (set encoder=PATH: a `usrasr pretrain` output, a transformers model dir or stored features, docs/encoders.md); "
                    "diagnostic = phone ids from the scoring alignments (diagnosis only).")
 @click.option("--objective", type=click.Choice(list(OBJECTIVES)), default=None,
-              help="What makes the first labels: seqce (generative, over units; the default) or odm "
-                   "(a segment classifier matched to the phone LM's n-grams).")
+              help="What makes the first labels: seqce (generative, over units; the default), odm "
+                   "(a segment classifier matched to the phone LM's n-grams) or crosslingual (set encoder=PATH: "
+                   "a `usrasr pretrain --method just` encoder's universal phones, read as the corpus's phones by IPA).")
 @click.option("--resume", is_flag=True, help="Continue an interrupted run from its checkpoints.")
 @click.option("--no-score", is_flag=True, help="Skip oracles and PER (reads no transcripts at all).")
 @click.option("--threads", type=click.IntRange(min=1), default=None,
@@ -87,7 +88,8 @@ def print_summary(summary: dict, title: str) -> None:
     table = Table(title=title)
     for column in ("model", "loss", "PER train", "PER test", "WER test"):
         table.add_column(column, justify="left" if column == "model" else "right")
-    rows = [("ODM (lowest loss)", summary.get("odm")), ("ODM: true segment labels", summary.get("odm", {}).get("true_labels")),
+    rows = [("cross-lingual start (IPA)", summary.get("crosslingual")),
+            ("ODM (lowest loss)", summary.get("odm")), ("ODM: true segment labels", summary.get("odm", {}).get("true_labels")),
             ("seq-CE (lowest loss)", summary.get("seqce")), ("oracle HMM (same units)", summary.get("oracle_hmm"))]
     if "word_em" in summary:
         rows += [("word-level EM (HLG)", summary["word_em"]),
@@ -103,6 +105,9 @@ def print_summary(summary: dict, title: str) -> None:
     if "unit_quality" in summary:
         for split, q in summary["unit_quality"].items():
             console.print(f"units on {split}: purity {q['purity']:.3f}, PNMI {q['pnmi']:.3f}")
+    if "labels" in summary:
+        console.print("train-audio labels, PER: " + ", ".join(f"{name} {row['labels_per_train']:.1f}"
+                                                            for name, row in summary["labels"].items()))
     if "self_loop_prob" in summary:
         console.print(f"HMM self-loop probability: {summary['self_loop_prob']:.3f}")
     if "oracle" in summary.get("word_em", {}):

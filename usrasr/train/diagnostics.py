@@ -263,6 +263,13 @@ class Diagnostics:
         log.info("%s: PER %.1f, WER %.1f on %s", model, scores["per_test"], scores["wer_test"], EVAL_SPLIT)
         return scores
 
+    def score_labels(self, labels: dict[str, str]) -> dict:
+        """PER of train-audio phone labels (pseudo-labels of some stage) against the transcripts,
+        over the utterances labelled, and the share labelled."""
+        references = self.scoring.phones("train_audio")
+        return {"labels_per_train": phone_error_rate(references, labels),
+                "labels_coverage": round(sum(k in labels for k in references) / len(references), 4)}
+
     def supervised_targets(self) -> dict[str, str]:
         """The true train-audio phone sequences: the supervised oracle's targets."""
         return self.scoring.phones("train_audio")

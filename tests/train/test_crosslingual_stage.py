@@ -1,0 +1,57 @@
+"""`usrasr train --objective crosslingual` end to end on the tiny corpus, with a random-weight just encoder."""
+
+import json
+
+import torch
+from click.testing import CliRunner
+from torch import nn
+
+from usrasr.cli import cli
+from usrasr.corpus.reader import load_audio
+from usrasr.models.encoder import EncoderConfig, SslEncoder, save_encoder
+
+UNIVERSAL = ["<blk>", "s", "a", "i", "m", "t", "ʃ", "u", "o", "e", "n", "k", "d", "l", "r", "ə", "ɪ"]
+FAST = ["--set", "ctc_steps=5", "--set", "hidden_dim=32", "--set", "num_layers=2", "--set", "supervised_oracle=false",
+        "--set", "self_training_labels=phone"]
+
+
+def _just_encoder(path):
+    torch.manual_seed(0)
+    save_encoder(path, SslEncoder(EncoderConfig(arch="tdnn", hidden_dim=16, num_layers=2, dropout=0.0)),
+                 {"method": "just"}, nn.Linear(16, len(UNIVERSAL)), UNIVERSAL)
+    return path
+
+
+def _train(*args):
+    return CliRunner().invoke(cli, ["train", *map(str, args)])
+
+
+def test_crosslingual_start_labels_train_audio_and_self_trains(tiny_corpus, tmp_path):
+    encoder = _just_encoder(tmp_path / "encoder.pt")
+    out = tmp_path / "exp"
+    result = _train("--corpus", tiny_corpus, "--out", out, "--objective", "crosslingual", "--set", f"encoder={encoder}",
+                    *FAST)
+    assert result.exit_code == 0, result.output
+    summary = json.loads((out / "summary.json").read_text())
+    start = summary["crosslingual"]
+    assert start["mapping"]["SH"] == "ʃ" and start["mapping"]["SIL"] == "<blk>" and "per_test" in start
+    assert (out / "crosslingual" / "model.pt").exists() and "seqce" not in summary and "odm" not in summary
+    labelled = {line.split()[0] for line in (out / "pseudo_labels" / "round0.txt").read_text().splitlines()}
+    assert labelled <= set(load_audio(tiny_corpus, "train_audio").ids)
+    assert 0 <= summary["labels"]["round0"]["labels_per_train"] and "cross-lingual start" in result.output
+    assert (out / "round1" / "model.pt").exists()
+
+
+def test_crosslingual_without_scoring_reads_no_labels(tiny_corpus, tmp_path):
+    encoder = _just_encoder(tmp_path / "encoder.pt")
+    out = tmp_path / "exp"
+    result = _train("--corpus", tiny_corpus, "--out", out, "--objective", "crosslingual", "--no-score",
+                    "--set", f"encoder={encoder}", "--set", "self_training_rounds=0", *FAST)
+    assert result.exit_code == 0, result.output
+    summary = json.loads((out / "summary.json").read_text())
+    assert "labels" not in summary and "per_test" not in summary["crosslingual"]
+
+
+def test_crosslingual_needs_a_just_encoder(tiny_corpus, tmp_path):
+    result = _train("--corpus", tiny_corpus, "--out", tmp_path / "exp", "--objective", "crosslingual")
+    assert result.exit_code != 0 and "encoder=" in result.output

@@ -1,0 +1,37 @@
+"""The cross-lingual start of ``usrasr train --objective crosslingual``.
+
+A multilingual phone recogniser (``usrasr pretrain --method just``: supervised on
+other languages' transcribed speech, never on the target's) becomes a CTC model of
+the corpus's phones through their IPA (:mod:`usrasr.models.crosslingual`); it labels
+train-audio through the corpus's own graphs, the HLG graph with the word LM by
+default (``self_training_labels``), and those labels start self-training.  Only
+the blind audio, the text side and the phones' IPA are read.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from usrasr.corpus.layout import CorpusLayout
+from usrasr.lang.inventory import project_phone_ipa, read_phone_ipa
+from usrasr.lang.phones import SILENCE
+from usrasr.lang.symbols import PHONE_TOKENS
+from usrasr.models.acoustic import save_model
+from usrasr.models.crosslingual import crosslingual_ctc_model
+from usrasr.train.config import TrainConfig
+from usrasr.train.self_training import relabel_split
+from usrasr.utils.console import log
+
+
+def run_crosslingual(corpus: Path, config: TrainConfig, out: Path, graph_dir: Path) -> tuple[dict[str, str], dict]:
+    """Train-audio phone labels from the cross-lingual model saved in ``out/model.pt``, and a summary."""
+    tokens = list(PHONE_TOKENS.symbols)
+    phone_ipa = read_phone_ipa(config.phone_ipa) if config.phone_ipa else project_phone_ipa()
+    model_path = out / "model.pt"
+    model, mapping = crosslingual_ctc_model(config.encoder, tokens, phone_ipa, SILENCE)
+    save_model(model_path, model, tokens, CorpusLayout(corpus).lang_dir)
+    shared = sorted({u for u in mapping.values() if u and list(mapping.values()).count(u) > 1})
+    log.info("cross-lingual model: %d phones read from %d universal phones (%s shared by several)",
+             sum(bool(u) for u in mapping.values()), len(set(mapping.values()) - {""}), " ".join(shared) or "none")
+    labels = relabel_split(model_path, corpus, "train_audio", config.self_training_labels, graph_dir, config.device)
+    return labels, {"model": str(model_path), "mapping": mapping}
