@@ -75,6 +75,42 @@ def default(out_dir, utterances, hours, dev_utterances, test_utterances, text_se
 
 
 @prepare.command()
+@click.option("--languages", required=True,
+              help="Comma-separated ISO 639-1 codes, none English, e.g. cs,fi,it,ru (known: cs, de, es, fi, it, "
+                   "pl, ru).")
+@click.option("--out", "out_dir", type=click.Path(file_okay=False, path_type=Path), required=True,
+              help="Corpus directory to create.")
+@click.option("--hours", type=float, default=5.0, show_default=True,
+              help="Audio in all, split evenly between the languages.")
+@click.option("--heldout-fraction", type=float, default=0.1, show_default=True,
+              help="Share of each language's audio spoken by the held-out voices.")
+@_num_workers
+@_force
+def multilingual(languages, out_dir, hours, heldout_fraction, num_workers, force) -> None:
+    """Transcribed speech in other languages than English, labelled with universal IPA phones.
+
+    Text from Debian's fortunes-<lang> and manpages-<lang>, voices from espeak-ng and festival;
+    splits train and heldout (voices never in train).  See docs/multilingual.md.
+    """
+    from usrasr.prepare.multilingual import SPLITS, prepare_multilingual
+
+    report = prepare_multilingual(out_dir, [lang.strip() for lang in languages.split(",") if lang.strip()],
+                                  hours=hours, heldout_fraction=heldout_fraction, num_workers=num_workers,
+                                  force=force)
+    table = Table(title=f"multilingual corpus {out_dir} ({report['phones']} phones)")
+    for column in ("language", "split", "utterances", "hours", "hours per engine", "voices"):
+        table.add_column(column)
+    for lang in report["languages"]:
+        for split in SPLITS:
+            entry = report["audio"][split].get(lang, {})
+            engines = ", ".join(f"{e} {v['hours']:.2f}" for e, v in sorted(entry.get("engines", {}).items()))
+            table.add_row(lang, split, str(entry.get("utterances", 0)), f"{entry.get('hours', 0):.2f}", engines,
+                          str(len(entry.get("voices", {}))))
+    stderr.print(table)
+    log.info("%.2f h in all; wall time per step (s): %s", report["hours"], report["seconds"])
+
+
+@prepare.command()
 @click.argument("source", type=click.Path(path_type=Path))
 @click.option("--out", "out_dir", type=click.Path(file_okay=False, path_type=Path), required=True)
 @click.option("--name", default="train_audio", show_default=True, help="Split name of the manifests.")

@@ -37,8 +37,18 @@ def fortunes() -> Iterator[str]:
     """Debian ``fortunes``: one paragraph per fortune, attributions dropped."""
     if not FORTUNES_DIR.is_dir():
         raise UsrasrError(f"{FORTUNES_DIR} not found: install the Debian package 'fortunes'")
-    for path in sorted(FORTUNES_DIR.iterdir()):
-        if path.suffix or not path.is_file() or path.name in _FORTUNE_SKIP:
+    return fortune_paragraphs(FORTUNES_DIR)
+
+
+def fortune_paragraphs(directory: Path) -> Iterator[str]:
+    """One paragraph per fortune of the collections in ``directory``, attributions dropped.
+
+    Only regular files: Debian's ``fortunes-it`` links its Italian collections into the
+    English directory, and ``.dat``/``.u8`` files are indexes and links.
+    """
+    for path in sorted(directory.iterdir()):
+        if (path.suffix in (".dat", ".u8") or path.is_symlink() or not path.is_file()
+                or path.name in _FORTUNE_SKIP):
             continue
         raw = path.read_bytes().decode("utf-8", errors="replace")
         for fortune in raw.split("\n%\n"):

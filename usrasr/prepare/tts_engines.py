@@ -144,6 +144,11 @@ class Engine:
         """Installed English base voices, in a stable order."""
         raise NotImplementedError
 
+    def language_voices(self, language: str) -> list[str]:
+        """Installed base voices that read ``language`` (an ISO 639-1 code other than English),
+        in a stable order."""
+        return []
+
     def render(self, text: str, voice: str, wav_path: Path) -> list[PhoneSegment] | None:
         """Write ``text`` spoken by ``voice`` to ``wav_path`` (native rate).
 
@@ -208,41 +213,64 @@ class FestivalEngine(Engine):
     name = "festival"
     # Only voices with the radio/CMU phoneset: British festival voices
     # (rab, don) use mrpa, which the table does not cover.
-    speakers = {"kal_diphone": "kal", "ked_diphone": "ked", "cmu_us_slt_arctic_hts": "slt"}
     _ENGLISH_CMU_VOICE = re.compile(r"^(kal|ked)_diphone$|^cmu_us_\w+$")
+    # Voices of other languages (Debian main): the language they read and the encoding their
+    # front end expects.  Their segments are in each voice's own phone set, so they give no
+    # alignment.
+    LANGUAGE_VOICES = {
+        "czech_dita": ("cs", "iso-8859-2"), "czech_krb": ("cs", "iso-8859-2"),
+        "czech_machac": ("cs", "iso-8859-2"), "czech_ph": ("cs", "iso-8859-2"),
+        "suo_fi_lj_diphone": ("fi", "latin-1"), "hy_fi_mv_diphone": ("fi", "latin-1"),
+        "pc_diphone": ("it", "latin-1"), "lp_diphone": ("it", "latin-1"),
+        "msu_ru_nsh_clunits": ("ru", "utf-8"),
+    }  # fmt: skip
+    speakers = {"kal_diphone": "kal", "ked_diphone": "ked", "cmu_us_slt_arctic_hts": "slt",
+                **{voice: voice for voice in LANGUAGE_VOICES}}
 
     def is_installed(self) -> bool:
         return shutil.which("festival") is not None
 
     @functools.cache
-    def base_voices(self) -> list[str]:
+    def _listed_voices(self) -> list[str]:
         with tempfile.NamedTemporaryFile("w", suffix=".scm") as script:
             script.write("(print (voice.list))\n")
             script.flush()
             out = _run(["festival", "-b", script.name], "festival voice.list").stdout
-        listed = re.findall(r"[\w-]+", out)
-        return sorted(v for v in listed if self._ENGLISH_CMU_VOICE.match(v))
+        return re.findall(r"[\w-]+", out)
+
+    def base_voices(self) -> list[str]:
+        return sorted(v for v in self._listed_voices() if self._ENGLISH_CMU_VOICE.match(v))
+
+    def language_voices(self, language: str) -> list[str]:
+        listed = set(self._listed_voices())
+        return sorted(v for v, (lang, _) in self.LANGUAGE_VOICES.items() if lang == language and v in listed)
 
     @staticmethod
     def _scheme_string(text: str) -> str:
         return '"' + text.replace("\\", "\\\\").replace('"', '\\"') + '"'
 
-    def render(self, text: str, voice: str, wav_path: Path) -> list[PhoneSegment]:
+    def render(self, text: str, voice: str, wav_path: Path) -> list[PhoneSegment] | None:
         if not re.fullmatch(r"[\w-]+", voice):
             raise EngineError(f"bad festival voice name {voice!r}")
+        language, encoding = self.LANGUAGE_VOICES.get(voice, ("en", "utf-8"))
         with tempfile.TemporaryDirectory() as tmp:
             segs_path = Path(tmp) / "utt.segs"
             script = Path(tmp) / "synth.scm"
-            script.write_text(
+            commands = (
                 f"(voice_{voice})\n"
                 f"(set! utt (SynthText {self._scheme_string(text)}))\n"
                 f"(utt.save.wave utt {self._scheme_string(str(wav_path))} 'riff)\n"
-                f"(utt.save.segs utt {self._scheme_string(str(segs_path))})\n",
-                encoding="utf-8",
+                f"(utt.save.segs utt {self._scheme_string(str(segs_path))})\n"
             )
+            try:
+                script.write_bytes(commands.encode(encoding))
+            except UnicodeEncodeError:
+                raise EngineError(f"festival {voice} reads {encoding}, which cannot spell {text!r}") from None
             _run(["festival", "-b", str(script)], f"festival {voice}")
             if not segs_path.exists() or not wav_path.exists():
                 raise EngineError(f"festival {voice} wrote no output for {text!r}")
+            if language != "en":
+                return None
             lines = segs_path.read_text(encoding="utf-8").splitlines()
         # xlabel format: a header ending with "#", then "end_time colour label".
         body = lines[lines.index("#") + 1 :] if "#" in lines else lines
@@ -263,6 +291,7 @@ _AUDIO_OUTPUT_SYNCHRONOUS = 2
 _INITIALIZE_PHONEME_EVENTS = 0x0001
 _INITIALIZE_PHONEME_IPA = 0x0002
 _INITIALIZE_DONT_EXIT = 0x8000
+_PHONEMES_IPA = 0x02
 _EVENT_LIST_TERMINATED = 0
 _EVENT_PHONEME = 7
 _POS_CHARACTER = 1
@@ -321,6 +350,8 @@ class EspeakEngine(Engine):
         "en-gb", "en+f3", "en-gb+m4", "en-029",
     )
     speakers = {v: f"espeak-{v}" for v in VOICES}
+    # Variants that read the other languages (usrasr prepare multilingual), language + variant.
+    LANGUAGE_VARIANTS = ("", "+m1", "+m3", "+m5", "+f2", "+f4")
 
     def __init__(self) -> None:
         self._lib: ctypes.CDLL | None = None
@@ -344,6 +375,8 @@ class EspeakEngine(Engine):
             lib.espeak_Info(ctypes.byref(data_dir))
             self._data_dir = Path(data_dir.value.decode()) if data_dir.value else None
             lib.espeak_ListVoices.restype = ctypes.POINTER(ctypes.POINTER(_EspeakVoice))
+            lib.espeak_TextToPhonemes.restype = ctypes.c_char_p
+            lib.espeak_TextToPhonemes.argtypes = [ctypes.POINTER(ctypes.c_char_p), ctypes.c_int, ctypes.c_int]
             self._sample_rate = rate
             self._lib = lib
         return self._lib
@@ -408,6 +441,25 @@ class EspeakEngine(Engine):
     def base_voices(self) -> list[str]:
         return [v for v in self.VOICES if self._has_voice(v)]
 
+    def language_voices(self, language: str) -> list[str]:
+        if language.lower().startswith("en"):
+            return []
+        return [v for v in (language + variant for variant in self.LANGUAGE_VARIANTS) if self._has_voice(v)]
+
+    def phonemize(self, text: str, language: str) -> str:
+        """The IPA that ``espeak-ng -q --ipa -v language`` prints for ``text``, its clauses
+        joined by spaces (in-process, so thousands of sentences take a second).  Words read by
+        another language's rules show as ``(xx)...(language)``."""
+        lib = self._library()
+        if lib.espeak_SetVoiceByName(self._resolve(language)) != 0:
+            raise EngineError(f"espeak-ng has no voice {language!r}")
+        buffer = ctypes.create_string_buffer(text.encode("utf-8"))
+        pointer = ctypes.c_char_p(ctypes.addressof(buffer))
+        clauses = []
+        while pointer.value:  # one clause per call; the library moves the pointer on
+            clauses.append(lib.espeak_TextToPhonemes(ctypes.byref(pointer), _CHARS_UTF8, _PHONEMES_IPA))
+        return " ".join(c.decode("utf-8").strip() for c in clauses if c)
+
     def render(self, text: str, voice: str, wav_path: Path) -> list[PhoneSegment]:
         lib = self._library()
         if lib.espeak_SetVoiceByName(self._resolve(voice)) != 0:
@@ -419,6 +471,8 @@ class EspeakEngine(Engine):
             raise EngineError(f"espeak_Synth failed ({status}) for {text!r}")
         audio = np.concatenate(self._chunks)
         sf.write(str(wav_path), audio, self._sample_rate, subtype="PCM_16")
+        if not voice.lower().startswith("en"):
+            return None  # the project phone set is English's
         total = len(audio) / self._sample_rate
         # Events mark phoneme starts; each phoneme lasts until the next one.
         bounds = [("", 0.0), *self._starts, (None, total)]
