@@ -12,8 +12,9 @@ import click
               help="A corpus made by `usrasr prepare` (its train-audio is used, never its text).")
 @click.option("--out", "out_dir", type=click.Path(file_okay=False, path_type=Path), required=True,
               help="Experiment directory (checkpoints, metrics, encoder.pt).")
-@click.option("--method", type=click.Choice(["bestrq", "birq"]), default=None,
-              help="BEST-RQ (input-level labels) or BiRQ (plus enhanced labels from a layer). Default: bestrq.")
+@click.option("--method", type=click.Choice(["bestrq", "birq", "just"]), default=None,
+              help="BEST-RQ (input-level labels), BiRQ (plus enhanced labels from a layer), or JUST (phone CTC on "
+                   "a multilingual corpus given by --set multilingual=DIR, plus BEST-RQ). Default: bestrq.")
 @click.option("--config", "config_path", type=click.Path(dir_okay=False, exists=True, path_type=Path),
               default=None, help="YAML config; see `usrasr.pretrain.config.PretrainConfig`.")
 @click.option("--set", "overrides", multiple=True, metavar="KEY=VALUE", help="Override a config key.")
@@ -31,7 +32,10 @@ def pretrain(ctx, corpus, out_dir, method, config_path, overrides, resume) -> No
     values.setdefault("seed", str((ctx.obj or {}).get("seed", 0)))
     summary = run(corpus, out_dir, PretrainConfig.load(config_path, values), resume=resume)
     final = summary["final"]
+    heldout = summary.get("evaluation", {}).get("heldout")
     click.echo(f"{summary['method']}: {summary['steps']} steps, {summary['compute_seconds']:.0f} s of compute on "
                f"{summary['device']}; masked accuracy (anchor) {final.get('anchor_accuracy', float('nan')):.3f}"
                + (f", enhanced {final['enhanced_accuracy']:.3f}" if "enhanced_accuracy" in final else "")
+               + (f"; held-out voices: phone CTC loss {heldout['ctc_loss_per_utterance']:.2f}, PER {heldout['per']:.1f}%"
+                  if heldout else "")
                + f"; encoder: {out_dir / 'encoder.pt'}")

@@ -7,15 +7,19 @@ from dataclasses import dataclass
 from usrasr.utils.config import YamlConfig
 from usrasr.utils.errors import UsrasrError
 
-METHODS = ("bestrq", "birq")
+METHODS = ("bestrq", "birq", "just")
+ARCHITECTURES = ("auto", "conformer", "tdnn")
 
 
 @dataclass
 class PretrainConfig(YamlConfig):
-    # "bestrq": input-level labels only; "birq": + enhanced labels from a layer.  BEST-RQ is the
+    # "bestrq": input-level labels only; "birq": + enhanced labels from a layer; "just": CTC over the
+    # universal phones of a labelled multilingual corpus + just_weight x BEST-RQ on all audio.  BEST-RQ is the
     # default: compared at equal compute, see docs/results/2026-12-03-units-birq-balanced-equal-compute.md.
     method: str = "bestrq"
-    # encoder (a small conformer; scale hidden_dim / num_layers up on a GPU)
+    # encoder layers: "conformer", "tdnn" (dilated 1-D convolutions, quick on a CPU), or "auto": tdnn for
+    # just on a CPU, conformer otherwise (scale hidden_dim / num_layers up on a GPU)
+    arch: str = "auto"
     hidden_dim: int = 192
     num_layers: int = 4
     num_heads: int = 4
@@ -23,6 +27,16 @@ class PretrainConfig(YamlConfig):
     ff_multiplier: int = 4
     subsampling: int = 2  # 20 ms frames: TTS phones last 50-100 ms, 40 ms frames would merge them
     dropout: float = 0.1
+    kernel_size: int = 3  # tdnn: kernel of every layer (dilations cycle through 1, 2, 3)
+    # just: the labelled multilingual corpus (`usrasr prepare multilingual --out DIR`); required for just
+    multilingual: str = ""
+    just_weight: float = 1.0  # lambda, the weight of BEST-RQ's masked prediction (0 = phone CTC alone)
+    languages: str = ""  # just: comma-separated languages of the multilingual corpus to train on ("" = all)
+    engines: str = ""  # just: comma-separated synthesis engines to train on ("" = all)
+    # just: share of the steps that take a batch of the target corpus's train-audio (masked prediction
+    # alone); the others take a labelled batch (phone CTC + just_weight x masked prediction in one pass).
+    # 0.3: about 3 target batches per 7 labelled ones.  No target batches when just_weight is 0.
+    target_share: float = 0.3
     # masking: each frame starts a masked span with this probability
     mask_prob: float = 0.05
     mask_span: int = 5
@@ -63,6 +77,14 @@ class PretrainConfig(YamlConfig):
     def __post_init__(self) -> None:
         if self.method not in METHODS:
             raise UsrasrError(f"method must be one of {', '.join(METHODS)}, got '{self.method}'")
+        if self.arch not in ARCHITECTURES:
+            raise UsrasrError(f"arch must be one of {', '.join(ARCHITECTURES)}, got '{self.arch}'")
+        if (self.method == "just") != bool(self.multilingual):
+            raise UsrasrError("method just needs --set multilingual=DIR (a corpus of `usrasr prepare multilingual`)"
+                              if self.method == "just" else f"multilingual is read by method just only, not {self.method}")
+        if self.just_weight < 0 or not 0 <= self.target_share < 1:
+            raise UsrasrError(f"need just_weight >= 0 and target_share in [0, 1), got {self.just_weight} and "
+                              f"{self.target_share}")
         if self.method == "birq" and not 1 <= self.birq_layer <= self.num_layers:
             raise UsrasrError(f"birq_layer must be in 1..{self.num_layers}, got {self.birq_layer}")
         if self.balance_iterations < 0:

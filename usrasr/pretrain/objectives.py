@@ -1,17 +1,21 @@
 """The objectives of ``usrasr pretrain``: BEST-RQ's and BiRQ's frozen random-projection
-quantisers, their masked-prediction losses, and the optional speaker adversary."""
+quantisers, their masked-prediction losses, the optional speaker adversary, and what
+every method gives the one training loop (:class:`Objective`)."""
 
 from __future__ import annotations
 
 import math
 from dataclasses import dataclass
+from pathlib import Path
+from typing import NamedTuple
 
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
+from torch.nn.utils.rnn import pad_sequence
 
 from usrasr.models.acoustic import utterance_cmvn, valid_mask
-from usrasr.models.encoder import SslEncoder
+from usrasr.models.encoder import SslEncoder, length_batches
 from usrasr.utils.errors import UsrasrError
 
 
@@ -133,26 +137,32 @@ class PretrainModel(nn.Module):
         if adversary is not None:
             self.speaker_head = nn.Linear(c.hidden_dim, adversary.num_speakers)
 
+    def anchor_loss(self, feats: Tensor, feat_lens: Tensor, hidden: Tensor, masked: Tensor,
+                    parts: dict[str, float]) -> Tensor:
+        """BEST-RQ's cross-entropy (nats per masked frame) of the last layer's ``hidden`` (B, T', C)
+        on the ``masked`` frames against the frozen quantiser's codes of the input there."""
+        with torch.no_grad():
+            anchor = self.anchor_quantizer(stack_frames(feats, feat_lens, self.encoder.config.subsampling))[masked]
+        anchor_logits = self.anchor_head(hidden[masked])
+        anchor_loss = F.cross_entropy(anchor_logits, anchor)
+        parts.update(anchor_loss=anchor_loss.item(),
+                     anchor_accuracy=(anchor_logits.argmax(-1) == anchor).float().mean().item())
+        return anchor_loss
+
     def loss(self, feats: Tensor, feat_lens: Tensor, masked: Tensor, enhanced: bool = False,
              speakers: Tensor | None = None) -> tuple[Tensor, dict[str, float]]:
         """Masked-prediction cross-entropy (nats per masked frame) and its parts; ``enhanced``
         adds BiRQ's enhanced labels; with a speaker adversary, ``speakers`` (B,) are the
         utterances' (pseudo-)speaker indices."""
-        with torch.no_grad():
-            anchor = self.anchor_quantizer(stack_frames(feats, feat_lens, self.encoder.config.subsampling))
         x, _, valid = self.encoder.front_end(feats, feat_lens)
         masked = masked & valid
         outputs = self.encoder.run_layers(x, valid, masked)
-        hidden = outputs[-1][masked]
-        anchor_logits = self.anchor_head(hidden)
-        anchor_loss = F.cross_entropy(anchor_logits, anchor[masked])
-        parts = {"anchor_loss": anchor_loss.item(),
-                 "anchor_accuracy": (anchor_logits.argmax(-1) == anchor[masked]).float().mean().item()}
-        loss = anchor_loss
+        parts: dict[str, float] = {}
+        loss = self.anchor_loss(feats, feat_lens, outputs[-1], masked, parts)
         if self.adversary is not None:
             loss = loss + self._speaker_loss(outputs[self.adversary.layer - 1], valid, masked, speakers, parts)
         if enhanced:
-            loss = loss + self._enhanced_loss(x, valid, masked, hidden, parts)
+            loss = loss + self._enhanced_loss(x, valid, masked, outputs[-1][masked], parts)
         return loss, parts
 
     def _enhanced_loss(self, x: Tensor, valid: Tensor, masked: Tensor, hidden: Tensor,
@@ -201,3 +211,54 @@ class PretrainModel(nn.Module):
         parts.update(speaker_loss=speaker_loss.item(),
                      speaker_accuracy=(logits.argmax(-1) == targets).float().mean().item())
         return speaker_loss
+
+
+def subsampled_valid(feat_lens: Tensor, subsampling: int) -> Tensor:
+    """(B, T') validity of the encoder's output frames: the front end gives ceil(T / subsampling)."""
+    out_lens = (feat_lens + subsampling - 1) // subsampling
+    return valid_mask(out_lens, int(out_lens.max()))
+
+
+def padded(feats: list[Tensor], batch: list[int], device: torch.device) -> tuple[Tensor, Tensor]:
+    """Utterances ``batch`` of ``feats`` as one zero-padded (B, T, F) tensor and their lengths."""
+    return (pad_sequence([feats[i] for i in batch], batch_first=True).to(device),
+            torch.tensor([len(feats[i]) for i in batch], device=device))
+
+
+class BatchOrder:
+    """Length-sorted batches of one set of utterances, drawn in a fresh random order every
+    epoch; ``queue`` (the batches left in this epoch) is what a resumed run needs."""
+
+    def __init__(self, lengths: list[int], max_frames: int):
+        self.batches = length_batches(lengths, max_frames)
+        self.queue: list[int] = []
+
+    def next(self, generator: torch.Generator) -> list[int]:
+        if not self.queue:
+            self.queue = torch.randperm(len(self.batches), generator=generator).tolist()
+        return self.batches[self.queue.pop()]
+
+
+class Step(NamedTuple):
+    loss: Tensor
+    parts: dict[str, float]  # the loss's parts and accuracies, for metrics.jsonl
+    series: str  # the curve in losses.png this step belongs to
+
+
+class Objective:
+    """What one pretraining method gives the training loop: its model (all trained weights), one
+    step's loss, the state a resumed run needs beyond the loop's own, and the finished encoder."""
+
+    model: nn.Module
+    orders: dict[str, BatchOrder]  # their queues are saved with every checkpoint
+
+    def step(self, step: int, generator: torch.Generator, device: torch.device) -> Step:
+        raise NotImplementedError
+
+    def status(self, parts: dict[str, float]) -> str:
+        """A few numbers for the progress bar."""
+        raise NotImplementedError
+
+    def finish(self, out: Path, step: int, device: torch.device) -> dict:
+        """Write ``out/encoder.pt``; return what the summary adds."""
+        raise NotImplementedError
