@@ -238,6 +238,7 @@ def test_supervised_only_reads_no_target_audio_batches(tiny_corpus, multilingual
     (["--method", "just", "--set", "multilingual=x", "--set", "just_weight=-1"], "just_weight >= 0"),
     (["--method", "just", "--set", "multilingual=x", "--set", "target_share=1"], "target_share in"),
     (["--method", "just", "--set", "arch=lstm"], "arch must be one of"),
+    (["--method", "just", "--set", "multilingual=x", "--set", "speaker_adversary_weight=1"], "bestrq and birq"),
     (["--method", "just", "--set", "multilingual=/nonexistent"], "multilingual corpus not found"),
 ])
 def test_config_errors_are_one_line(tiny_corpus, tmp_path, args, message):

@@ -82,6 +82,8 @@ class PretrainConfig(YamlConfig):
         if (self.method == "just") != bool(self.multilingual):
             raise UsrasrError("method just needs --set multilingual=DIR (a corpus of `usrasr prepare multilingual`)"
                               if self.method == "just" else f"multilingual is read by method just only, not {self.method}")
+        if self.method == "just" and self.speaker_adversary_weight > 0:
+            raise UsrasrError("speaker_adversary_weight is for methods bestrq and birq, not just")
         if self.just_weight < 0 or not 0 <= self.target_share < 1:
             raise UsrasrError(f"need just_weight >= 0 and target_share in [0, 1), got {self.just_weight} and "
                               f"{self.target_share}")
