@@ -31,11 +31,14 @@ def pretrain(ctx, corpus, out_dir, method, config_path, overrides, resume) -> No
         values["method"] = method
     values.setdefault("seed", str((ctx.obj or {}).get("seed", 0)))
     summary = run(corpus, out_dir, PretrainConfig.load(config_path, values), resume=resume)
-    final = summary["final"]
-    heldout = summary.get("evaluation", {}).get("heldout")
+    final, evaluation = summary["final"], summary.get("evaluation")
+    if evaluation:  # just: measured after training rather than the last step's values
+        heldout = evaluation.get("heldout")
+        scores = (f"masked accuracy on the train-audio {evaluation['target_train_audio']['masked_accuracy']:.3f}"
+                  + (f"; held-out voices: masked accuracy {heldout['masked_accuracy']:.3f}, phone CTC loss "
+                     f"{heldout['ctc_loss_per_utterance']:.2f}, PER {heldout['per']:.1f}%" if heldout else ""))
+    else:
+        scores = (f"masked accuracy (anchor) {final.get('anchor_accuracy', float('nan')):.3f}"
+                  + (f", enhanced {final['enhanced_accuracy']:.3f}" if "enhanced_accuracy" in final else ""))
     click.echo(f"{summary['method']}: {summary['steps']} steps, {summary['compute_seconds']:.0f} s of compute on "
-               f"{summary['device']}; masked accuracy (anchor) {final.get('anchor_accuracy', float('nan')):.3f}"
-               + (f", enhanced {final['enhanced_accuracy']:.3f}" if "enhanced_accuracy" in final else "")
-               + (f"; held-out voices: phone CTC loss {heldout['ctc_loss_per_utterance']:.2f}, PER {heldout['per']:.1f}%"
-                  if heldout else "")
-               + f"; encoder: {out_dir / 'encoder.pt'}")
+               f"{summary['device']}; {scores}; encoder: {out_dir / 'encoder.pt'}")
