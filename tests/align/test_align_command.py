@@ -59,7 +59,48 @@ def test_pauses_without_transcripts_align_and_oracle_says_what_is_missing(tiny_c
 
 def test_decoded_segments_need_a_model(tiny_corpus, tmp_path):
     result = _align("--corpus", tiny_corpus, "--segments", "decoded", "--out", tmp_path, *FAST)
-    assert result.exit_code == 2 and "--segments decoded needs --model" in result.output
+    assert result.exit_code == 2 and "--segments decoded needs either --model" in result.output
+
+
+@pytest.mark.slow
+def test_decoded_segments_from_a_model_then_from_its_saved_word_times(tiny_corpus, tmp_path):
+    import torch
+
+    from usrasr.graph.hlg import read_lang
+    from usrasr.models.acoustic import AcousticModelConfig, build_model, save_model
+
+    # An untrained model: its decoding still spells words, with times, through HLG.
+    lang = read_lang(tiny_corpus / "lang")
+    torch.manual_seed(0)
+    model = build_model(AcousticModelConfig(num_tokens=lang.num_model_tokens, hidden_dim=16, num_layers=2))
+    save_model(tmp_path / "run" / "model.pt", model, lang.model_tokens, lang_dir=tiny_corpus / "lang")
+    out = tmp_path / "decoded"
+    result = _align("--corpus", tiny_corpus, "--segments", "decoded", "--model", tmp_path / "run" / "model.pt",
+                    "--out", out, *FAST)
+    assert result.exit_code == 0, result.output
+    words = [json.loads(line) for line in (out / "decoded_train_audio.jsonl").read_text().splitlines()]
+    assert len(words) == 30
+    report = json.loads((out / "report.json").read_text())
+    assert report["segments"] == "decoded" and 0 <= report["diagnostic"]["unsupervised"]["p@1"] <= 1
+    # Every segment is a decoded word span (its end cut at the last frame) of 8 frames or more.
+    ends = {(w["id"], round(x["start"] * 100)): round(x["end"] * 100) for w in words for x in w["words"]}
+    rows = [r.split("\t") for r in (out / "segments.tsv").read_text().splitlines()[1:]]
+    assert len(rows) == report["num_segments"] >= 2
+    assert all(int(b) <= ends[u, int(a)] and int(b) - int(a) >= 8 for u, a, b, _ in rows)
+
+    again = tmp_path / "again"
+    result = _align("--corpus", tiny_corpus, "--segments", "decoded", "--word-times",
+                    out / "decoded_train_audio.jsonl", "--out", again, *FAST)
+    assert result.exit_code == 0, result.output
+    assert (again / "segments.tsv").read_text() == (out / "segments.tsv").read_text()
+    assert not (again / "decoded_train_audio.jsonl").exists()
+
+
+def test_word_times_of_other_utterances_are_refused(tiny_corpus, tmp_path):
+    times = tmp_path / "other.jsonl"
+    times.write_text(json.dumps({"id": "elsewhere", "words": [{"start": 0.0, "end": 0.5}]}) + "\n")
+    result = _align("--corpus", tiny_corpus, "--segments", "decoded", "--word-times", times, "--out", tmp_path, *FAST)
+    assert result.exit_code == 2 and "no word times of a train_audio utterance" in result.output
 
 
 def test_segments_pool_a_pretrained_encoder_layer(tiny_corpus, tmp_path):

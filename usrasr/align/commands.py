@@ -20,6 +20,9 @@ _DEFAULTS = AlignConfig()
                    "boundaries of the scoring alignments (oracle: a diagnostic upper bound).")
 @click.option("--model", type=click.Path(exists=True, dir_okay=False, path_type=Path),
               help="Acoustic model whose decoding of train-audio gives the word times (--segments decoded).")
+@click.option("--word-times", type=click.Path(exists=True, dir_okay=False, path_type=Path),
+              help="Instead of --model: an earlier `usrasr decode --format jsonl` of train-audio "
+                   "(e.g. the decoded_train_audio.jsonl of an earlier --out).")
 @click.option("--encoder", type=click.Path(exists=True, path_type=Path),
               help="Pool this `usrasr pretrain` encoder's layer instead of fbank.")
 @click.option("--layer", type=int, default=_DEFAULTS.layer, show_default=True, help="Encoder layer (with --encoder).")
@@ -47,8 +50,8 @@ _DEFAULTS = AlignConfig()
 @click.option("--out", type=click.Path(file_okay=False, path_type=Path), required=True,
               help="Writes mapping.npz, dictionary.tsv, segments.tsv and report.json here.")
 @click.pass_context
-def align(ctx, corpus, segments, model, encoder, layer, clusters, cluster_oracle, min_count, text_words, dim,
-          restarts, epochs, steps, threads, score, out) -> None:
+def align(ctx, corpus, segments, model, word_times, encoder, layer, clusters, cluster_oracle, min_count, text_words,
+          dim, restarts, epochs, steps, threads, score, out) -> None:
     """Map spoken-word embeddings onto text word2vec embeddings without paired data.
 
     Word-like segments of train-audio are embedded speech2vec-style from the audio
@@ -62,8 +65,8 @@ def align(ctx, corpus, segments, model, encoder, layer, clusters, cluster_oracle
     from usrasr.align.mapping import AdversarialConfig
     from usrasr.align.pipeline import align_corpus
 
-    config = AlignConfig(segments=segments, model=model, encoder=encoder, layer=layer, clusters=clusters,
-                         cluster_oracle=cluster_oracle, min_count=min_count, text_words=text_words, dim=dim,
+    config = AlignConfig(segments=segments, model=model, word_times=word_times, encoder=encoder, layer=layer,
+                         clusters=clusters, cluster_oracle=cluster_oracle, min_count=min_count, text_words=text_words, dim=dim,
                          restarts=restarts, threads=threads, seed=ctx.obj["seed"], score=score,
                          adversarial=AdversarialConfig(epochs=epochs, steps_per_epoch=steps))
     report = align_corpus(corpus, out, config)

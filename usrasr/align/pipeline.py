@@ -26,6 +26,7 @@ SEGMENTATIONS = ("decoded", "pauses", "oracle")
 class AlignConfig:
     segments: str = "pauses"
     model: Path | None = None  # acoustic model whose decoding gives the "decoded" word times
+    word_times: Path | None = None  # or an earlier `usrasr decode --format jsonl` of train-audio
     encoder: Path | None = None  # a `usrasr pretrain` encoder; fbank when None
     layer: int = -1
     clusters: int = 500  # spoken-word types found by k-means (not for oracle segments, whose types are words)
@@ -74,9 +75,13 @@ def _segments(corpus: Path, config: AlignConfig, audio, out: Path, oracle) -> tu
         return oracle.segments(config.pauses.min_frames)
     if config.segments == "pauses":
         return [s for u, f in zip(audio.ids, audio.feats) for s in pause_segments(u, f, config.pauses)], None
-    if config.model is None:
-        raise UsrasrError("--segments decoded needs --model (the model whose decoding gives word times)")
-    times = read_decoded_words(_decode_word_times(corpus, config.model, out))
+    if (config.model is None) == (config.word_times is None):
+        raise UsrasrError("--segments decoded needs either --model (the model whose decoding gives word times) "
+                          "or --word-times (its `usrasr decode --format jsonl` output of train-audio)")
+    source = config.word_times or _decode_word_times(corpus, config.model, out)
+    times = read_decoded_words(source)
+    if not times.keys() & set(audio.ids):
+        raise UsrasrError(f"{source}: no word times of a {SPLIT} utterance of {corpus}")
     return decoded_segments(times, {u: len(f) for u, f in zip(audio.ids, audio.feats)}, config.pauses.min_frames), None
 
 
