@@ -14,7 +14,7 @@ ENCODER_UNITS = ("auto", "layer", "posteriors")
 # Paths that are tested but that no measured result favours over the defaults
 # (docs/results/): `usrasr train --help` marks them experimental.
 EXPERIMENTAL_KEYS = ("word_em_iterations", "speaker_emissions", "codebook_per_speaker", "adapt_speaker_codebooks",
-                     "speaker_field=cluster", "units=segments")
+                     "speaker_field=cluster", "units=segments", "align_dictionary")
 
 # Counts that must be at least 1 (ctc_steps=0 would save an untrained model).
 POSITIVE_KEYS = ("num_units", "restarts", "iterations", "kmeans_iterations", "select_iterations", "states_per_phone",
@@ -86,6 +86,9 @@ class TrainConfig(YamlConfig):
     odm_dual: bool = False  # train the primal-dual form of the loss
     # sequence-level cross-entropy search
     restarts: int = 5  # independent starts; the lowest loss wins
+    # a `usrasr align --out` dir: keep instead the restart whose phones of train-audio best agree
+    # with its spoken-word dictionary (usrasr.align.agreement); "" = the lowest loss
+    align_dictionary: str = ""
     batch_restarts: int = 0  # restarts trained together (0: all on a GPU, one at a time on a CPU)
     iterations: int = 30  # EM (or Adam) iterations per restart
     optimizer: str = "em"  # em or adam
@@ -150,6 +153,8 @@ class TrainConfig(YamlConfig):
                 and self.unit_layer < 0):
             raise UsrasrError("objective=odm with units=encoder reads one set of features: set unit_layer=N "
                               "or encoder_units=posteriors")
+        if self.align_dictionary and self.objective != "seqce":
+            raise UsrasrError("align_dictionary chooses among the seq-CE restarts: it needs objective=seqce")
         if self.units not in UNIT_SOURCES:
             raise UsrasrError(f"units must be one of {', '.join(UNIT_SOURCES)}, got '{self.units}'")
         if self.units == "encoder" and not self.encoder:

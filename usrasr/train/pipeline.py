@@ -7,7 +7,7 @@ Outputs under the experiment dir::
     .lock                 held while a run writes here: a second one fails at once
     units/                codebook.pt, units per split
     seqce/restart_*.pt    one checkpoint per finished restart
-    seqce/model.pt        the lowest-loss restart: emissions + graph settings
+    seqce/model.pt        the lowest-loss restart (or align_dictionary's choice): emissions + graph settings
     word_em/model.pt      word-level refinement (if on): tables, chosen restarts, labels
     pseudo_labels/round0.txt   phone sequences of train-audio that self-training starts from
     pseudo_labels/round<k>.txt the relabelling by round k's model, for round k + 1
@@ -28,6 +28,7 @@ from pathlib import Path
 
 import torch
 
+from usrasr.align.agreement import DictionaryAgreement
 from usrasr.train.config import TrainConfig
 from usrasr.train.diagnostics import EVAL_SPLIT, Diagnostics
 from usrasr.corpus.reader import load_audio
@@ -112,6 +113,11 @@ def train(corpus: str | Path, out: str | Path, config: TrainConfig, resume: bool
             pairs = label_pairs(corpus, config, num_labels)
             restarts = run_restarts(units["train_audio"], graph, pairs, config, out / "seqce", metrics)
             best = min(restarts, key=lambda r: r.loss)
+            if config.align_dictionary:
+                agreement = DictionaryAgreement(config.align_dictionary, CorpusLayout(corpus).lexicon)
+                agreements = [agreement(viterbi_phones(units["train_audio"], graph, r.log_emissions)) for r in restarts]
+                best = restarts[agreements.index(max(agreements))]
+                log.info("dictionary agreement per restart: %s", " ".join(f"{a:.4f}" for a in agreements))
             with atomic_path(out / "seqce" / "model.pt") as tmp:
                 torch.save({"log_emissions": best.log_emissions, "loss": best.loss, "restart": best.restart,
                             "config": config.to_dict()}, tmp)
@@ -119,6 +125,8 @@ def train(corpus: str | Path, out: str | Path, config: TrainConfig, resume: bool
             timings["seqce"] = time.time() - t0
             summary["seqce"] = {"loss": best.loss, "best_restart": best.restart,
                                 "restart_losses": [r.loss for r in restarts]}
+            if config.align_dictionary:
+                summary["seqce"]["dictionary_agreement"] = agreements
 
             oracle = None
             if score:
