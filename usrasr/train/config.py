@@ -9,7 +9,7 @@ from usrasr.utils.errors import UsrasrError
 
 UNIT_SOURCES = ("fbank", "segments", "encoder", "diagnostic")
 SPEAKER_FIELDS = ("speaker", "voice", "cluster")
-OBJECTIVES = ("seqce", "odm")
+OBJECTIVES = ("seqce", "odm", "crosslingual")
 ENCODER_UNITS = ("auto", "layer", "posteriors")
 # Paths that are tested but that no measured result favours over the defaults
 # (docs/results/): `usrasr train --help` marks them experimental.
@@ -71,8 +71,12 @@ class TrainConfig(YamlConfig):
     # cross-entropy over units, below) or "odm" (a classifier of segment features matched to
     # the phone LM's n-gram distribution, see usrasr.train.odm_stage; uses segment_penalty,
     # segment_parts and cmvn, not the units; with units=encoder it classifies the encoder's
-    # unit_layer, or with encoder_units=posteriors its phone log-posteriors, instead of fbank)
+    # unit_layer, or with encoder_units=posteriors its phone log-posteriors, instead of fbank), or
+    # "crosslingual" (a `usrasr pretrain --method just` encoder, encoder=PATH, trained on other
+    # languages' transcribed speech: its universal phones read as the corpus's phones through their
+    # IPA label train-audio through the graphs, see usrasr.train.crosslingual_stage)
     objective: str = "seqce"
+    phone_ipa: str = ""  # objective=crosslingual: a `phone IPA` table of the corpus's phones ("" = the project's ARPAbet)
     odm_order: int = 3  # n-gram orders 1..N matched (a phone LM of that order is trained if the corpus's is lower)
     odm_top: int = 1000  # the most likely n-grams matched per order above 2 (every uni- and bigram)
     odm_restarts: int = 8  # classifiers trained together as one batched model; the lowest loss wins
@@ -147,6 +151,8 @@ class TrainConfig(YamlConfig):
                                         or self.odm_steps < 1 or self.odm_top < 1):
             raise UsrasrError("objective=odm needs odm_order >= 2, odm_restarts >= 1, odm_steps >= 1, odm_top >= 1 "
                               "and no word-level EM (word_em_iterations=0: it refines unit tables)")
+        if self.objective == "crosslingual" and not self.encoder:
+            raise UsrasrError("objective=crosslingual needs `--set encoder=DIR`: a `usrasr pretrain --method just` output")
         if self.encoder_units not in ENCODER_UNITS:
             raise UsrasrError(f"encoder_units must be one of {', '.join(ENCODER_UNITS)}, got '{self.encoder_units}'")
         if (self.objective == "odm" and self.units == "encoder" and self.encoder_units != "posteriors"

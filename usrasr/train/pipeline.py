@@ -9,6 +9,7 @@ Outputs under the experiment dir::
     seqce/restart_*.pt    one checkpoint per finished restart
     seqce/model.pt        the lowest-loss restart (or align_dictionary's choice): emissions + graph settings
     word_em/model.pt      word-level refinement (if on): tables, chosen restarts, labels
+    crosslingual/model.pt objective=crosslingual: the CTC model read off a just encoder's phone head
     pseudo_labels/round0.txt   phone sequences of train-audio that self-training starts from
     pseudo_labels/round<k>.txt the relabelling by round k's model, for round k + 1
     metrics.jsonl         every loss, per iteration / step
@@ -33,6 +34,7 @@ from usrasr.train.config import TrainConfig
 from usrasr.train.diagnostics import EVAL_SPLIT, Diagnostics
 from usrasr.corpus.reader import load_audio
 from usrasr.utils.metrics import MetricsLog, plot_losses
+from usrasr.train.crosslingual_stage import run_crosslingual
 from usrasr.train.odm_stage import OdmScoring, run_odm
 from usrasr.train.seqce_stage import (
     label_pairs, read_phone_text, run_restarts, save_phone_text, training_graph, viterbi_phones, with_unit_rate, write_summary,
@@ -86,6 +88,13 @@ def train(corpus: str | Path, out: str | Path, config: TrainConfig, resume: bool
                 "train_audio", {i: len(f) for i, f in zip(train_split.ids, train_split.feats)})) if score else None
             pseudo, summary["odm"] = run_odm(corpus, train_split, config, out / "odm", metrics, scoring)
             timings["odm"] = time.time() - t0
+        elif config.objective == "crosslingual":
+            t0 = time.time()
+            pseudo, summary["crosslingual"] = run_crosslingual(corpus, config, out / "crosslingual", out / "graphs")
+            timings["crosslingual"] = time.time() - t0
+            if score:
+                summary["crosslingual"].update(diagnostics.score_model(Path(summary["crosslingual"]["model"]), out,
+                                                                       config.device))
         else:
             if config.units == "diagnostic":
                 units = diagnostics.diagnostic_units(config)
@@ -147,6 +156,8 @@ def train(corpus: str | Path, out: str | Path, config: TrainConfig, resume: bool
                     diagnostics.score_word_em(word_em, units["train_audio"], refined, oracle)
                 timings["word_em"] = time.time() - t0
         save_phone_text(out / "pseudo_labels" / "round0.txt", pseudo)
+        if score:
+            summary["labels"] = {"round0": diagnostics.score_labels(pseudo)}
 
         labels = pseudo
         for round_ in range(1, config.self_training_rounds + 1):
@@ -161,6 +172,8 @@ def train(corpus: str | Path, out: str | Path, config: TrainConfig, resume: bool
                                                                config.self_training_labels, out / "graphs",
                                                                config.device))
                 labels = read_phone_text(labels_path)
+                if score:
+                    summary["labels"][name] = diagnostics.score_labels(labels)
             timings[f"self_training_{name}"] = time.time() - t0
             summary.setdefault("self_training", []).append({"round": round_, "model": str(model)})
             if score:
