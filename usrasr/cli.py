@@ -30,6 +30,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "pretrain": ("usrasr.pretrain.commands:pretrain", "Self-supervised encoder pretraining (BEST-RQ, BiRQ)."),
     "features": ("usrasr.extract.commands:features", "One layer of a pretrained speech model, stored as features."),
     "align": ("usrasr.align.commands:align", "Unsupervised alignment of spoken-word and text-word embeddings."),
+    "analyze": ("usrasr.analyze.commands:analyze", "Representation similarity (CKA, CCA), probes, correlations."),
 }
 
 
