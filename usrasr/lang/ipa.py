@@ -74,8 +74,7 @@ def articulatory_features(phones: list[str]) -> tuple[list[str], list[list[int]]
     table = feature_table()
     rows = []
     for phone in phones:
-        segment = table.fts(phone)
-        if segment is None:
+        if not table.seg_known(phone):
             raise ValueError(f"panphon has no features for {phone!r}")
-        rows.append([int(v) for v in segment.numeric()])
+        rows.append([int(v) for v in table.fts(phone).numeric()])
     return list(table.names), rows

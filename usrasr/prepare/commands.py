@@ -84,9 +84,11 @@ def default(out_dir, utterances, hours, dev_utterances, test_utterances, text_se
               help="Audio in all, split evenly between the languages.")
 @click.option("--heldout-fraction", type=float, default=0.1, show_default=True,
               help="Share of each language's audio spoken by the held-out voices.")
+@click.option("--engines", default="espeak-ng,festival", show_default=True,
+              help="Comma-separated TTS engines whose voices speak.")
 @_num_workers
 @_force
-def multilingual(languages, out_dir, hours, heldout_fraction, num_workers, force) -> None:
+def multilingual(languages, out_dir, hours, heldout_fraction, engines, num_workers, force) -> None:
     """Transcribed speech in other languages than English, labelled with universal IPA phones.
 
     Text from Debian's fortunes-<lang> and manpages-<lang>, voices from espeak-ng and festival;
@@ -95,8 +97,9 @@ def multilingual(languages, out_dir, hours, heldout_fraction, num_workers, force
     from usrasr.prepare.multilingual import SPLITS, prepare_multilingual
 
     report = prepare_multilingual(out_dir, [lang.strip() for lang in languages.split(",") if lang.strip()],
-                                  hours=hours, heldout_fraction=heldout_fraction, num_workers=num_workers,
-                                  force=force)
+                                  hours=hours, heldout_fraction=heldout_fraction,
+                                  engines=tuple(e.strip() for e in engines.split(",") if e.strip()),
+                                  num_workers=num_workers, force=force)
     table = Table(title=f"multilingual corpus {out_dir} ({report['phones']} phones)")
     for column in ("language", "split", "utterances", "hours", "hours per engine", "voices"):
         table.add_column(column)

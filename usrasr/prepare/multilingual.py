@@ -49,6 +49,7 @@ from usrasr.utils.processes import lock_directory
 from usrasr.utils.steps import Step, file_stamp, run_steps
 
 SPLITS = ("train", "heldout")
+ENGINES_USED = ("espeak-ng", "festival")  # the engines with voices for other languages than English
 BLANK = "<blk>"
 MAN_DIR = Path("/usr/share/man")
 # Lower-case letters of each language's words; a sentence with any other word is dropped.
@@ -223,14 +224,14 @@ def split_of(sentence: LabelledSentence, heldout_fraction: float) -> str:
     return "heldout" if unit_hash(sentence.orthography, "split:") < heldout_fraction else "train"
 
 
-def voice_plan(language: str):
+def voice_plan(language: str, engines: tuple[str, ...] = ENGINES_USED):
     """``{split: {engine: [Voice]}}`` for ``language``: the training voices at every speed of
     :data:`TRAIN_SPEEDS`, the held-out ones at natural speed; English voices never."""
     from usrasr.prepare.tts import Voice
     from usrasr.prepare.tts_engines import ENGINES
 
     plan: dict[str, dict[str, list]] = {split: {} for split in SPLITS}
-    for engine_name in ("espeak-ng", "festival"):
+    for engine_name in engines:
         engine = ENGINES[engine_name]
         if not engine.is_installed():
             continue
@@ -268,10 +269,15 @@ def _assign_voices(language: str, split: str, pool: list[LabelledSentence], star
     return planned
 
 
-def _check_languages(languages: list[str]) -> dict[str, tuple[list[TextSource], dict]]:
+def _check_languages(languages: list[str], engines: tuple[str, ...]) -> dict[str, tuple[list[TextSource], dict]]:
     """Sources and voices per language; a one-line error for a language that cannot be built."""
     if not languages:
         raise UsrasrError("give at least one language (--languages cs,fi,...)")
+    if len(set(languages)) != len(languages):
+        raise UsrasrError(f"a language is named twice in {','.join(languages)}")
+    unknown_engines = [e for e in engines if e not in ENGINES_USED]
+    if unknown_engines or not engines:
+        raise UsrasrError(f"unknown TTS engine(s) {','.join(unknown_engines)} (known: {', '.join(ENGINES_USED)})")
     checked = {}
     for language in languages:
         if language.lower().startswith("en"):
@@ -282,10 +288,11 @@ def _check_languages(languages: list[str]) -> dict[str, tuple[list[TextSource], 
         if not sources:
             raise UsrasrError(f"no text installed for '{language}': install the Debian package "
                               f"fortunes-{language} or manpages-{language} (bin/setup)")
-        voices = voice_plan(language)
+        voices = voice_plan(language, engines)
         for split in SPLITS:
             if not voices[split]:
-                raise UsrasrError(f"no {split} voice installed for '{language}': install espeak-ng (bin/setup)")
+                raise UsrasrError(f"no {split} voice of {'/'.join(engines)} is installed for '{language}' "
+                                  f"(bin/setup installs them)")
         checked[language] = (sources, voices)
     return checked
 
@@ -423,14 +430,14 @@ def write_phone_inventory(layout: CorpusLayout, utterances: list[PlannedUtteranc
 
 
 def prepare_multilingual(out_dir: str | Path, languages: list[str], hours: float = 5.0,
-                         heldout_fraction: float = HELDOUT_FRACTION, num_workers: int = 2,
-                         force: bool = False) -> dict:
+                         heldout_fraction: float = HELDOUT_FRACTION, engines: tuple[str, ...] = ENGINES_USED,
+                         num_workers: int = 2, force: bool = False) -> dict:
     """Build the multilingual corpus under ``out_dir``; return its report (``report.json``)."""
     if hours <= 0:
         raise UsrasrError(f"--hours must be positive, got {hours}")
     if not 0 < heldout_fraction < 1:
         raise UsrasrError(f"the held-out fraction must be in (0, 1), got {heldout_fraction}")
-    checked = _check_languages(languages)
+    checked = _check_languages(languages, tuple(engines))
     layout = CorpusLayout(Path(out_dir).resolve())
     layout.root.mkdir(parents=True, exist_ok=True)
     lock_directory(layout.root, "corpus")
@@ -478,10 +485,10 @@ def prepare_multilingual(out_dir: str | Path, languages: list[str], hours: float
     for lang, sentences in texts.items():
         for split in SPLITS:
             have = sum(1 for s in sentences if split_of(s, heldout_fraction) == split)
-            need = sum(len(v) for v in voices[lang][split].values())
+            need = len(voices[lang][split])  # one per engine
             if have < need:
-                raise UsrasrError(f"'{lang}' has {have} {split} sentences, fewer than its {need} {split} "
-                                  f"voices: install more of its text")
+                raise UsrasrError(f"'{lang}' has {have} usable {split} sentences, fewer than its {need} "
+                                  f"engines: install more of its text")
 
     t0 = time.time()
     if todo[1]:

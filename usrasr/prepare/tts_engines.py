@@ -446,6 +446,21 @@ class EspeakEngine(Engine):
             return []
         return [v for v in (language + variant for variant in self.LANGUAGE_VARIANTS) if self._has_voice(v)]
 
+    @staticmethod
+    def _render_without_events(text: str, voice: str, wav_path: Path) -> None:
+        """Other languages than English: no alignment in the project phone set, so no phoneme
+        events, and the command line, a fresh process per utterance.  libespeak-ng carries state
+        from one utterance to the next, so in one process a voice's audio shifts by a few
+        milliseconds with what was spoken before it; a fresh process speaks the same text the
+        same way every time."""
+        if shutil.which("espeak-ng") is None:
+            raise EngineError("the espeak-ng command is not installed (apt-get install espeak-ng)")
+        with tempfile.NamedTemporaryFile("w", suffix=".txt", encoding="utf-8") as text_file:
+            text_file.write(text)
+            text_file.flush()
+            _run(["espeak-ng", "-v", voice, "-w", str(wav_path), "-f", text_file.name], f"espeak-ng {voice}")
+        return None
+
     def phonemize(self, text: str, language: str) -> str:
         """The IPA that ``espeak-ng -q --ipa -v language`` prints for ``text``, its clauses
         joined by spaces (in-process, so thousands of sentences take a second).  Words read by
@@ -460,7 +475,9 @@ class EspeakEngine(Engine):
             clauses.append(lib.espeak_TextToPhonemes(ctypes.byref(pointer), _CHARS_UTF8, _PHONEMES_IPA))
         return " ".join(c.decode("utf-8").strip() for c in clauses if c)
 
-    def render(self, text: str, voice: str, wav_path: Path) -> list[PhoneSegment]:
+    def render(self, text: str, voice: str, wav_path: Path) -> list[PhoneSegment] | None:
+        if not voice.lower().startswith("en"):
+            return self._render_without_events(text, voice, wav_path)
         lib = self._library()
         if lib.espeak_SetVoiceByName(self._resolve(voice)) != 0:
             raise EngineError(f"espeak-ng has no voice {voice!r}")
@@ -471,8 +488,6 @@ class EspeakEngine(Engine):
             raise EngineError(f"espeak_Synth failed ({status}) for {text!r}")
         audio = np.concatenate(self._chunks)
         sf.write(str(wav_path), audio, self._sample_rate, subtype="PCM_16")
-        if not voice.lower().startswith("en"):
-            return None  # the project phone set is English's
         total = len(audio) / self._sample_rate
         # Events mark phoneme starts; each phoneme lasts until the next one.
         bounds = [("", 0.0), *self._starts, (None, total)]
