@@ -105,6 +105,20 @@ def test_normalize_sentence(sentence, language, expected):
     assert normalize_sentence(sentence, language) == expected
 
 
+def test_man_pages_give_running_text_without_macros(tmp_path):
+    page = tmp_path / "man1" / "ls.1.gz"
+    page.parent.mkdir()
+    with gzip.open(page, "wt", encoding="utf-8") as f:
+        f.write('.\\" comment\n.TH LS 1\n.SH JMÉNO\nls \\- vypíše obsah adresáře\n.SH POPIS\n'
+                "Vypíše informace o \\fBsouborech\\fP v adresáři.\nTřídí je podle\\(emabecedy.\n"
+                ".TP\n.B \\-a\nnevynechá položky začínající \\fI.\\fR\n")
+    assert list(multilingual.man_page_paragraphs(tmp_path)) == [
+        "ls - vypíše obsah adresáře",
+        "Vypíše informace o souborech v adresáři. Třídí je podle abecedy.",
+        "nevynechá položky začínající .",
+    ]
+
+
 def test_corpus_satisfies_the_interface(corpus):
     report = json.loads((corpus / "report.json").read_text())
     assert report["english"] is False and report["languages"] == ["cs", "fi"]

@@ -52,14 +52,16 @@ SPLITS = ("train", "heldout")
 ENGINES_USED = ("espeak-ng", "festival")  # the engines with voices for other languages than English
 BLANK = "<blk>"
 MAN_DIR = Path("/usr/share/man")
-# Lower-case letters of each language's words; a sentence with any other word is dropped.
+# Lower-case letters of each language's native words; a sentence with a word spelled with any
+# other letter is dropped.  Leaving out the letters only loanwords use (Finnish c q w x z,
+# Italian j k w x y, ...) also drops most commands, file names and English in man pages.
 ALPHABETS = {
-    "cs": "aábcčdďeéěfghiíjklmnňoópqrřsštťuúůvwxyýzž",
+    "cs": "aábcčdďeéěfghiíjklmnňoóprřsštťuúůvxyýzž",
     "de": "abcdefghijklmnopqrstuvwxyzäöüß",
-    "es": "abcdefghijklmnopqrstuvwxyzáéíñóúü",
-    "fi": "abcdefghijklmnopqrsštuvwxyzžåäö",
-    "it": "abcdefghijklmnopqrstuvwxyzàèéìíîòóùú",
-    "pl": "aąbcćdeęfghijklłmnńoóprsśtuvwxyzźż",
+    "es": "abcdefghijlmnopqrstuvxyzáéíñóúü",
+    "fi": "abdefghijklmnoprstuvyåäö",
+    "it": "abcdefghilmnopqrstuvzàèéìíîòóùú",
+    "pl": "aąbcćdeęfghijklłmnńoóprsśtuwyzźż",
     "ru": "абвгдеёжзийклмнопрстуфхцчшщъыьэюя",
 }
 # Words elided with an apostrophe ("l'uomo") are one word.
@@ -90,7 +92,7 @@ SECONDS_PER_WORD = 0.45
 MAX_ROUNDS = 4
 # A language with little text reads each sentence up to this many times, by different voices.
 MAX_READINGS = 3
-TEXT_VERSION = 1  # bump when the text normalisation changes, so the text step is redone
+TEXT_VERSION = 2  # bump when the text normalisation changes, so the text step is redone
 
 _EDGE = ".,;:!?\"'()«»„“”‘’‚…¿¡"
 _QUOTES = str.maketrans({"\u2019": "'", "\u02bc": "'", "\u00a0": " "})
@@ -123,7 +125,16 @@ def man_page_paragraphs(directory: Path) -> Iterator[str]:
                     yield " ".join(paragraph)
                 paragraph = []
             else:
-                paragraph.append(_ROFF_ESCAPE.sub(lambda m: "-" if m.group(0) == "\\-" else "", line))
+                paragraph.append(_ROFF_ESCAPE.sub(_roff_escape_text, line))
+
+
+def _roff_escape_text(match: re.Match) -> str:
+    """``\\-`` is a hyphen, a named character (``\\(em``, ``\\[...]``, ``\\*(..``) a space,
+    fonts, sizes and the rest nothing."""
+    escape = match.group(0)
+    if escape == "\\-":
+        return "-"
+    return " " if escape[1] in "([*" else ""
 
 
 def language_text_sources(language: str) -> list[TextSource]:
@@ -298,7 +309,7 @@ def _check_languages(languages: list[str], engines: tuple[str, ...]) -> dict[str
 
 
 def _synthesise_rounds(texts: dict, voices: dict, hours: float, heldout_fraction: float, audio_root: Path,
-                       num_workers: int) -> tuple[list[PlannedUtterance], dict]:
+                       num_workers: int) -> list[PlannedUtterance]:
     """Synthesise each (language, split) in rounds until it holds its share of ``hours``."""
     from usrasr.prepare.tts import synthesize_all
 
@@ -350,8 +361,7 @@ def _synthesise_rounds(texts: dict, voices: dict, hours: float, heldout_fraction
         if taken[(lang, split)] >= MAX_READINGS * len(pool):
             log.warning("%s %s: every sentence is read %d times; the split may be short of its %.2f h",
                         lang, split, MAX_READINGS, targets[split] / 3600)
-    kept = [u for u in planned.values() if u.id in results]
-    return kept, {u.id: results[u.id].duration for u in kept}
+    return [u for u in planned.values() if u.id in results]
 
 
 def _write_plan(path: Path, utterances: list[PlannedUtterance]) -> None:
@@ -492,7 +502,7 @@ def prepare_multilingual(out_dir: str | Path, languages: list[str], hours: float
 
     t0 = time.time()
     if todo[1]:
-        utterances, _ = _synthesise_rounds(texts, voices, hours, heldout_fraction, layout.audio_dir, num_workers)
+        utterances = _synthesise_rounds(texts, voices, hours, heldout_fraction, layout.audio_dir, num_workers)
         _write_plan(plan_path, utterances)
         audio_step.finish()
         seconds["synthesis"] = time.time() - t0
