@@ -46,6 +46,7 @@ from usrasr.corpus.layout import CorpusLayout
 from usrasr.corpus.reader import AudioSplit
 from usrasr.corpus.features import FRAME_SHIFT
 from usrasr.train.seqce_stage import label_pairs, quick_fit_loss, training_graph, with_unit_rate
+from usrasr.train.units.layer_choice import LayerJudge, choose_layer_and_k
 from usrasr.train.units.segments import segment_boundaries, segment_features
 from usrasr.train.units.kmeans import (
     Codebook, UnitSequences, kmeans, mutual_information, normalize_features, to_sequences,
@@ -245,6 +246,7 @@ def encoder_units(config: TrainConfig, splits: dict[str, AudioSplit], corpus: Pa
             candidates = [(previous["layer"], previous["k"])]
     clusterers = {}
     scores = []
+    judge = LayerJudge(train, config.seed)
     graphs: dict[float, tuple] = {}  # self-loop -> (training graph, label pairs)
     # the warp judges layers: needed only when there are several to choose from
     warped = encode_all(source, cuts["train_audio"], read, warped=True) if len(read) > 1 else None
@@ -282,11 +284,12 @@ def encoder_units(config: TrainConfig, splits: dict[str, AudioSplit], corpus: Pa
         loss = quick_fit_loss(train_units, *graphs[fit_config.self_loop_prob], fit_config, config.select_iterations)
         scores.append({"layer": layer, "k": k, "warp_consistency": consistency, "unigram_entropy": entropy,
                        "seqce_loss": loss, "gain": (entropy - loss) / entropy,
+                       **judge.scores(train_units, assigned, entropy, loss),
                        **(score_units(train_units) if score_units else {})})
         log.info("layer %s, K=%d: warp consistency %s, unit entropy %.3f, seq-CE loss %.3f, gain %.3f", layer, k,
                  "-" if consistency is None else f"{consistency:.3f}", entropy, loss, scores[-1]["gain"])
     if scores:
-        chosen, reason = _choose_layer_and_k(scores)
+        chosen, reason = choose_layer_and_k(scores)
         write_json_atomic(selection_path, {"layer": chosen[0], "k": chosen[1], "candidates": scores,
                                            "encoder": str(config.encoder), "reason": reason})
     else:
@@ -294,21 +297,6 @@ def encoder_units(config: TrainConfig, splits: dict[str, AudioSplit], corpus: Pa
     log.info("encoder units: layer %s, K=%d", *chosen)
     clusterers[chosen].save(out / "units" / "codebook.pt")
     return {name: clusterers[chosen].sequences(split, features(name, chosen[0])) for name, split in splits.items()}
-
-
-def _choose_layer_and_k(scores: list[dict]) -> tuple[tuple[int, int], str]:
-    """The layer of highest mean warp consistency over its K's, then that layer's K of highest gain."""
-    layers = list(dict.fromkeys(s["layer"] for s in scores))
-    if len(layers) == 1:
-        best = max(scores, key=lambda s: s["gain"])
-        return (layers[0], best["k"]), f"layer {layers[0]}: the only one; K={best['k']}: highest seq-CE gain"
-    consistency = {layer: float(np.mean([s["warp_consistency"] for s in scores if s["layer"] == layer]))
-                   for layer in layers}
-    layer = max(layers, key=consistency.get)
-    best = max((s for s in scores if s["layer"] == layer), key=lambda s: s["gain"])
-    reason = (f"layer {layer}: highest warp consistency ({consistency[layer]:.3f}, mean over its K), the share of "
-              f"unit information kept when the voice is warped; K={best['k']}: highest seq-CE gain at that layer")
-    return (layer, best["k"]), reason
 
 
 def speaker_groups(split: AudioSplit, ids: list[str]) -> list[int]:

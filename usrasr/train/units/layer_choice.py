@@ -1,0 +1,93 @@
+"""The label-free choice of an encoder's layer and K for units.
+
+Each candidate (layer, K) of :func:`usrasr.train.units.sources.encoder_units`
+is scored on train-audio without any label:
+
+- ``warp_consistency`` (computed by the caller): I(units; units of the same
+  audio warped along frequency) / H(units), the share of unit information
+  that survives a change of vocal tract;
+- ``unigram_entropy``, ``seqce_loss`` and ``gain`` (caller): the share of
+  the units' unigram entropy that a short seq-CE fit of the phone-LM model
+  explains, ``(H_unigram - loss) / H_unigram``;
+- ``bigram_entropy``: H(next unit | unit) over the merged unit sequences;
+- ``normalised_gain``: the gain as a share of what the units' own bigram
+  predicts, ``(H_unigram - loss) / (H_unigram - H_bigram)``. Deeper layers
+  give smoother, more predictable unit sequences, which raises the gain
+  whatever phones they carry; the normalisation divides that out;
+- ``pseudo_speaker_information``: I(unit; pseudo-speaker) / H(unit) over
+  frames, with pseudo-speakers clustered from the audio
+  (:func:`usrasr.corpus.speakers.cluster_speakers`): how much the units
+  follow the voice.
+
+:func:`choose_layer_and_k` takes the layer with the best mean ``CRITERION``
+over its K's, then that layer's K of highest gain.
+"""
+
+from __future__ import annotations
+
+from functools import cached_property
+
+import numpy as np
+
+from usrasr.corpus.reader import AudioSplit
+from usrasr.corpus.speakers import cluster_speakers
+from usrasr.train.units.kmeans import UnitSequences, mutual_information
+
+# name -> (what it is, +1 when higher is better, -1 when lower is)
+CRITERIA = {
+    "warp_consistency": ("the share of unit information kept when the voice is warped", +1),
+    "normalised_gain": ("the share of the units' own bigram predictability that the phone-LM model explains", +1),
+    "pseudo_speaker_information": ("the share of unit entropy that pseudo-speakers explain", -1),
+}
+CRITERION = "warp_consistency"
+
+
+def bigram_entropy(units: UnitSequences) -> float:
+    """H(u_t | u_{t-1}) in nats over consecutive units of each sequence."""
+    joint = np.zeros((units.num_units, units.num_units))
+    for seq in units.units:
+        if len(seq) > 1:
+            np.add.at(joint, (seq[:-1], seq[1:]), 1)
+    if joint.sum() == 0:
+        return 0.0
+    mutual, previous, following = mutual_information(joint)
+    return following - mutual
+
+
+class LayerJudge:
+    """The label-free scores of one candidate's train-audio units (``train``: the split they came from)."""
+
+    def __init__(self, train: AudioSplit, seed: int = 0):
+        self.train, self.seed = train, seed
+
+    @cached_property
+    def pseudo_speakers(self) -> list[int]:
+        return cluster_speakers(self.train.feats, 0, self.seed).labels
+
+    def scores(self, units: UnitSequences, frame_units: list[np.ndarray], unigram_entropy: float,
+               seqce_loss: float) -> dict:
+        """``frame_units``: each train utterance's unit per feature frame, in ``train``'s order."""
+        bigram = bigram_entropy(units)
+        predictable = unigram_entropy - bigram
+        joint = np.zeros((units.num_units, max(self.pseudo_speakers) + 1))
+        for ids, speaker in zip(frame_units, self.pseudo_speakers):
+            np.add.at(joint, (ids, speaker), 1)
+        mutual, unit_entropy, _ = mutual_information(joint)
+        return {"bigram_entropy": bigram,
+                "normalised_gain": (unigram_entropy - seqce_loss) / predictable if predictable > 0 else 0.0,
+                "pseudo_speaker_information": mutual / unit_entropy if unit_entropy > 0 else 0.0}
+
+
+def choose_layer_and_k(scores: list[dict], criterion: str = CRITERION) -> tuple[tuple[int, int], str]:
+    """The layer of best mean ``criterion`` over its K's, then that layer's K of highest seq-CE gain."""
+    layers = list(dict.fromkeys(s["layer"] for s in scores))
+    if len(layers) == 1:
+        best = max(scores, key=lambda s: s["gain"])
+        return (layers[0], best["k"]), f"layer {layers[0]}: the only one; K={best['k']}: highest seq-CE gain"
+    what, sign = CRITERIA[criterion]
+    mean = {layer: float(np.mean([s[criterion] for s in scores if s["layer"] == layer])) for layer in layers}
+    layer = max(layers, key=lambda x: sign * mean[x])
+    best = max((s for s in scores if s["layer"] == layer), key=lambda s: s["gain"])
+    reason = (f"layer {layer}: {'highest' if sign > 0 else 'lowest'} {criterion.replace('_', ' ')} "
+              f"({mean[layer]:.3f}, mean over its K), {what}; K={best['k']}: highest seq-CE gain at that layer")
+    return (layer, best["k"]), reason
