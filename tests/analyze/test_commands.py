@@ -111,7 +111,7 @@ def test_correlate_gathers_every_measure_of_train_runs(tiny_corpus, encoder, tmp
         run("train", "--corpus", tiny_corpus, "--out", exp, "--units", "encoder", "--set", f"encoder={encoder}",
             "--set", f"unit_layer={layer}", *FAST_TRAIN)
         experiments.append(exp)
-    (encoder.parent / "summary.json").write_text(json.dumps({"final": {"loss": 5.0, "anchor_accuracy": 0.1}}))
+    (encoder.parent / "summary.json").write_text(json.dumps({"final": {"anchor_loss": 5.0, "anchor_accuracy": 0.1}}))
     result = run("analyze", "correlate", *experiments, "--probe", tmp_path / "probe" / "probe.json",
                  "--out", tmp_path / "corr")
     record = json.loads((tmp_path / "corr" / "correlation.json").read_text())

@@ -4,8 +4,9 @@ Each row is one ``usrasr train`` experiment (``--units encoder`` at some layer,
 or fbank units). Its measures, where they exist:
 
 - ``pretrain_loss`` and ``masked_accuracy``: the encoder's pretraining
-  summary (``summary.json`` beside ``encoder.pt``; final loss and
-  masked-prediction accuracy of the input-level labels);
+  summary (``summary.json`` beside ``encoder.pt``): the final cross-entropy
+  and accuracy of masked prediction of the input-level (anchor) labels, which
+  BEST-RQ and BiRQ share;
 - ``phone_probe`` and ``voice_probe``: ``usrasr analyze probe`` records of
   the same encoder (``--probe``), at the run's layer;
 - ``pnmi``: the run's units against the phones, on the test split;
@@ -75,7 +76,7 @@ def experiment_row(exp: Path, probes: dict[tuple[str, int], dict]) -> dict:
         row["encoder"] = str(encoder_dir)
         if (encoder_dir / "summary.json").is_file():
             final = _read_json(encoder_dir / "summary.json").get("final", {})
-            row["pretrain_loss"] = final.get("loss")
+            row["pretrain_loss"] = final.get("anchor_loss", final.get("loss"))
             row["masked_accuracy"] = final.get("anchor_accuracy")
     elif config.get("units") == "fbank":
         key, row["layer"], row["encoder"] = FBANK, 0, FBANK

@@ -1,0 +1,48 @@
+"""The label-free layer scores and choice (usrasr.train.units.layer_choice)."""
+
+import numpy as np
+import pytest
+import torch
+
+from usrasr.corpus.reader import AudioSplit
+from usrasr.train.units.kmeans import UnitSequences
+from usrasr.train.units.layer_choice import CRITERIA, CRITERION, LayerJudge, bigram_entropy, choose_layer_and_k
+
+
+def _units(seqs, k):
+    return UnitSequences([str(i) for i in range(len(seqs))], [np.array(s) for s in seqs],
+                         [np.arange(len(s)) for s in seqs], k)
+
+
+def test_bigram_entropy_against_a_direct_count():
+    assert bigram_entropy(_units([[0, 1, 0, 1, 0, 1]], 2)) == pytest.approx(0.0)  # each unit fixes the next
+    rng = np.random.default_rng(0)
+    seqs = [rng.integers(0, 4, 400) for _ in range(5)]
+    pairs = np.concatenate([np.stack([s[:-1], s[1:]], 1) for s in seqs])
+    joint = np.zeros((4, 4))
+    np.add.at(joint, (pairs[:, 0], pairs[:, 1]), 1)
+    p = joint / joint.sum()
+    conditional = -(p * np.log(p / p.sum(1, keepdims=True))).sum()
+    assert bigram_entropy(_units(seqs, 4)) == pytest.approx(conditional)
+
+
+def test_units_that_follow_the_voice_have_more_pseudo_speaker_information():
+    rng = np.random.default_rng(0)
+    # two clearly different voices (fbank levels), so the pseudo-speaker clusters find them
+    feats = [torch.randn(50, 8) + (5.0 if i % 2 else -5.0) for i in range(20)]
+    judge = LayerJudge(AudioSplit([str(i) for i in range(20)], feats, ["s"] * 20, ["v"] * 20))
+    content = [rng.integers(0, 6, 50) for _ in range(20)]
+    voiced = [u % 3 + 3 * (i % 2) for i, u in enumerate(content)]  # unit ids split by voice
+    units = _units(content, 6)
+    plain = judge.scores(units, content, 1.5, 1.0)["pseudo_speaker_information"]
+    by_voice = judge.scores(units, voiced, 1.5, 1.0)["pseudo_speaker_information"]
+    assert plain < 0.05 and by_voice > 0.3
+
+
+def test_the_choice_takes_the_best_layer_by_the_criterion_then_the_k_of_highest_gain():
+    what, sign = CRITERIA[CRITERION]
+    scores = [{"layer": layer, "k": k, "gain": 0.1 * k + layer, CRITERION: sign * (layer == 1) + 0.01 * k}
+              for layer in range(3) for k in (1, 2)]
+    (layer, k), reason = choose_layer_and_k(scores)
+    assert (layer, k) == (1, 2) and CRITERION.replace("_", " ") in reason
+    assert choose_layer_and_k([s for s in scores if s["layer"] == 0])[0] == (0, 2)
