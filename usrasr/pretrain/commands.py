@@ -36,7 +36,7 @@ def pretrain(ctx, corpus, out_dir, method, config_path, overrides, resume) -> No
         heldout = evaluation.get("heldout")
         scores = (f"masked accuracy on the train-audio {evaluation['target_train_audio']['masked_accuracy']:.3f}"
                   + (f"; held-out voices: masked accuracy {heldout['masked_accuracy']:.3f}, phone CTC loss "
-                     f"{heldout['ctc_loss_per_utterance']:.2f}, PER {heldout['per']:.1f}%" if heldout else ""))
+                     f"{heldout['ctc_loss_per_phone']:.3f} nats per phone, PER {heldout['per']:.1f}%" if heldout else ""))
     else:
         scores = (f"masked accuracy (anchor) {final.get('anchor_accuracy', float('nan')):.3f}"
                   + (f", enhanced {final['enhanced_accuracy']:.3f}" if "enhanced_accuracy" in final else ""))

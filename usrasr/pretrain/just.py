@@ -279,7 +279,7 @@ class JustObjective(Objective):
                 reference += len(label)
         result = {"utterances": len(feats), "masked_accuracy": round(correct / max(masked_frames, 1), 4)}
         if labels is not None:
-            result.update(ctc_loss_per_utterance=round(ctc_total / len(feats), 3),
+            result.update(ctc_loss_per_phone=round(ctc_total / max(reference, 1), 4),
                           per=round(100 * errors / max(reference, 1), 2))
         return result
 
