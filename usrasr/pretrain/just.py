@@ -241,7 +241,7 @@ class JustObjective(Objective):
         feats, lens = padded(self.labelled.feats, batch, device)
         loss, parts = self.model.loss(feats, lens, self._mask(lens, generator),
                                       [self.labelled.labels[i] for i in batch])
-        return Step(loss, parts, "just: labelled (ctc + masked)")
+        return Step(loss, parts, "just: labelled (ctc + masked)" if self.config.just_weight else "just: labelled (ctc)")
 
     def status(self, parts: dict[str, float]) -> str:
         if "ctc_loss" in parts:
