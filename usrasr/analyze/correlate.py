@@ -76,8 +76,9 @@ def experiment_row(exp: Path, probes: dict[tuple[str, int], dict]) -> dict:
         row["encoder"] = str(encoder_dir)
         if (encoder_dir / "summary.json").is_file():
             final = _read_json(encoder_dir / "summary.json").get("final", {})
-            row["pretrain_loss"] = final.get("anchor_loss", final.get("loss"))
-            row["masked_accuracy"] = final.get("anchor_accuracy")
+            # the anchor labels; a just encoder's are those of its target (unlabelled) audio
+            row["pretrain_loss"] = final.get("anchor_loss", final.get("target_anchor_loss"))
+            row["masked_accuracy"] = final.get("anchor_accuracy", final.get("target_anchor_accuracy"))
     elif config.get("units") == "fbank":
         key, row["layer"], row["encoder"] = FBANK, 0, FBANK
     probe = probes.get((key, row["layer"])) if key is not None else None
