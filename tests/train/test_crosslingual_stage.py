@@ -38,6 +38,8 @@ def test_crosslingual_start_labels_train_audio_and_self_trains(tiny_corpus, tmp_
     assert (out / "crosslingual" / "model.pt").exists() and "seqce" not in summary and "odm" not in summary
     labelled = {line.split()[0] for line in (out / "pseudo_labels" / "round0.txt").read_text().splitlines()}
     assert labelled <= set(load_audio(tiny_corpus, "train_audio").ids)
+    kept = (out / "crosslingual" / "labels.txt").read_text()  # what --resume reads instead of decoding again
+    assert kept == (out / "pseudo_labels" / "round0.txt").read_text()
     assert 0 <= summary["labels"]["round0"]["labels_per_train"] and "cross-lingual start" in result.output
     assert (out / "round1" / "model.pt").exists()
 

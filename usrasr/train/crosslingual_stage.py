@@ -19,12 +19,14 @@ from usrasr.lang.symbols import PHONE_TOKENS
 from usrasr.models.acoustic import save_model
 from usrasr.models.crosslingual import crosslingual_ctc_model
 from usrasr.train.config import TrainConfig
+from usrasr.train.seqce_stage import read_phone_text, save_phone_text
 from usrasr.train.self_training import relabel_split
 from usrasr.utils.console import log
 
 
 def run_crosslingual(corpus: Path, config: TrainConfig, out: Path, graph_dir: Path) -> tuple[dict[str, str], dict]:
-    """Train-audio phone labels from the cross-lingual model saved in ``out/model.pt``, and a summary."""
+    """Train-audio phone labels from the cross-lingual model saved in ``out/model.pt``, and a summary.
+    A rerun (``--resume``) reads the labels that ``out/labels.txt`` kept."""
     tokens = list(PHONE_TOKENS.symbols)
     phone_ipa = read_phone_ipa(config.phone_ipa) if config.phone_ipa else project_phone_ipa()
     model_path = out / "model.pt"
@@ -33,5 +35,8 @@ def run_crosslingual(corpus: Path, config: TrainConfig, out: Path, graph_dir: Pa
     shared = sorted({u for u in mapping.values() if u and list(mapping.values()).count(u) > 1})
     log.info("cross-lingual model: %d phones read from %d universal phones (%s shared by several)",
              sum(bool(u) for u in mapping.values()), len(set(mapping.values()) - {""}), " ".join(shared) or "none")
-    labels = relabel_split(model_path, corpus, "train_audio", config.self_training_labels, graph_dir, config.device)
-    return labels, {"model": str(model_path), "mapping": mapping}
+    labels_path = out / "labels.txt"
+    if not labels_path.exists():
+        save_phone_text(labels_path, relabel_split(model_path, corpus, "train_audio", config.self_training_labels,
+                                                   graph_dir, config.device))
+    return read_phone_text(labels_path), {"model": str(model_path), "mapping": mapping}
