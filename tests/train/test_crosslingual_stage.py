@@ -52,6 +52,7 @@ def test_crosslingual_without_scoring_reads_no_labels(tiny_corpus, tmp_path):
     assert result.exit_code == 0, result.output
     summary = json.loads((out / "summary.json").read_text())
     assert "labels" not in summary and "per_test" not in summary["crosslingual"]
+    assert summary["model"] == summary["crosslingual"]["model"]  # no self-training: the start is the recogniser
 
 
 def test_crosslingual_needs_a_just_encoder(tiny_corpus, tmp_path):

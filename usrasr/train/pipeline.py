@@ -181,6 +181,8 @@ def train(corpus: str | Path, out: str | Path, config: TrainConfig, resume: bool
         if config.self_training_rounds:
             final = out / f"round{config.self_training_rounds}" / "model.pt"
             summary["model"] = str(final)
+        elif config.objective == "crosslingual":  # the cross-lingual start is a recogniser itself
+            summary["model"] = summary["crosslingual"]["model"]
 
         if score and config.supervised_oracle:
             t0 = time.time()
