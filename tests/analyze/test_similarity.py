@@ -6,7 +6,11 @@ import pytest
 import torch
 
 from usrasr.analyze.similarity import (
-    MinibatchCKA, Similarity, SVCCA_VARIANCE, frame_index, on_common_frames,
+    SVCCA_VARIANCE,
+    MinibatchCKA,
+    Similarity,
+    frame_index,
+    on_common_frames,
 )
 
 
@@ -41,7 +45,7 @@ def _reference_cca(x, y, variance):
     variance by SVD; and Morcos et al.'s PWCCA weights of x's canonical variates."""
     def reduce(m):
         m = m - m.mean(0)
-        u, s, vt = np.linalg.svd(m, full_matrices=False)
+        _, s, vt = np.linalg.svd(m, full_matrices=False)
         share = np.cumsum(s ** 2) / (s ** 2).sum()
         keep = min(int(np.searchsorted(share, variance - 1e-12)) + 1, int((s > s[0] * 1e-6).sum()))
         return m @ vt[:keep].T, m
@@ -49,8 +53,8 @@ def _reference_cca(x, y, variance):
     (xr, xc), (yr, _) = reduce(x), reduce(y)
     qx, _ = np.linalg.qr(xr)
     qy, _ = np.linalg.qr(yr)
-    u, rho, _ = np.linalg.svd(qx.T @ qy, full_matrices=False)
-    variates = qx @ u
+    rotation, rho, _ = np.linalg.svd(qx.T @ qy, full_matrices=False)
+    variates = qx @ rotation
     weights = np.abs(variates.T @ xc).sum(1)
     return rho, weights
 

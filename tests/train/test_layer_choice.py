@@ -6,7 +6,13 @@ import torch
 
 from usrasr.corpus.reader import AudioSplit
 from usrasr.train.units.kmeans import UnitSequences
-from usrasr.train.units.layer_choice import CRITERIA, CRITERION, LayerJudge, bigram_entropy, choose_layer_and_k
+from usrasr.train.units.layer_choice import (
+    CRITERIA,
+    CRITERION,
+    LayerJudge,
+    bigram_entropy,
+    choose_layer_and_k,
+)
 
 
 def _units(seqs, k):
@@ -40,7 +46,7 @@ def test_units_that_follow_the_voice_have_more_pseudo_speaker_information():
 
 
 def test_the_choice_takes_the_best_layer_by_the_criterion_then_the_k_of_highest_gain():
-    what, sign = CRITERIA[CRITERION]
+    _, sign = CRITERIA[CRITERION]
     scores = [{"layer": layer, "k": k, "gain": 0.1 * k + layer, CRITERION: sign * (layer == 1) + 0.01 * k}
               for layer in range(3) for k in (1, 2)]
     (layer, k), reason = choose_layer_and_k(scores)

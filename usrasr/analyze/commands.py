@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 
 import click
@@ -133,7 +132,11 @@ def correlate(experiments, probes, out) -> None:
     Example:
       usrasr analyze correlate exp/layer0 exp/layer1 exp/layer2 --probe exp/analyze/probe/probe.json
     """
-    from usrasr.analyze.correlate import correlate_experiments, rows_table, spearman_text
+    from usrasr.analyze.correlate import (
+        correlate_experiments,
+        rows_table,
+        spearman_text,
+    )
     from usrasr.utils.io import write_json_atomic, write_text_atomic
 
     record = correlate_experiments(list(experiments), list(probes))

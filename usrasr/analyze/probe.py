@@ -26,7 +26,13 @@ import numpy as np
 import torch
 from torch import Tensor, nn
 
-from usrasr.analyze.representations import layer_chunks, layer_name, open_representation, parse_layers, pick_cuts
+from usrasr.analyze.representations import (
+    layer_chunks,
+    layer_name,
+    open_representation,
+    parse_layers,
+    pick_cuts,
+)
 from usrasr.analyze.similarity import frame_index
 from usrasr.corpus.features import FRAME_SHIFT
 from usrasr.corpus.scoring import ScoringData
@@ -120,7 +126,7 @@ def probe_layers(corpus: Path, spec: str, layers_text: str, eval_split: str, utt
     scoring = ScoringData(corpus)
     splits = {"train_audio": _Frames(0), eval_split: _Frames(0)}
     layers = None
-    for split in splits:
+    for split in list(splits):
         cuts = pick_cuts(corpus, split, utterances, seed)
         source = open_representation(spec, corpus, split, cuts)
         layers = parse_layers(layers_text, source, "--layers") if layers is None else layers

@@ -8,11 +8,10 @@ of ``.npy`` files or Lhotse cuts with features.
 
 from __future__ import annotations
 
+from collections.abc import Iterator, Sequence
 from pathlib import Path
-from typing import Iterator, Sequence
 
 import numpy as np
-import torch
 from torch import Tensor
 
 from usrasr.corpus.layout import CorpusLayout

@@ -25,6 +25,7 @@ differ.
 
 from __future__ import annotations
 
+import itertools
 import math
 from dataclasses import dataclass
 from pathlib import Path
@@ -70,7 +71,7 @@ class Gram:
     total: Tensor
 
     @classmethod
-    def of(cls, kernel: Tensor) -> "Gram":
+    def of(cls, kernel: Tensor) -> Gram:
         k = kernel.clone()
         k.fill_diagonal_(0)
         rows = k.sum(1)
@@ -210,7 +211,7 @@ class Similarity:
         if self.moments is not None:
             cov = self.moments.covariance()
             starts = np.cumsum([0, *self.dims])
-            blocks = [slice(int(s), int(e)) for s, e in zip(starts[:-1], starts[1:])]
+            blocks = [slice(int(s), int(e)) for s, e in itertools.pairwise(starts)]
             scores = [[cca_scores(cov, blocks[a], blocks[b]) for b in self.cols] for a in self.rows]
             for m in ("svcca", "pwcca"):
                 if m in self.measures:
@@ -241,7 +242,13 @@ def compare_sources(corpus, a_spec: str, b_spec: str | None, a_layers: str, b_la
                     cmvn: bool, seed: int) -> dict:
     """Every measure between the layers of ``a_spec`` and those of ``b_spec`` (``a_spec`` itself
     when None) over ``split``'s utterances; the record :func:`plot_heatmaps` draws."""
-    from usrasr.analyze.representations import layer_chunks, layer_name, open_representation, parse_layers, pick_cuts
+    from usrasr.analyze.representations import (
+        layer_chunks,
+        layer_name,
+        open_representation,
+        parse_layers,
+        pick_cuts,
+    )
     from usrasr.utils.console import log
 
     cuts = pick_cuts(corpus, split, utterances, seed)

@@ -50,7 +50,7 @@ def bigram_entropy(units: UnitSequences) -> float:
             np.add.at(joint, (seq[:-1], seq[1:]), 1)
     if joint.sum() == 0:
         return 0.0
-    mutual, previous, following = mutual_information(joint)
+    mutual, _, following = mutual_information(joint)
     return following - mutual
 
 
