@@ -14,7 +14,7 @@ import torch
 from click.testing import CliRunner
 from torch import nn
 
-from tests.support import kill_once_written
+from tests.support import pretrain_killed_and_resumed
 from usrasr.cli import cli
 from usrasr.corpus.layout import CorpusLayout
 from usrasr.models.encoder import (
@@ -250,15 +250,7 @@ def test_config_errors_are_one_line(tiny_corpus, tmp_path, args, message):
 def test_just_resumes_after_kill_with_the_same_weights(tiny_corpus, multilingual, tmp_path):
     args = ["--corpus", str(tiny_corpus), *JUST_TINY, "--set", f"multilingual={multilingual}", "--set", "steps=40",
             "--set", "checkpoint_every=3"]
-    base = [sys.executable, "-m", "usrasr", "-q", "pretrain"]
-    env = {**os.environ, "OMP_NUM_THREADS": "1"}  # bit-reproducible float sums
-    reference = tmp_path / "reference"
-    subprocess.run([*base, "--out", str(reference), *args], check=True, capture_output=True, env=env)
-    killed = tmp_path / "killed"
-    kill_once_written([*base, "--out", str(killed), *args], killed / "train_state.pt", env)
-    assert not (killed / "encoder.pt").exists()
-    subprocess.run([*base, "--out", str(killed), "--resume", *args], check=True, capture_output=True, env=env)
-    _assert_same_encoder(reference, killed)
+    _assert_same_encoder(*pretrain_killed_and_resumed(args, tmp_path))
 
 
 def _assert_same_encoder(a, b):

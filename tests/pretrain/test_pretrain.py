@@ -1,16 +1,13 @@
 """`usrasr pretrain` (BEST-RQ, BiRQ) and units from an encoder layer, on the tiny corpus."""
 
 import json
-import os
-import subprocess
-import sys
 
 import numpy as np
 import pytest
 import torch
 from click.testing import CliRunner
 
-from tests.support import kill_once_written
+from tests.support import pretrain_killed_and_resumed
 from usrasr.cli import cli
 from usrasr.models.encoder import EncoderConfig, SslEncoder, ctc_model_from_encoder, load_encoder
 from usrasr.pretrain.objectives import (
@@ -205,15 +202,7 @@ def test_ctc_model_from_encoder_starts_with_the_encoder_weights(tiny_corpus, tmp
 def test_pretrain_resumes_after_kill_with_the_same_losses(tiny_corpus, tmp_path):
     args = ["--corpus", str(tiny_corpus), "--method", "birq", *TINY, "--set", "steps=30",
             "--set", "checkpoint_every=3"]
-    base = [sys.executable, "-m", "usrasr", "-q", "pretrain"]
-    env = {**os.environ, "OMP_NUM_THREADS": "1"}  # bit-reproducible float sums
-    reference = tmp_path / "reference"
-    subprocess.run([*base, "--out", str(reference), *args], check=True, capture_output=True, env=env)
-
-    killed = tmp_path / "killed"
-    kill_once_written([*base, "--out", str(killed), *args], killed / "train_state.pt", env)
-    assert not (killed / "encoder.pt").exists()
-    subprocess.run([*base, "--out", str(killed), "--resume", *args], check=True, capture_output=True, env=env)
+    reference, killed = pretrain_killed_and_resumed(args, tmp_path)
     a, b = _losses(reference), _losses(killed)
     assert b[30]["loss"] == pytest.approx(a[30]["loss"], abs=1e-6)
 
