@@ -283,3 +283,11 @@ def test_just_reads_no_transcript_alignment_text_or_lm_of_the_target(tiny_corpus
                        env={**os.environ, "OMP_NUM_THREADS": "1"})
     assert any("target_anchor_loss" in r for r in _rows(tmp_path / "clean"))  # the target's audio was read
     _assert_same_encoder(tmp_path / "clean", tmp_path / "poisoned")
+
+
+def test_the_main_jobs_encoder_config_is_a_just_configuration():
+    from usrasr.pretrain.config import PretrainConfig
+    from usrasr.utils.shipped import SHIPPED_DATA
+
+    config = PretrainConfig.load(SHIPPED_DATA / "conf" / "pretrain-just.yaml", {"multilingual": "data/multilingual"})
+    assert config.method == "just" and config.steps > 0 and config.time_budget_minutes > 0
