@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 import click
@@ -19,18 +20,27 @@ import click
               default=None, help="YAML config; see `usrasr.pretrain.config.PretrainConfig`.")
 @click.option("--set", "overrides", multiple=True, metavar="KEY=VALUE", help="Override a config key.")
 @click.option("--resume", is_flag=True, help="Continue an interrupted run from its last checkpoint.")
+@click.option("--threads", type=click.IntRange(min=1), default=None,
+              help="Torch CPU threads (default: one, unless OMP_NUM_THREADS says otherwise; a CPU time "
+                   "budget counts every thread).")
 @click.pass_context
-def pretrain(ctx, corpus, out_dir, method, config_path, overrides, resume) -> None:
+def pretrain(ctx, corpus, out_dir, method, config_path, overrides, resume, threads) -> None:
     """Self-supervised encoder pretraining; its layers give acoustic units for `usrasr train`."""
     from usrasr.pretrain.config import PretrainConfig
     from usrasr.pretrain.trainer import pretrain as run
+    from usrasr.utils.device import torch_threads
     from usrasr.utils.config import parse_overrides
 
     values = parse_overrides(overrides)
     if method:
         values["method"] = method
     values.setdefault("seed", str((ctx.obj or {}).get("seed", 0)))
-    summary = run(corpus, out_dir, PretrainConfig.load(config_path, values), resume=resume)
+    if threads:
+        os.environ["OMP_NUM_THREADS"] = str(threads)
+    # One thread by default: the small encoders gain little from a second one, and a CPU time budget
+    # spent on two threads buys fewer steps (docs/results/2026-12-07-crosslingual-start.md).
+    with torch_threads(1):
+        summary = run(corpus, out_dir, PretrainConfig.load(config_path, values), resume=resume)
     final, evaluation = summary["final"], summary.get("evaluation")
     if evaluation:  # just: measured after training rather than the last step's values
         heldout = evaluation.get("heldout")
