@@ -10,6 +10,7 @@ the blind audio, the text side and the phones' IPA are read.
 
 from __future__ import annotations
 
+from collections import Counter
 from pathlib import Path
 
 from usrasr.corpus.layout import CorpusLayout
@@ -32,9 +33,10 @@ def run_crosslingual(corpus: Path, config: TrainConfig, out: Path, graph_dir: Pa
     model_path = out / "model.pt"
     model, mapping = crosslingual_ctc_model(config.encoder, tokens, phone_ipa, SILENCE)
     save_model(model_path, model, tokens, CorpusLayout(corpus).lang_dir)
-    shared = sorted({u for u in mapping.values() if u and list(mapping.values()).count(u) > 1})
+    reads = Counter(u for u in mapping.values() if u)
+    shared = sorted(u for u, n in reads.items() if n > 1)
     log.info("cross-lingual model: %d phones read from %d universal phones (%s shared by several)",
-             sum(bool(u) for u in mapping.values()), len(set(mapping.values()) - {""}), " ".join(shared) or "none")
+             sum(reads.values()), len(reads), " ".join(shared) or "none")
     labels_path = out / "labels.txt"
     if not labels_path.exists():
         save_phone_text(labels_path, relabel_split(model_path, corpus, "train_audio", config.self_training_labels,
