@@ -8,13 +8,24 @@ import torch
 from click.testing import CliRunner
 
 from tests.support import pretrain_killed_and_resumed
-from usrasr.cli import cli
-from usrasr.models.encoder import EncoderConfig, SslEncoder, ctc_model_from_encoder, load_encoder
-from usrasr.pretrain.objectives import (
-    EnhancedLabels, PretrainModel, RandomProjectionQuantizer, SpeakerAdversary, balancing_bias, perplexity, span_mask,
-)
-from usrasr.models.acoustic import load_model, utterance_cmvn
 from usrasr.bench.units import equal_compute_steps
+from usrasr.cli import cli
+from usrasr.models.acoustic import load_model, utterance_cmvn
+from usrasr.models.encoder import (
+    EncoderConfig,
+    SslEncoder,
+    ctc_model_from_encoder,
+    load_encoder,
+)
+from usrasr.pretrain.objectives import (
+    EnhancedLabels,
+    PretrainModel,
+    RandomProjectionQuantizer,
+    SpeakerAdversary,
+    balancing_bias,
+    perplexity,
+    span_mask,
+)
 from usrasr.train.units.sources import warp_consistency, warped_copies
 
 TINY = ["--set", "hidden_dim=32", "--set", "num_layers=2", "--set", "num_heads=2", "--set", "codebook_size=32",
@@ -33,7 +44,7 @@ def _losses(out):
 
 
 def test_quantizer_is_frozen_and_seeded():
-    make = lambda seed: RandomProjectionQuantizer(160, 64, 8, torch.Generator().manual_seed(seed))  # noqa: E731
+    make = lambda seed: RandomProjectionQuantizer(160, 64, 8, torch.Generator().manual_seed(seed))
     x = torch.randn(50, 160)
     a, b, c = make(0), make(0), make(1)
     assert torch.equal(a(x), b(x)) and not torch.equal(a(x), c(x))
@@ -199,12 +210,17 @@ def test_ctc_model_from_encoder_starts_with_the_encoder_weights(tiny_corpus, tmp
             assert torch.equal(weights[name], value), name
 
 
-def test_pretrain_resumes_after_kill_with_the_same_losses(tiny_corpus, tmp_path):
+def test_pretrain_resumes_after_kill_with_the_same_losses_and_weights(tiny_corpus, tmp_path):
+    """Killed at its first checkpoint and resumed (the bucketing sampler's state included), the run ends
+    as the uninterrupted one: 30 steps of 4-utterance batches cross the epochs of 30 utterances."""
     args = ["--corpus", str(tiny_corpus), "--method", "birq", *TINY, "--set", "steps=30",
             "--set", "checkpoint_every=3"]
     reference, killed = pretrain_killed_and_resumed(args, tmp_path)
     a, b = _losses(reference), _losses(killed)
     assert b[30]["loss"] == pytest.approx(a[30]["loss"], abs=1e-6)
+    (encoder_a, _), (encoder_b, _) = load_encoder(reference), load_encoder(killed)
+    for name, value in encoder_a.state_dict().items():
+        assert torch.equal(encoder_b.state_dict()[name], value), name
 
 
 def test_encoder_units_without_an_encoder_say_so(tiny_corpus, tmp_path):

@@ -25,11 +25,17 @@ import click
                    "budget counts every thread).")
 @click.pass_context
 def pretrain(ctx, corpus, out_dir, method, config_path, overrides, resume, threads) -> None:
-    """Self-supervised encoder pretraining; its layers give acoustic units for `usrasr train`."""
+    """Self-supervised encoder pretraining; its layers give acoustic units for `usrasr train`.
+
+    Under `torchrun --nproc_per_node N -m usrasr pretrain ...`, N processes train the encoder
+    together (DDP; gloo on CPU, NCCL with one GPU each); rank 0 writes every file.
+    """
     from usrasr.pretrain.config import PretrainConfig
     from usrasr.pretrain.trainer import pretrain as run
-    from usrasr.utils.device import torch_threads
     from usrasr.utils.config import parse_overrides
+    from usrasr.utils.console import setup_logging
+    from usrasr.utils.device import resolve_device, torch_threads
+    from usrasr.utils.distributed import is_main_process, process_group
 
     values = parse_overrides(overrides)
     if method:
@@ -39,8 +45,13 @@ def pretrain(ctx, corpus, out_dir, method, config_path, overrides, resume, threa
         os.environ["OMP_NUM_THREADS"] = str(threads)
     # One thread by default: the small encoders gain little from a second one, and a CPU time budget
     # spent on two threads buys fewer steps (docs/results/2026-12-07-crosslingual-start.md).
-    with torch_threads(1):
-        summary = run(corpus, out_dir, PretrainConfig.load(config_path, values), resume=resume)
+    config = PretrainConfig.load(config_path, values)
+    with torch_threads(1), process_group(resolve_device(config.device)):
+        if not is_main_process():
+            setup_logging(quiet=True)  # one progress display and log: rank 0's
+        summary = run(corpus, out_dir, config, resume=resume)
+        if not is_main_process():
+            return
     final, evaluation = summary["final"], summary.get("evaluation")
     if evaluation:  # just: measured after training rather than the last step's values
         heldout = evaluation.get("heldout")
@@ -50,5 +61,6 @@ def pretrain(ctx, corpus, out_dir, method, config_path, overrides, resume, threa
     else:
         scores = (f"masked accuracy (anchor) {final.get('anchor_accuracy', float('nan')):.3f}"
                   + (f", enhanced {final['enhanced_accuracy']:.3f}" if "enhanced_accuracy" in final else ""))
+    processes = f" x {summary['processes']} processes" if summary["processes"] > 1 else ""
     click.echo(f"{summary['method']}: {summary['steps']} steps, {summary['compute_seconds']:.0f} s of compute on "
-               f"{summary['device']}; {scores}; encoder: {out_dir / 'encoder.pt'}")
+               f"{summary['device']}{processes} ({summary['precision']}); {scores}; encoder: {out_dir / 'encoder.pt'}")

@@ -9,6 +9,7 @@ from usrasr.utils.errors import UsrasrError
 
 METHODS = ("bestrq", "birq", "just")
 ARCHITECTURES = ("auto", "conformer", "tdnn")
+PRECISIONS = ("auto", "bf16", "fp32")
 
 
 @dataclass
@@ -66,12 +67,18 @@ class PretrainConfig(YamlConfig):
     # stop after this much compute (0 = no limit), for equal-compute comparisons: CPU time
     # summed over threads on a CPU, wall time on a GPU
     time_budget_minutes: float = 0.0
-    batch_frames: int = 16000  # input frames per batch, padding included
+    # input frames (10 ms) of audio per batch, padding not counted: the max_duration (batch_frames / 100 s)
+    # of Lhotse's DynamicBucketingSampler, which batches utterances of similar length.  Under torchrun
+    # the processes share each batch: raise it with the number of GPUs to keep each one busy
+    batch_frames: int = 16000
     lr: float = 1e-3
     warmup_steps: int = 200
     grad_clip: float = 5.0
     checkpoint_every: int = 100
     device: str = "auto"
+    # the forward pass and losses under autocast: "bf16", "fp32" (no autocast), or "auto": bf16 on a GPU
+    # that has it, fp32 otherwise (bf16 on a CPU runs, but slower than fp32)
+    precision: str = "auto"
     seed: int = 0
 
     def __post_init__(self) -> None:
@@ -79,6 +86,8 @@ class PretrainConfig(YamlConfig):
             raise UsrasrError(f"method must be one of {', '.join(METHODS)}, got '{self.method}'")
         if self.arch not in ARCHITECTURES:
             raise UsrasrError(f"arch must be one of {', '.join(ARCHITECTURES)}, got '{self.arch}'")
+        if self.precision not in PRECISIONS:
+            raise UsrasrError(f"precision must be one of {', '.join(PRECISIONS)}, got '{self.precision}'")
         if (self.method == "just") != bool(self.multilingual):
             raise UsrasrError("method just needs --set multilingual=DIR (a corpus of `usrasr prepare multilingual`)"
                               if self.method == "just" else f"multilingual is read by method just only, not {self.method}")

@@ -28,7 +28,14 @@ from usrasr.lang.symbols import SymbolTable
 from usrasr.models.encoder import SslEncoder, length_batches, save_encoder
 from usrasr.pretrain.config import PretrainConfig
 from usrasr.pretrain.objectives import (
-    BatchOrder, Objective, PretrainModel, Step, padded, span_mask, subsampled_valid,
+    BucketedBatches,
+    Objective,
+    PretrainModel,
+    Share,
+    Step,
+    padded,
+    span_mask,
+    subsampled_valid,
 )
 from usrasr.utils.console import log
 from usrasr.utils.errors import UsrasrError
@@ -164,25 +171,32 @@ class JustModel(nn.Module):
         self.phone_head = phone_head
         self.weight = weight
 
-    def loss(self, feats: Tensor, feat_lens: Tensor, masked: Tensor | None, labels: list[Tensor] | None = None
-             ) -> tuple[Tensor, dict[str, float]]:
+    def loss(self, feats: Tensor, feat_lens: Tensor, masked: Tensor | None, labels: list[Tensor] | None = None,
+             masked_frames: float | None = None, utterances: float | None = None) -> tuple[Tensor, dict[str, float]]:
         """Phone CTC (per utterance, over its phones, as ``F.ctc_loss``'s "mean") when ``labels`` are
-        given, plus ``weight`` x the masked-prediction loss when ``masked`` is; one encoder pass."""
+        given, plus ``weight`` x the masked-prediction loss when ``masked`` is; one encoder pass.
+        ``masked_frames`` and ``utterances`` divide the sums the two means take (default: this
+        batch's masked frames and utterances; see :class:`~usrasr.pretrain.objectives.Share`)."""
         x, lengths, valid = self.encoder.front_end(feats, feat_lens)
         masked = None if masked is None else masked & valid
         hidden = self.encoder.run_layers(x, valid, masked)[-1]
         parts: dict[str, float] = {}
-        loss = hidden.new_zeros(())
-        if masked is not None and masked.any():
-            loss = loss + self.weight * self.masked_prediction.anchor_loss(feats, feat_lens, hidden, masked, parts)
+        loss = hidden.new_zeros((), dtype=torch.float32)
+        if masked is not None:
+            loss = loss + self.weight * self.masked_prediction.anchor_loss(feats, feat_lens, hidden, masked, parts,
+                                                                           masked_frames)
         if labels is not None:
-            ctc = self.ctc_loss(hidden, lengths, labels)
+            per_phone = self.ctc_loss(hidden, lengths, labels, reduction="none") / torch.tensor(
+                [max(len(t), 1) for t in labels], device=hidden.device)
+            ctc = per_phone.sum() / (len(labels) if utterances is None else utterances)
             parts["ctc_loss"] = ctc.item()
             loss = loss + ctc
         return loss, parts
 
+    forward = loss  # DistributedDataParallel runs a module through its forward
+
     def ctc_loss(self, hidden: Tensor, lengths: Tensor, labels: list[Tensor], reduction: str = "mean") -> Tensor:
-        log_probs = self.phone_head(hidden).log_softmax(-1).transpose(0, 1)  # (T', B, P)
+        log_probs = self.phone_head(hidden).float().log_softmax(-1).transpose(0, 1)  # (T', B, P), float32
         return F.ctc_loss(log_probs, torch.cat(labels).to(hidden.device), lengths,
                           torch.tensor([len(t) for t in labels], device=hidden.device), blank=0,
                           reduction=reduction, zero_infinity=True)
@@ -218,8 +232,11 @@ class JustObjective(Objective):
         self.model = JustModel(bestrq, ArticulatoryPhoneHead(config.hidden_dim, features), config.just_weight)
         self.model.to(device)
         self.target_share = config.target_share if config.just_weight > 0 else 0.0
-        self.orders = {"labelled": BatchOrder([len(f) for f in self.labelled.feats], config.batch_frames),
-                       "target": BatchOrder([len(f) for f in self.target.feats], config.batch_frames)}
+        self.batches = {
+            "labelled": BucketedBatches(CorpusLayout(multilingual).cuts(LABELLED_SPLIT), self.labelled.ids,
+                                        config.batch_frames, config.seed),
+            "target": BucketedBatches(CorpusLayout(corpus).cuts(TARGET_SPLIT), self.target.ids, config.batch_frames,
+                                      config.seed)}
         log.info("just: %d labelled utterances (%.2f h; %s), %d target utterances (%.2f h)",
                  len(self.labelled.ids), sum(len(f) for f in self.labelled.feats) / 360000,
                  ", ".join(sorted(set(self.labelled.languages))), len(self.target.ids),
@@ -231,17 +248,22 @@ class JustObjective(Objective):
             return None
         return span_mask(subsampled_valid(lens, c.subsampling), c.mask_prob, c.mask_span, generator)
 
-    def step(self, step: int, generator: torch.Generator, device: torch.device) -> Step:
-        if is_target_step(step, self.target_share):
-            batch = self.orders["target"].next(generator)
-            feats, lens = padded(self.target.feats, batch, device)
-            loss, parts = self.model.loss(feats, lens, self._mask(lens, generator))
-            return Step(loss, {f"target_{k}": v for k, v in parts.items()}, "just: target (masked)")
-        batch = self.orders["labelled"].next(generator)
-        feats, lens = padded(self.labelled.feats, batch, device)
-        loss, parts = self.model.loss(feats, lens, self._mask(lens, generator),
-                                      [self.labelled.labels[i] for i in batch])
-        return Step(loss, parts, "just: labelled (ctc + masked)" if self.config.just_weight else "just: labelled (ctc)")
+    def step(self, step: int, generator: torch.Generator, network: nn.Module, device: torch.device) -> Step:
+        target = is_target_step(step, self.target_share)
+        audio = self.target.feats if target else self.labelled.feats
+        batch = self.batches["target" if target else "labelled"].next()
+        masked = self._mask(torch.tensor([len(audio[i]) for i in batch]), generator)
+        share = Share.of(batch, masked)
+        utterances = share.utterances_of(batch)
+        feats, lens = padded(audio, utterances, device)
+        masked = None if masked is None else share.mask(masked, lens, self.config.subsampling, device)
+        if target:
+            loss, parts = network(feats, lens, masked, None, share.masked_frames)
+            return share.weighted(Step(loss, {f"target_{k}": v for k, v in parts.items()}, "just: target (masked)"))
+        loss, parts = network(feats, lens, masked, [self.labelled.labels[i] for i in utterances], share.masked_frames,
+                              share.utterances)
+        return share.weighted(Step(loss, parts, "just: labelled (ctc + masked)" if self.config.just_weight
+                                   else "just: labelled (ctc)"))
 
     def status(self, parts: dict[str, float]) -> str:
         if "ctc_loss" in parts:

@@ -1,11 +1,14 @@
 """The objectives of ``usrasr pretrain``: BEST-RQ's and BiRQ's frozen random-projection
-quantisers, their masked-prediction losses, the optional speaker adversary, and what
-every method gives the one training loop (:class:`Objective`)."""
+quantisers, their masked-prediction losses, the optional speaker adversary, the batches
+(Lhotse's dynamic bucketing sampler) and each process's share of them, and what every
+method gives the one training loop (:class:`Objective`)."""
 
 from __future__ import annotations
 
+import copy
 import math
 from dataclasses import dataclass
+from functools import partial
 from pathlib import Path
 from typing import NamedTuple
 
@@ -14,8 +17,10 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 from torch.nn.utils.rnn import pad_sequence
 
+from usrasr.corpus.features import FRAME_SHIFT
 from usrasr.models.acoustic import utterance_cmvn, valid_mask
-from usrasr.models.encoder import SslEncoder, length_batches
+from usrasr.models.encoder import SslEncoder
+from usrasr.utils.distributed import process_rank, shard, world_size
 from usrasr.utils.errors import UsrasrError
 
 
@@ -32,8 +37,10 @@ class RandomProjectionQuantizer(nn.Module):
         self.register_buffer("codebook", F.normalize(torch.randn(codebook_size, codebook_dim, generator=generator), dim=-1))
 
     def similarities(self, x: Tensor) -> Tensor:
-        """Cosine similarity of each projected frame to every code: (..., codebook_size)."""
-        return F.normalize(x @ self.projection, dim=-1) @ self.codebook.t()
+        """Cosine similarity of each projected frame to every code: (..., codebook_size), in float32
+        under autocast too: a bf16 projection would move frames near a boundary to another code."""
+        with torch.autocast(x.device.type, enabled=False):
+            return F.normalize(x.float() @ self.projection, dim=-1) @ self.codebook.t()
 
     def forward(self, x: Tensor) -> Tensor:
         return self.similarities(x).argmax(-1)
@@ -138,35 +145,42 @@ class PretrainModel(nn.Module):
             self.speaker_head = nn.Linear(c.hidden_dim, adversary.num_speakers)
 
     def anchor_loss(self, feats: Tensor, feat_lens: Tensor, hidden: Tensor, masked: Tensor,
-                    parts: dict[str, float]) -> Tensor:
+                    parts: dict[str, float], masked_frames: float | None = None) -> Tensor:
         """BEST-RQ's cross-entropy (nats per masked frame) of the last layer's ``hidden`` (B, T', C)
-        on the ``masked`` frames against the frozen quantiser's codes of the input there."""
+        on the ``masked`` frames against the frozen quantiser's codes of the input there.
+        ``masked_frames`` is what the sum over the frames is divided by (default: their number)."""
         with torch.no_grad():
             anchor = self.anchor_quantizer(stack_frames(feats, feat_lens, self.encoder.config.subsampling))[masked]
-        anchor_logits = self.anchor_head(hidden[masked])
-        anchor_loss = F.cross_entropy(anchor_logits, anchor)
+        anchor_logits = self.anchor_head(hidden[masked]).float()
+        count = max(int(masked.sum()) if masked_frames is None else masked_frames, 1)
+        anchor_loss = F.cross_entropy(anchor_logits, anchor, reduction="sum") / count
         parts.update(anchor_loss=anchor_loss.item(),
-                     anchor_accuracy=(anchor_logits.argmax(-1) == anchor).float().mean().item())
+                     anchor_accuracy=(anchor_logits.argmax(-1) == anchor).sum().item() / count)
         return anchor_loss
 
     def loss(self, feats: Tensor, feat_lens: Tensor, masked: Tensor, enhanced: bool = False,
-             speakers: Tensor | None = None) -> tuple[Tensor, dict[str, float]]:
+             speakers: Tensor | None = None, masked_frames: float | None = None) -> tuple[Tensor, dict[str, float]]:
         """Masked-prediction cross-entropy (nats per masked frame) and its parts; ``enhanced``
         adds BiRQ's enhanced labels; with a speaker adversary, ``speakers`` (B,) are the
-        utterances' (pseudo-)speaker indices."""
+        utterances' (pseudo-)speaker indices.  ``masked_frames``: the masked-frame means'
+        divisor (default: this batch's masked frames; see :class:`Share`)."""
         x, _, valid = self.encoder.front_end(feats, feat_lens)
         masked = masked & valid
         outputs = self.encoder.run_layers(x, valid, masked)
         parts: dict[str, float] = {}
-        loss = self.anchor_loss(feats, feat_lens, outputs[-1], masked, parts)
+        if masked_frames is None:
+            masked_frames = int(masked.sum())
+        loss = self.anchor_loss(feats, feat_lens, outputs[-1], masked, parts, masked_frames)
         if self.adversary is not None:
             loss = loss + self._speaker_loss(outputs[self.adversary.layer - 1], valid, masked, speakers, parts)
         if enhanced:
-            loss = loss + self._enhanced_loss(x, valid, masked, outputs[-1][masked], parts)
+            loss = loss + self._enhanced_loss(x, valid, masked, outputs[-1][masked], parts, masked_frames)
         return loss, parts
 
+    forward = loss  # DistributedDataParallel runs a module through its forward
+
     def _enhanced_loss(self, x: Tensor, valid: Tensor, masked: Tensor, hidden: Tensor,
-                       parts: dict[str, float]) -> Tensor:
+                       parts: dict[str, float], masked_frames: float) -> Tensor:
         # BiRQ: the enhanced labels come from the model's own (unmasked) lower layers; with
         # label_grad_scale > 0 the straight-through Gumbel-softmax lets the prediction loss
         # reach those layers through the labels too (the first-order bilevel step).
@@ -186,15 +200,16 @@ class PretrainModel(nn.Module):
         # the full gradient collapses the labels onto a few codes, and even a share of it
         # makes the generator's layers trade phone information for predictable labels
         targets = hard + e.label_grad_scale * (soft - soft.detach())
-        enhanced_logits = self.enhanced_head(hidden)
-        enhanced_loss = -(targets * enhanced_logits.log_softmax(-1)).sum(-1).mean()
+        enhanced_logits = self.enhanced_head(hidden).float()
+        enhanced_loss = -(targets * enhanced_logits.log_softmax(-1)).sum() / max(masked_frames, 1)
         # wav2vec 2.0's diversity term: 1 - perplexity / V of the generator's average code distribution
         average = code_logits[valid].softmax(-1).mean(0)
         code_perplexity = perplexity(average)
         diversity = 1.0 - code_perplexity / average.numel()
         parts.update(enhanced_loss=enhanced_loss.item(), code_perplexity=code_perplexity.item(),
                      label_perplexity=perplexity(hard.detach().mean(0)).item(),
-                     enhanced_accuracy=(enhanced_logits.argmax(-1) == targets.argmax(-1)).float().mean().item())
+                     enhanced_accuracy=(enhanced_logits.argmax(-1) == targets.argmax(-1)).sum().item()
+                     / max(masked_frames, 1))
         return e.weight * enhanced_loss + e.diversity_weight * diversity
 
     def _speaker_loss(self, layer: Tensor, valid: Tensor, masked: Tensor, speakers: Tensor | None,
@@ -206,7 +221,7 @@ class PretrainModel(nn.Module):
         # reversed gradient makes the encoder ascend it.
         frames = utterance_cmvn(layer, valid)[valid & ~masked]
         targets = speakers[:, None].expand_as(valid)[valid & ~masked]
-        logits = self.speaker_head(reverse_gradient(frames, self.adversary.weight))
+        logits = self.speaker_head(reverse_gradient(frames, self.adversary.weight)).float()
         speaker_loss = F.cross_entropy(logits, targets)
         parts.update(speaker_loss=speaker_loss.item(),
                      speaker_accuracy=(logits.argmax(-1) == targets).float().mean().item())
@@ -225,18 +240,91 @@ def padded(feats: list[Tensor], batch: list[int], device: torch.device) -> tuple
             torch.tensor([len(feats[i]) for i in batch], device=device))
 
 
-class BatchOrder:
-    """Length-sorted batches of one set of utterances, drawn in a fresh random order every
-    epoch; ``queue`` (the batches left in this epoch) is what a resumed run needs."""
+BUCKETS = 10  # Lhotse's default (fewer for fewer utterances)
 
-    def __init__(self, lengths: list[int], max_frames: int):
-        self.batches = length_batches(lengths, max_frames)
-        self.queue: list[int] = []
 
-    def next(self, generator: torch.Generator) -> list[int]:
-        if not self.queue:
-            self.queue = torch.randperm(len(self.batches), generator=generator).tolist()
-        return self.batches[self.queue.pop()]
+def _listed(index: dict[str, int], cut) -> bool:
+    return cut.id in index
+
+
+class BucketedBatches:
+    """Batches of one set of utterances from Lhotse's ``DynamicBucketingSampler`` over their cut
+    manifest: utterances of similar duration together (little padding), ``max_frames`` input
+    frames of audio a batch (its ``max_duration``, padding not counted), buckets and utterances
+    shuffled by ``seed``, afresh every epoch.  A batch is the utterances' positions in ``ids``
+    (whose features the objective holds).  Every process draws the same batches (a sampler of
+    world size 1 each, the batch then shared out by :class:`Share`), so they do not depend on the
+    number of processes; ``state_dict`` (the epoch and the batches drawn in it) resumes exactly."""
+
+    def __init__(self, manifest: Path, ids: list[str], max_frames: int, seed: int):
+        from lhotse import load_manifest_lazy
+        from lhotse.dataset import DynamicBucketingSampler
+
+        self.index = {cut_id: i for i, cut_id in enumerate(ids)}
+        # read lazily, as the sampler is meant to stream a manifest; utterances the objective left out
+        # (a multilingual corpus's other languages, say) are left out here too
+        cuts = load_manifest_lazy(manifest).filter(partial(_listed, self.index))
+        self.sampler = DynamicBucketingSampler(cuts, max_duration=max_frames * FRAME_SHIFT, shuffle=True, seed=seed,
+                                               num_buckets=min(BUCKETS, len(ids)), world_size=1, rank=0)
+        iter(self.sampler)
+
+    def next(self) -> list[int]:
+        try:
+            cuts = next(self.sampler)
+        except StopIteration:  # the epoch is over: the next one, in a fresh order
+            self.sampler.set_epoch(self.sampler.epoch + 1)
+            iter(self.sampler)
+            cuts = next(self.sampler)
+        return [self.index[cut.id] for cut in cuts]
+
+    def state_dict(self) -> dict:
+        return self.sampler.state_dict()
+
+    def load_state_dict(self, state: dict) -> None:
+        self.sampler.load_state_dict(copy.deepcopy(state))  # Lhotse empties the dict it loads
+        iter(self.sampler)
+
+
+@dataclass
+class Share:
+    """This process's share of a global batch (all of it with one process).
+
+    Every process draws the same batch and masks; process ``rank`` of ``world`` takes every
+    ``world``-th utterance.  A part of the loss that is a mean over the batch's masked frames
+    (or utterances) is taken on each process as its sum over the share divided by the
+    batch's count over the processes (``masked_frames``, ``utterances``): DDP averages the
+    processes' gradients, and that average is then the gradient of the whole batch's mean, as
+    one process computes it.  BiRQ's code balancing and diversity term and the speaker
+    adversary are means over each share.  A batch with fewer utterances than processes leaves
+    some without one: they take a copy of one whose loss counts zero (``weight`` 0), so
+    that every process still runs the forward and backward passes DDP waits for."""
+
+    rows: list[int]  # positions in the global batch
+    masked_frames: float
+    utterances: float
+    weight: float
+
+    @classmethod
+    def of(cls, batch: list[int], masked: Tensor | None) -> Share:
+        """Process ``process_rank()``'s share of ``batch`` whose (B, T') ``masked`` frames are drawn."""
+        rank, world = process_rank(), world_size()
+        rows = shard(range(len(batch)), rank, world)
+        weight = 1.0 if rows else 0.0
+        frames = 0.0 if masked is None else int(masked.sum()) / world
+        return cls(rows or [rank % len(batch)], frames, len(batch) / world, weight)
+
+    def utterances_of(self, batch: list[int]) -> list[int]:
+        return [batch[row] for row in self.rows]
+
+    def mask(self, masked: Tensor, lens: Tensor, subsampling: int, device: torch.device) -> Tensor:
+        """The share's rows of the batch's ``masked``, cut to its own longest output (``lens``: its input lengths)."""
+        frames = int((lens.max() + subsampling - 1) // subsampling)
+        return masked[self.rows, :frames].to(device)
+
+    def weighted(self, step: Step) -> Step:
+        if self.weight == 1.0:
+            return step
+        return Step(step.loss * self.weight, {k: v * self.weight for k, v in step.parts.items()}, step.series)
 
 
 class Step(NamedTuple):
@@ -250,9 +338,11 @@ class Objective:
     step's loss, the state a resumed run needs beyond the loop's own, and the finished encoder."""
 
     model: nn.Module
-    orders: dict[str, BatchOrder]  # their queues are saved with every checkpoint
+    batches: dict[str, BucketedBatches]  # their samplers' states are saved with every checkpoint
 
-    def step(self, step: int, generator: torch.Generator, device: torch.device) -> Step:
+    def step(self, step: int, generator: torch.Generator, network: nn.Module, device: torch.device) -> Step:
+        """This process's share of step ``step``'s loss (see :class:`Share`), computed by ``network``
+        (``model``, or its DDP wrapper); masks are drawn from ``generator``."""
         raise NotImplementedError
 
     def status(self, parts: dict[str, float]) -> str:
