@@ -17,15 +17,7 @@ from usrasr.corpus.layout import CorpusLayout
 from usrasr.models.encoder import EncoderConfig, SslEncoder, load_encoder
 from usrasr.pretrain import objectives
 from usrasr.pretrain.just import ArticulatoryPhoneHead, JustModel
-from usrasr.pretrain.objectives import (
-    BucketedBatches,
-    PretrainModel,
-    Share,
-    Step,
-    padded,
-    span_mask,
-    subsampled_valid,
-)
+from usrasr.pretrain.objectives import BucketedBatches, Share, padded
 
 
 def _rows(out):
@@ -70,7 +62,7 @@ def _batch(count=5, seed=0):
     feats = [torch.randn(int(torch.randint(30, 70, (), generator=generator)), 80, generator=generator)
              for _ in range(count)]
     lengths = torch.tensor([len(f) for f in feats])
-    masked = span_mask(subsampled_valid(lengths, 2), 0.2, 3, torch.Generator().manual_seed(seed))
+    masked = objectives.span_mask(objectives.subsampled_valid(lengths, 2), 0.2, 3, torch.Generator().manual_seed(seed))
     labels = [torch.randint(1, 6, (int(torch.randint(2, 6, (), generator=generator)),), generator=generator)
               for _ in range(count)]
     return feats, masked, labels
@@ -79,7 +71,7 @@ def _batch(count=5, seed=0):
 def _model(just: bool):
     torch.manual_seed(0)
     encoder = SslEncoder(EncoderConfig(hidden_dim=32, num_layers=2, num_heads=2, dropout=0.0))
-    bestrq = PretrainModel(encoder, 16, 4, seed=0)
+    bestrq = objectives.PretrainModel(encoder, 16, 4, seed=0)
     if not just:
         return bestrq
     features = torch.randint(-1, 2, (6, 4), generator=torch.Generator().manual_seed(1)).float()
@@ -122,7 +114,7 @@ def test_shares_of_a_batch_average_to_its_whole_loss_and_gradient(monkeypatch, j
     monkeypatch.setattr(objectives, "process_rank", lambda: 1)
     alone = Share.of([7], masked[:1])
     assert alone.rows == [0] and alone.weight == 0
-    step = alone.weighted(Step(torch.tensor(2.0), {"anchor_loss": 2.0}, "x"))
+    step = alone.weighted(objectives.Step(torch.tensor(2.0), {"anchor_loss": 2.0}, "x"))
     assert step.loss.item() == 0 and step.parts == {"anchor_loss": 0.0}
 
 

@@ -217,6 +217,8 @@ def pretrain(corpus: str | Path, out: str | Path, config: PretrainConfig, resume
                 torch.nn.utils.clip_grad_norm_(model.parameters(), config.grad_clip)
                 optimizer.step()
                 scheduler.step()
+                if cuda:
+                    torch.cuda.synchronize()  # the step's kernels run asynchronously: count them in its time
                 seconds = clock() - started
                 # the whole batch's loss and parts, and the compute of every process (see Share)
                 totals = mean_over_processes(torch.tensor([loss.item(), *parts.values(), seconds],
