@@ -240,7 +240,9 @@ def padded(feats: list[Tensor], batch: list[int], device: torch.device) -> tuple
             torch.tensor([len(feats[i]) for i in batch], device=device))
 
 
-BUCKETS = 10  # Lhotse's default (fewer for fewer utterances)
+# twice Lhotse's default: on the default corpus, half the padding and batches still near full
+# (docs/results/2026-12-07-pretrain-scale-cpu.md); fewer for fewer utterances
+BUCKETS = 20
 
 
 def _listed(index: dict[str, int], cut) -> bool:
