@@ -77,7 +77,7 @@ class PretrainConfig(YamlConfig):
     checkpoint_every: int = 100
     device: str = "auto"
     # the forward pass and losses under autocast: "bf16", "fp32" (no autocast), or "auto": bf16 on a GPU
-    # that has it, fp32 otherwise (bf16 on a CPU runs, but slower than fp32)
+    # that has it, fp32 otherwise (bf16 runs on a CPU too; faster only on one with bf16 units, e.g. AMX)
     precision: str = "auto"
     seed: int = 0
 
