@@ -11,6 +11,7 @@ import torch
 from click.testing import CliRunner
 from lhotse import load_manifest
 
+from tests.pretrain.test_just import JUST_TINY, write_multilingual
 from tests.pretrain.test_pretrain import TINY, run_cli
 from usrasr.cli import cli
 from usrasr.corpus.layout import CorpusLayout
@@ -153,20 +154,29 @@ def test_resume_with_another_number_of_processes_says_so_in_one_line(tiny_corpus
     assert [line for line in result.output.splitlines() if message in line]
 
 
+ENV = {**os.environ, "OMP_NUM_THREADS": "1"}
+
+
+def _one_and_two_processes(args: list[str], tmp_path) -> tuple:
+    """``usrasr ARGS`` in one process (``tmp_path/one``) and under torchrun in two (``tmp_path/two``);
+    the two directories and torchrun's completed process."""
+    one, two = tmp_path / "one", tmp_path / "two"
+    subprocess.run([sys.executable, "-m", "usrasr", *args, "--out", str(one)], check=True, capture_output=True,
+                   env=ENV, timeout=300)
+    result = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2",
+                             "-m", "usrasr", *args, "--out", str(two)], check=False, capture_output=True, text=True,
+                            env=ENV, timeout=300)
+    assert result.returncode == 0, result.stderr[-3000:]
+    return one, two, result
+
+
 @pytest.mark.slow
 def test_torchrun_two_processes_pretrain_as_one_does_and_resume_only_with_two(tiny_corpus, tmp_path):
     """Two gloo processes on the tiny corpus: the same batches, masks and updates as one process
     (no dropout), up to float rounding; rank 0 alone writes; resuming with one process is refused."""
-    env = {**os.environ, "OMP_NUM_THREADS": "1"}
     args = ["-q", "pretrain", "--corpus", str(tiny_corpus), *TINY, "--set", "steps=6", "--set", "dropout=0.0",
             "--set", "checkpoint_every=3"]
-    one, two = tmp_path / "one", tmp_path / "two"
-    subprocess.run([sys.executable, "-m", "usrasr", *args, "--out", str(one)], check=True, capture_output=True,
-                   env=env, timeout=300)
-    result = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2",
-                             "-m", "usrasr", *args, "--out", str(two)], check=False, capture_output=True, text=True,
-                            env=env, timeout=300)
-    assert result.returncode == 0, result.stderr[-3000:]
+    one, two, result = _one_and_two_processes(args, tmp_path)
     assert "x 2 processes" in result.stdout
     rows_one, rows_two = _rows(one), _rows(two)
     assert [r["step"] for r in rows_two] == list(range(1, 7))  # one row per step: rank 0 alone writes
@@ -180,6 +190,23 @@ def test_torchrun_two_processes_pretrain_as_one_does_and_resume_only_with_two(ti
         torch.testing.assert_close(encoder_two.state_dict()[name], value, rtol=0, atol=5e-4)
     assert json.loads((two / "summary.json").read_text())["processes"] == 2
     resumed = subprocess.run([sys.executable, "-m", "usrasr", *args, "--set", "steps=8", "--out", str(two), "--resume"],
-                             check=False, capture_output=True, text=True, env=env, timeout=300)
+                             check=False, capture_output=True, text=True, env=ENV, timeout=300)
     assert resumed.returncode != 0
     assert "was written by a run of 2 process(es); resume it with as many, not 1" in resumed.stderr
+
+
+@pytest.mark.slow
+def test_torchrun_two_processes_pretrain_just_as_one_does(tiny_corpus, tmp_path):
+    """JUST's target steps leave the phone head unused (DDP must be told); its two losses, phone CTC
+    over utterances and masked prediction over frames, are weighted apart and match one process."""
+    multilingual = write_multilingual(tmp_path / "multilingual")
+    args = ["-q", "pretrain", "--corpus", str(tiny_corpus), *JUST_TINY, "--set", f"multilingual={multilingual}",
+            "--set", "steps=10"]
+    one, two, _ = _one_and_two_processes(args, tmp_path)
+    rows_one, rows_two = _rows(one), _rows(two)
+    assert [r["model"] for r in rows_two] == [r["model"] for r in rows_one] and len(rows_two) == 10
+    assert any("target" in r["model"] for r in rows_two) and any("ctc_loss" in r for r in rows_two)
+    for a, b in zip(rows_one, rows_two):
+        for key in ("loss", "ctc_loss", "anchor_loss", "target_anchor_loss"):
+            if key in a:
+                assert b[key] == pytest.approx(a[key], rel=1e-4), (a["step"], key)
