@@ -1,15 +1,21 @@
+import itertools
+import math
+
 import pytest
 import torch
+from panphon.distance import Distance
 from torch import nn
 
 from usrasr.lang.inventory import project_phone_ipa
 from usrasr.lang.phones import SILENCE, SPOKEN_NOISE
 from usrasr.lang.symbols import PHONE_TOKENS
-from usrasr.models.crosslingual import NEVER, crosslingual_ctc_model
+from usrasr.models.acoustic import load_model, save_model
+from usrasr.models.crosslingual import class_statistics, crosslingual_ctc_model, divide_by_prior
 from usrasr.models.encoder import EncoderConfig, SslEncoder, save_encoder
 from usrasr.utils.errors import UsrasrError
 
 UNIVERSAL = ["<blk>", "s", "a", "i", "m", "t", "ʃ", "u", "o", "e", "n", "k"]
+TOKENS = list(PHONE_TOKENS.symbols)
 
 
 def _just_encoder(path, with_head=True):
@@ -20,30 +26,88 @@ def _just_encoder(path, with_head=True):
     return encoder.eval(), head
 
 
-def test_each_target_token_reads_the_row_of_its_nearest_universal_phone(tmp_path):
-    encoder, head = _just_encoder(tmp_path / "encoder.pt")
-    tokens = list(PHONE_TOKENS.symbols)
-    model, mapping = crosslingual_ctc_model(tmp_path / "encoder.pt", tokens, project_phone_ipa(), SILENCE)
-    assert (mapping["S"], mapping["SH"], mapping["IY"], mapping["M"], mapping[SILENCE]) == ("s", "ʃ", "i", "m", "<blk>")
-    assert mapping[SPOKEN_NOISE] == ""
-
-    feats = torch.randn(2, 37, 80)
-    lens = torch.tensor([37, 30])
+def _universal_posteriors(encoder, head, feats, lens):
+    """The recogniser's own phone posteriors, computed independently of the target model."""
     with torch.no_grad():
         layers, out_lens = encoder(feats, lens)
-        universal = head(layers[-1])  # the recogniser's own logits, computed independently
-        rows = [0 if t in ("<eps>", SILENCE) else UNIVERSAL.index(mapping[t]) if mapping.get(t) else None
-                for t in tokens]
-        expected = torch.stack([universal[..., r] if r is not None else torch.full_like(universal[..., 0], NEVER)
-                                for r in rows], dim=-1)
+        return torch.softmax(head(layers[-1]), dim=-1), out_lens
+
+
+def _expected_weights(neighbours, temperature):
+    """Token -> {universal phone: weight}, from panphon's distances computed here."""
+    distance = Distance().weighted_feature_edit_distance
+    ipa = project_phone_ipa()
+    weights = {}
+    for token in TOKENS[1:]:
+        if token == SILENCE:
+            weights[token] = {"<blk>": 1.0}
+        elif token in ipa:
+            near = sorted(UNIVERSAL[1:], key=lambda p: distance(ipa[token], p))[:neighbours]
+            nearest = distance(ipa[token], near[0])
+            weights[token] = {p: math.exp(-(distance(ipa[token], p) - nearest) / temperature) for p in near}
+        else:
+            weights[token] = {}
+    return weights
+
+
+@pytest.mark.parametrize("neighbours, temperature", [(1, 1.0), (3, 0.5)])
+def test_each_token_scores_the_weighted_posteriors_of_its_nearest_universal_phones(tmp_path, neighbours, temperature):
+    encoder, head = _just_encoder(tmp_path / "encoder.pt")
+    model, mapping = crosslingual_ctc_model(tmp_path / "encoder.pt", TOKENS, project_phone_ipa(), SILENCE,
+                                            neighbours, temperature)
+    weights = _expected_weights(neighbours, temperature)
+    assert mapping[SPOKEN_NOISE] == {} and mapping[SILENCE] == {"<blk>": 1.0}
+    assert {t: set(m) for t, m in mapping.items()} == {t: set(w) for t, w in weights.items()}
+    assert all(mapping[t][p] == pytest.approx(w, abs=1e-4) for t in weights for p, w in weights[t].items())
+    if neighbours == 1:
+        assert (next(iter(mapping["S"])), next(iter(mapping["SH"])), next(iter(mapping["M"]))) == ("s", "ʃ", "m")
+
+    feats, lens = torch.randn(2, 37, 80), torch.tensor([37, 30])
+    posteriors, out_lens = _universal_posteriors(encoder, head, feats, lens)
+    columns = [posteriors[..., 0]] + [sum((w * posteriors[..., UNIVERSAL.index(p)] for p, w in weights[t].items()),
+                                          torch.zeros_like(posteriors[..., 0])) for t in TOKENS[1:]]
+    expected = torch.log(torch.stack(columns, dim=-1).clamp(min=1e-30))
+    with torch.no_grad():
         got, got_lens = model(feats, lens)
     assert torch.equal(got_lens, out_lens)
     for b, n in enumerate(out_lens.tolist()):
-        assert torch.allclose(got[b, :n], torch.log_softmax(expected[b, :n], dim=-1), atol=1e-5)
-    assert got[..., tokens.index(SPOKEN_NOISE)].max() < -1000
+        assert torch.allclose(got[b, :n], torch.log_softmax(expected[b, :n], dim=-1), atol=1e-4)
+    assert got[..., TOKENS.index(SPOKEN_NOISE)].max() < -50
+
+    save_model(tmp_path / "model.pt", model, TOKENS)
+    with torch.no_grad():
+        assert torch.allclose(load_model(tmp_path / "model.pt").model(feats, lens)[0], got)
+
+
+def test_class_statistics_are_the_mean_posteriors_and_greedy_lengths(tmp_path):
+    encoder, head = _just_encoder(tmp_path / "encoder.pt")
+    model, _ = crosslingual_ctc_model(tmp_path / "encoder.pt", TOKENS, project_phone_ipa(), SILENCE)
+    feats = [torch.randn(n, 80) for n in (37, 30, 52)]
+    prior, lengths = class_statistics(model, feats, batch_size=2)
+    frames, total, expected_lengths = 0, torch.zeros(len(UNIVERSAL)), []
+    for f in feats:
+        posteriors, n = _universal_posteriors(encoder, head, f[None], torch.tensor([len(f)]))
+        posteriors = posteriors[0, :int(n)]
+        total, frames = total + posteriors.sum(0), frames + len(posteriors)
+        expected_lengths.append(sum(1 for best, _ in itertools.groupby(posteriors.argmax(-1).tolist()) if best))
+    assert torch.allclose(prior, total / frames, atol=1e-5) and lengths == expected_lengths
+
+
+def test_dividing_by_the_prior_scales_each_class_column(tmp_path):
+    _just_encoder(tmp_path / "encoder.pt")
+    model, _ = crosslingual_ctc_model(tmp_path / "encoder.pt", TOKENS, project_phone_ipa(), SILENCE, 3)
+    reads = model.token_map.clone()
+    prior = torch.linspace(0.01, 0.2, len(UNIVERSAL))
+    divide_by_prior(model, reads, prior, 0.0)
+    assert torch.equal(model.token_map, reads)
+    divide_by_prior(model, reads, prior, 0.5)
+    assert torch.allclose(model.token_map, reads / prior.sqrt())
 
 
 def test_an_encoder_without_a_phone_head_is_refused(tmp_path):
     _just_encoder(tmp_path / "encoder.pt", with_head=False)
     with pytest.raises(UsrasrError, match="--method just"):
-        crosslingual_ctc_model(tmp_path / "encoder.pt", list(PHONE_TOKENS.symbols), project_phone_ipa(), SILENCE)
+        crosslingual_ctc_model(tmp_path / "encoder.pt", TOKENS, project_phone_ipa(), SILENCE)
+    _just_encoder(tmp_path / "encoder.pt")
+    with pytest.raises(UsrasrError, match="at least one universal phone"):
+        crosslingual_ctc_model(tmp_path / "encoder.pt", TOKENS, project_phone_ipa(), SILENCE, 0)

@@ -3,7 +3,7 @@
 A phone recogniser trained on other languages speaks a universal IPA inventory;
 the target language's lexicon speaks its own phone set.  Knowing only the IPA of
 each target phone (a phoneme inventory, no transcribed speech), every target
-phone is read from the universal phone nearest to it in panphon's weighted
+phone is read from the universal phones nearest to it in panphon's weighted
 feature edit distance: the allophone-to-phoneme step of universal phone
 recognisers (Allosaurus), done with articulatory distance instead of a
 hand-made table.
@@ -47,12 +47,16 @@ def read_phone_ipa(path: str | Path) -> dict[str, str]:
     return table
 
 
-def nearest_phones(targets: Mapping[str, str], sources: Sequence[str]) -> dict[str, str]:
-    """For each target phone (name -> IPA), the source IPA phone at the least weighted
-    feature edit distance; ties go to the earlier source phone."""
+def ranked_phones(targets: Mapping[str, str], sources: Sequence[str], count: int) -> dict[str, list[tuple[str, float]]]:
+    """For each target phone (name -> IPA), the ``count`` source IPA phones at the least weighted
+    feature edit distance, nearest first, with their distances; ties keep the sources' order."""
     from panphon.distance import Distance
 
     if not sources:
         raise UsrasrError("the source inventory is empty")
     distance = Distance().weighted_feature_edit_distance
-    return {name: min(sources, key=lambda s: distance(ipa, s)) for name, ipa in targets.items()}
+    ranked = {}
+    for name, ipa in targets.items():
+        scored = sorted(((distance(ipa, s), i) for i, s in enumerate(sources)))[:count]
+        ranked[name] = [(sources[i], d) for d, i in scored]
+    return ranked

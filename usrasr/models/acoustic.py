@@ -29,6 +29,7 @@ from usrasr.utils.io import atomic_path
 
 CHECKPOINT_FORMAT = "usrasr-ctc-acoustic-v1"
 ARCHITECTURES = ("tdnn", "conformer")
+UNREACHABLE = 1e-30  # posterior floor of a token its classes cannot reach (the log stays finite)
 
 
 @dataclass
@@ -48,6 +49,10 @@ class AcousticModelConfig:
     num_heads: int = 4
     conv_kernel_size: int = 15
     ff_multiplier: int = 4
+    # Output classes read through a fixed token map (0: one output per token): a token scores the
+    # log of its classes' posteriors summed with the map's weights (the cross-lingual start reads
+    # the target's phones off universal phones this way).
+    classes: int = 0
 
     def __post_init__(self) -> None:
         if self.arch not in ARCHITECTURES:
@@ -182,7 +187,9 @@ class CtcAcousticModel(nn.Module):
                 ConformerLayer(c.hidden_dim, c.num_heads, c.conv_kernel_size, c.ff_multiplier, c.dropout)
                 for _ in range(c.num_layers)
             )
-        self.output = nn.Linear(c.hidden_dim, c.num_tokens)
+        self.output = nn.Linear(c.hidden_dim, c.classes or c.num_tokens)
+        if c.classes:
+            self.register_buffer("token_map", torch.zeros(c.num_tokens, c.classes))
 
     @property
     def subsampling(self) -> int:
@@ -191,6 +198,13 @@ class CtcAcousticModel(nn.Module):
 
     def forward(self, feats: torch.Tensor, feat_lens: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """Return ``(log_probs (B, T', V), out_lens (B,))`` with ``T' = ceil(T / subsampling)``."""
+        scores, lengths = self.class_scores(feats, feat_lens)
+        if self.config.classes:
+            scores = torch.log((torch.softmax(scores, dim=-1) @ self.token_map.T).clamp(min=UNREACHABLE))
+        return torch.log_softmax(scores, dim=-1), lengths
+
+    def class_scores(self, feats: torch.Tensor, feat_lens: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """The output layer's logits (B, T', classes or V) before any token map, and ``out_lens``."""
         feats = utterance_cmvn(feats, valid_mask(feat_lens, feats.shape[1]))
         x, lengths = self.subsampler(feats.transpose(1, 2), feat_lens)
         mask = valid_mask(lengths, x.shape[-1])
@@ -204,7 +218,7 @@ class CtcAcousticModel(nn.Module):
             x = x * mask.unsqueeze(-1)
             for layer in self.layers:
                 x = layer(x, mask)
-        return torch.log_softmax(self.output(x), dim=-1), lengths
+        return self.output(x), lengths
 
 
 def build_model(config: AcousticModelConfig) -> CtcAcousticModel:

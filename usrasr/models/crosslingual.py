@@ -1,49 +1,105 @@
 """A target-language CTC model read off a multilingual phone recogniser, with no target transcripts.
 
 A ``usrasr pretrain --method just`` encoder carries a CTC head over universal IPA
-phones.  Each target phone takes the output row of the universal phone nearest
-to it in articulatory features (:func:`usrasr.lang.inventory.nearest_phones`);
-target phones that share a universal phone share its row, and the phone or word
-LM of the decoding graph tells them apart.  Silence takes the blank's row (the
-head has no silence phone: CTC's blank covers pauses); tokens with no IPA
-(spoken noise) are never emitted.  The result is an ordinary CTC acoustic model
-of the target tokens: it decodes with the HP/HLG graphs and starts self-training
-like any other model.
+phones.  The target model keeps that head whole and reads each target phone off
+it through a token map (:class:`usrasr.models.acoustic.AcousticModelConfig`
+``classes``): a target phone scores the summed posteriors of the universal
+phones nearest to it in articulatory features
+(:func:`usrasr.lang.inventory.ranked_phones`), each weighted by how near it
+is.  A phone the universal inventory lacks (English /ɹ/, the diphthongs) is
+then heard in whichever of its neighbours the recogniser says, instead of
+being missed whenever the recogniser prefers the second-nearest.  Silence
+reads the blank (the head has no silence phone: CTC's blank covers pauses);
+tokens with no IPA (spoken noise) are never emitted.
+
+A label-free correction follows, on the target's untranscribed audio: the
+universal phones' posteriors are divided by their mean there raised to a power
+(:func:`class_statistics`, :func:`divide_by_prior`; the hybrid systems' scaled
+likelihoods at power 1), because a recogniser hearing a language it was not
+trained on says blank where it is unsure, and the decoder then drops phones.
+The result is an ordinary CTC acoustic model of the target tokens: it decodes
+with the HP/HLG graphs and starts self-training like any other model.
 """
 
 from __future__ import annotations
 
+import dataclasses
+import math
 from pathlib import Path
 from typing import Mapping, Sequence
 
 import torch
+from torch.nn.utils.rnn import pad_sequence
 
-from usrasr.lang.inventory import nearest_phones
-from usrasr.models.acoustic import CtcAcousticModel
+from usrasr.lang.inventory import ranked_phones
+from usrasr.models.acoustic import CtcAcousticModel, valid_mask
 from usrasr.models.encoder import ctc_model_from_encoder, load_phone_head
 from usrasr.utils.errors import UsrasrError
-
-NEVER = -1e4  # bias of a token the universal head cannot say: exp(NEVER) is 0 in float32
 
 
 @torch.no_grad()
 def crosslingual_ctc_model(encoder: str | Path, tokens: Sequence[str], phone_ipa: Mapping[str, str],
-                           silence: str) -> tuple[CtcAcousticModel, dict[str, str]]:
-    """The CTC model of ``tokens`` (``tokens[0]`` the blank) from ``encoder``'s universal
-    phone head, and the universal phone each token reads (``phone_ipa``: token -> IPA)."""
+                           silence: str, neighbours: int = 1,
+                           temperature: float = 1.0) -> tuple[CtcAcousticModel, dict[str, dict[str, float]]]:
+    """The CTC model of ``tokens`` (``tokens[0]`` the blank) over ``encoder``'s universal phone
+    head, and the universal phones each token reads with their weights (``phone_ipa``: token -> IPA).
+
+    A token reads its ``neighbours`` nearest universal phones, the one at articulatory distance
+    ``d`` weighted ``exp(-(d - d_nearest) / temperature)``."""
+    if neighbours < 1 or temperature <= 0:
+        raise UsrasrError(f"a token reads at least one universal phone at a positive temperature "
+                          f"(got {neighbours} at {temperature})")
     found = load_phone_head(encoder)
     if found is None:
         raise UsrasrError(f"{encoder} has no universal phone head: train it with `usrasr pretrain --method just`")
     head, phones = found
-    model = ctc_model_from_encoder(encoder, len(tokens))
-    mapping = nearest_phones({t: phone_ipa[t] for t in tokens[1:] if t in phone_ipa}, phones[1:])
-    row = {phone: i for i, phone in enumerate(phones)}
-    weight = torch.zeros_like(model.output.weight)
-    bias = torch.full_like(model.output.bias, NEVER)
+    universal = ctc_model_from_encoder(encoder, len(phones))
+    universal.output.load_state_dict(head.state_dict())
+    config = dataclasses.replace(universal.config, num_tokens=len(tokens), classes=len(phones))
+    model = CtcAcousticModel(config)
+    model.load_state_dict({**universal.state_dict(), "token_map": torch.zeros(len(tokens), len(phones))})
+    ranked = ranked_phones({t: phone_ipa[t] for t in tokens[1:] if t in phone_ipa}, phones[1:], neighbours)
+    mapping: dict[str, dict[str, float]] = {}
     for index, token in enumerate(tokens):
-        source = 0 if index == 0 or token == silence else row.get(mapping.get(token))
-        if source is not None:
-            weight[index], bias[index] = head.weight[source], head.bias[source]
-    model.output.weight.copy_(weight)
-    model.output.bias.copy_(bias)
-    return model.eval(), {t: mapping.get(t, "<blk>" if t == silence else "") for t in tokens[1:]}
+        if index == 0 or token == silence:
+            read = {phones[0]: 1.0}
+        else:
+            near = ranked.get(token, [])
+            read = {phone: math.exp(-(d - near[0][1]) / temperature) for phone, d in near}
+        for phone, weight in read.items():
+            model.token_map[index, phones.index(phone)] = weight
+        if index:
+            mapping[token] = {p: round(w, 4) for p, w in read.items()}
+    return model.eval(), mapping
+
+
+@torch.no_grad()
+def class_statistics(model: CtcAcousticModel, feats: Sequence[torch.Tensor],
+                     batch_size: int = 16) -> tuple[torch.Tensor, list[int]]:
+    """Over all frames of ``feats``: the mean posterior of each of ``model``'s output classes, and
+    per utterance the classes' greedy CTC length (runs of the best class other than the blank 0)."""
+    if not model.config.classes:
+        raise UsrasrError("the model reads its tokens directly: it has no classes to weigh")
+    total, frames, runs = torch.zeros(model.config.classes), 0, []
+    for start in range(0, len(feats), batch_size):
+        batch = feats[start:start + batch_size]
+        lengths = torch.tensor([len(f) for f in batch])
+        scores, out_lens = model.class_scores(pad_sequence(list(batch), batch_first=True), lengths)
+        mask = valid_mask(out_lens, scores.shape[1])
+        total += (torch.softmax(scores, dim=-1) * mask[..., None]).sum((0, 1))
+        frames += int(out_lens.sum())
+        for best, n in zip(scores.argmax(-1), out_lens.tolist()):
+            best = best[:n]
+            starts = torch.ones_like(best, dtype=torch.bool)
+            starts[1:] = best[1:] != best[:-1]
+            runs.append(int((starts & (best != 0)).sum()))
+    if not frames:
+        raise UsrasrError("no frames to estimate the class prior from")
+    return total / frames, runs
+
+
+@torch.no_grad()
+def divide_by_prior(model: CtcAcousticModel, reads: torch.Tensor, prior: torch.Tensor, scale: float) -> None:
+    """Set ``model``'s token map to ``reads`` (tokens x classes) with every class's posterior divided
+    by ``prior ** scale``: 0 reads posteriors, 1 scaled likelihoods."""
+    model.token_map.copy_(reads * prior.clamp(min=1e-12).pow(-scale)[None, :])

@@ -90,7 +90,8 @@ def train(corpus: str | Path, out: str | Path, config: TrainConfig, resume: bool
             timings["odm"] = time.time() - t0
         elif config.objective == "crosslingual":
             t0 = time.time()
-            pseudo, summary["crosslingual"] = run_crosslingual(corpus, config, out / "crosslingual", out / "graphs")
+            pseudo, summary["crosslingual"] = run_crosslingual(corpus, config, out / "crosslingual", out / "graphs",
+                                                                 splits["train_audio"])
             timings["crosslingual"] = time.time() - t0
             if score:
                 summary["crosslingual"].update(diagnostics.score_model(Path(summary["crosslingual"]["model"]), out,
