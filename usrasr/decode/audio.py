@@ -1,4 +1,5 @@
-"""What to decode: audio files, Kaldi ``wav.scp`` entries or Lhotse cuts, as fbank.
+"""What to decode: audio files, Kaldi ``wav.scp`` entries or Lhotse cuts, as fbank
+or, for a model that reads it, as the 16 kHz waveform.
 
 Every input becomes an :class:`Utterance` first (cheap: nothing is read);
 features are computed per utterance when it is decoded, so one bad file
@@ -15,7 +16,7 @@ from typing import Iterable, TextIO
 import numpy as np
 import torch
 
-from usrasr.corpus.features import NUM_MEL_BINS, SAMPLE_RATE, fbank_extractor, load_mono_16k
+from usrasr.corpus.features import FRAME_SHIFT, NUM_MEL_BINS, SAMPLE_RATE, fbank_extractor, load_mono_16k
 from usrasr.utils.errors import UsrasrError
 from usrasr.utils.io import read_utf8_text
 
@@ -51,12 +52,25 @@ def _mono(audio: np.ndarray) -> np.ndarray:
     return audio.mean(axis=0) if audio.ndim == 2 else audio
 
 
-def _file_features(path: Path) -> tuple[torch.Tensor, int]:
+def _file_samples(path: Path) -> tuple[np.ndarray, int]:
     try:
-        samples, source_rate = load_mono_16k(path)
+        return load_mono_16k(path)
     except ValueError as e:  # the same checks and message as `usrasr prepare audio`
         raise BadInput(str(e)) from None
-    return _fbank(samples), source_rate
+
+
+def _cut_samples(cut, missing: str) -> tuple[np.ndarray, int]:
+    """16 kHz mono samples of ``cut`` and its own rate; ``missing``: what a cut without audio lacks."""
+    if not cut.has_recording:
+        raise BadInput(f"cut has {missing}")
+    try:
+        source_rate = cut.sampling_rate
+        if source_rate != SAMPLE_RATE:
+            cut = cut.resample(SAMPLE_RATE)
+        audio = cut.load_audio()
+    except Exception as e:
+        raise BadInput(f"cannot load: {e}".splitlines()[0]) from None
+    return _mono(audio), source_rate
 
 
 def _cut_features(cut) -> tuple[torch.Tensor, int]:
@@ -68,23 +82,38 @@ def _cut_features(cut) -> tuple[torch.Tensor, int]:
             if feats.shape[0] == 0:
                 raise BadInput("no feature frames")
             return feats, cut.sampling_rate
-        if not cut.has_recording:
-            raise BadInput("cut has neither features nor audio")
-        source_rate = cut.sampling_rate
-        if source_rate != SAMPLE_RATE:
-            cut = cut.resample(SAMPLE_RATE)
-        audio = cut.load_audio()
     except BadInput:
         raise
     except Exception as e:
         raise BadInput(f"cannot load: {e}".splitlines()[0]) from None
-    return _fbank(_mono(audio)), source_rate
+    samples, source_rate = _cut_samples(cut, "neither features nor audio")
+    return _fbank(samples), source_rate
 
 
 def load_features_and_rate(utterance: Utterance) -> tuple[torch.Tensor, int]:
     """Fbank ``(T, 80)`` at 16 kHz (resampled, stereo averaged) and the input's own sample
     rate; raises :class:`BadInput`."""
-    return _cut_features(utterance.cut) if utterance.cut is not None else _file_features(utterance.path)
+    if utterance.cut is not None:
+        return _cut_features(utterance.cut)
+    samples, source_rate = _file_samples(utterance.path)
+    return _fbank(samples), source_rate
+
+
+# seconds of one row of each model input
+SECONDS_PER_ROW = {"fbank": FRAME_SHIFT, "waveform": 1 / SAMPLE_RATE}
+
+
+def load_input_and_rate(utterance: Utterance, model_input: str) -> tuple[torch.Tensor, int]:
+    """What a model reads (its ``input``): fbank as :func:`load_features_and_rate` gives it, or
+    the waveform ``(S,)``, 16 kHz samples (resampled, stereo averaged; a cut's stored features
+    unused); and the input's own sample rate. Raises :class:`BadInput`."""
+    if model_input == "fbank":
+        return load_features_and_rate(utterance)
+    if utterance.cut is not None:
+        samples, source_rate = _cut_samples(utterance.cut, "no audio")
+    else:
+        samples, source_rate = _file_samples(utterance.path)
+    return torch.from_numpy(np.ascontiguousarray(samples, dtype=np.float32)), source_rate
 
 
 def load_features(utterance: Utterance) -> torch.Tensor:

@@ -18,11 +18,11 @@ import numpy as np
 import torch
 from torch.nn.utils.rnn import pad_sequence
 
-from usrasr.corpus.features import FRAME_SHIFT, SAMPLE_RATE
-from usrasr.decode.audio import BadInput, Utterance, load_features_and_rate
+from usrasr.corpus.features import SAMPLE_RATE
+from usrasr.decode.audio import SECONDS_PER_ROW, BadInput, Utterance, load_input_and_rate
 from usrasr.decode.search import GraphSearch, Hypothesis, SearchOptions, Unit
 from usrasr.graph.hlg import Lang, ensure_graph, load_graph, read_lang
-from usrasr.models.acoustic import CtcAcousticModel, LoadedModel, load_model
+from usrasr.models.acoustic import LoadedModel, load_model
 from usrasr.utils.console import log, progress
 from usrasr.utils.device import resolve_device
 from usrasr.utils.errors import UsrasrError
@@ -130,18 +130,15 @@ class Decoded:
     utterance: Utterance
     hypothesis: Hypothesis | None = None
     error: str | None = None
-    num_frames: int = 0  # feature frames (10 ms each)
+    duration: float = 0.0  # seconds of the model's input
     source_rate: int = SAMPLE_RATE  # the input's own sample rate, before resampling
-
-    @property
-    def duration(self) -> float:
-        return self.num_frames * FRAME_SHIFT
 
 
 class Recognizer:
-    """Features -> batched network forward -> per-utterance graph search (always on CPU)."""
+    """Features (or the waveform, as the model reads) -> batched network forward -> per-utterance
+    graph search (always on CPU)."""
 
-    def __init__(self, model: CtcAcousticModel, search: GraphSearch, device: torch.device):
+    def __init__(self, model: torch.nn.Module, search: GraphSearch, device: torch.device):
         self.model = model.to(device).eval()
         self.search = search
         self.device = device
@@ -171,9 +168,10 @@ class Recognizer:
         feats: list[torch.Tensor] = []
         for utterance in utterances:
             try:
-                f, rate = load_features_and_rate(utterance)
+                f, rate = load_input_and_rate(utterance, self.model.input)
                 feats.append(f)
-                results.append(Decoded(utterance, num_frames=len(f), source_rate=rate))
+                results.append(Decoded(utterance, duration=len(f) * SECONDS_PER_ROW[self.model.input],
+                                       source_rate=rate))
             except BadInput as e:
                 results.append(Decoded(utterance, error=str(e)))
         posteriors = iter(self.log_probs(feats) if feats else [])
@@ -202,7 +200,7 @@ def build_recognizer(
     lang = read_lang(lang_dir)
     check_tokens(loaded, lang)
     graph = load_graph(ensure_graph(GRAPH_KINDS[unit], lang, lm, graph_dir, force))
-    search = GraphSearch(graph, lang, unit, options, seconds_per_frame=FRAME_SHIFT * loaded.model.subsampling)
+    search = GraphSearch(graph, lang, unit, options, seconds_per_frame=loaded.model.frame_shift)
     return Recognizer(loaded.model, search, device)
 
 

@@ -11,6 +11,12 @@ is ``<eps>``, used as the CTC blank, then the phones.  Two architectures:
 Both start with a convolutional front end that subsamples time by 1, 2 or 4.
 Padded frames are zeroed after every layer, so an utterance gives the same
 output alone or inside a padded batch.
+
+A model declares what it reads (``input``) and its seconds per output frame
+(``frame_shift``).  The checkpoint of :func:`save_model` records the input, so
+:func:`load_model` also rebuilds a CTC model on the waveform
+(:class:`usrasr.models.waveform_ctc.WaveformCtcModel`, a fine-tuned
+``transformers`` encoder), the other kind that decode and self-training take.
 """
 
 from __future__ import annotations
@@ -24,6 +30,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from usrasr.corpus.features import FRAME_SHIFT
 from usrasr.utils.errors import UsrasrError
 from usrasr.utils.io import atomic_path
 
@@ -173,6 +180,8 @@ def sinusoidal_positions(length: int, dim: int, device: torch.device) -> torch.T
 class CtcAcousticModel(nn.Module):
     """fbank (B, T, feat_dim) -> CTC log-posteriors (B, T', num_tokens), blank = 0."""
 
+    input = "fbank"
+
     def __init__(self, config: AcousticModelConfig):
         super().__init__()
         self.config = config
@@ -195,6 +204,11 @@ class CtcAcousticModel(nn.Module):
     def subsampling(self) -> int:
         """Input frames per output frame."""
         return self.config.subsampling
+
+    @property
+    def frame_shift(self) -> float:
+        """Seconds per output frame."""
+        return FRAME_SHIFT * self.config.subsampling
 
     def forward(self, feats: torch.Tensor, feat_lens: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """Return ``(log_probs (B, T', V), out_lens (B,))`` with ``T' = ceil(T / subsampling)``."""
@@ -229,19 +243,20 @@ def build_model(config: AcousticModelConfig) -> CtcAcousticModel:
 class LoadedModel(NamedTuple):
     """What ``load_model`` returns: the network in eval mode plus its metadata."""
 
-    model: CtcAcousticModel
+    model: nn.Module  # a CtcAcousticModel, or a WaveformCtcModel (``model.input``: what it reads)
     tokens: list[str]  # tokens[i] is the name of output index i; tokens[0] is the blank
     lang_dir: Path | None  # the lang dir the model was trained for, when recorded
 
 
 def save_model(
-    path: str | Path, model: CtcAcousticModel, tokens: list[str], lang_dir: str | Path | None = None
+    path: str | Path, model: nn.Module, tokens: list[str], lang_dir: str | Path | None = None
 ) -> None:
     """Write config, weights, token table and (optionally) lang dir to ``path`` atomically."""
     if len(tokens) != model.config.num_tokens:
         raise UsrasrError(f"model has {model.config.num_tokens} outputs but {len(tokens)} token names were given")
     checkpoint = {
         "format": CHECKPOINT_FORMAT,
+        "input": model.input,
         "config": asdict(model.config),
         "state_dict": {k: v.detach().cpu() for k, v in model.state_dict().items()},
         "tokens": list(tokens),
@@ -263,7 +278,12 @@ def load_model(path: str | Path, device: str | torch.device = "cpu") -> LoadedMo
     if not isinstance(checkpoint, dict) or checkpoint.get("format") != CHECKPOINT_FORMAT:
         raise UsrasrError(f"{path} is not a usrasr acoustic model checkpoint")
     try:
-        model = build_model(AcousticModelConfig(**checkpoint["config"]))
+        if checkpoint.get("input", CtcAcousticModel.input) == CtcAcousticModel.input:
+            model = build_model(AcousticModelConfig(**checkpoint["config"]))
+        else:
+            from usrasr.models.waveform_ctc import WaveformCtcConfig, WaveformCtcModel  # it imports this module
+
+            model = WaveformCtcModel(WaveformCtcConfig(**checkpoint["config"]))
         model.load_state_dict(checkpoint["state_dict"])
     except (TypeError, RuntimeError) as e:  # fields or weights this version does not know
         raise UsrasrError(f"{path} does not match this version of the model code: {str(e).splitlines()[0]}") from None

@@ -119,10 +119,11 @@ def _read_checkpoint(path: str | Path) -> tuple[Path, dict]:
     path = Path(path)
     if path.is_dir():
         if (path / "config.json").is_file() and not (path / "encoder.pt").is_file():
-            # a transformers model reads the waveform, the CTC models (which start from an encoder) fbank
+            # a transformers model reads the waveform, the models built from an encoder here fbank
             raise UsrasrError(f"{path} is a transformers model, not a `usrasr pretrain` encoder: it gives units and "
-                              "features (--units encoder, usrasr features) but cannot start a CTC model (ctc_init, "
-                              "the cross-lingual start)")
+                              "features (--units encoder, usrasr features) and starts self-training's CTC model "
+                              "(ctc_init), but the cross-lingual start needs a `usrasr pretrain --method just` "
+                              "encoder")
         path = path / "encoder.pt"
     if not path.is_file():
         raise UsrasrError(f"encoder not found: {path} (run `usrasr pretrain` first)")

@@ -87,6 +87,23 @@ def stretch_frames(feats: Tensor, num_frames: int) -> Tensor:
     return feats[index.clamp(max=len(feats) - 1)]
 
 
+def cut_samples(cut, sample_rate: int, told_rates: set[int]) -> Tensor:
+    """A cut's mono samples at ``sample_rate``: Lhotse resamples, and says so once per source
+    rate (the rates said so far are in ``told_rates``)."""
+    cut = cut.drop_features()  # lhotse would warn that a resampled cut detaches its features
+    if cut.sampling_rate != sample_rate:
+        if cut.sampling_rate not in told_rates:
+            log.warning("audio at %d Hz resampled to the model's %d Hz (%s)", cut.sampling_rate, sample_rate, cut.id)
+            told_rates.add(cut.sampling_rate)
+        cut = cut.resample(sample_rate)
+    return torch.from_numpy(cut.load_audio()).float().mean(0)
+
+
+def normalized_samples(samples: Tensor) -> Tensor:
+    """Zero mean, unit variance: what a ``do_normalize`` feature extractor does to an utterance."""
+    return (samples - samples.mean()) / torch.sqrt(samples.var(unbiased=False) + 1e-7)
+
+
 class LayerSource:
     """Features of one or more layers for each cut, in the cuts' order.
 
@@ -175,7 +192,7 @@ class TransformersSource(LayerSource):
         except Exception as e:  # transformers raises ValueError/OSError/KeyError for unreadable configs
             raise UsrasrError(f"{path}/config.json is not a readable transformers config ({str(e).splitlines()[0]})") \
                 from None
-        model_type = getattr(config, "model_type", None)
+        self.model_type = model_type = getattr(config, "model_type", None)
         if model_type not in TRANSFORMERS_MODELS:
             raise UsrasrError(f"{path}: unknown architecture '{model_type}' (architectures "
                               f"{getattr(config, 'architectures', None)}); supported: "
@@ -189,7 +206,8 @@ class TransformersSource(LayerSource):
         self.sample_rate = int(extractor.get("sampling_rate", 16000))
         self.normalize = bool(extractor.get("do_normalize", False))
         # a padded batch is exact only where the model reads an attention mask (layer-norm feature encoders)
-        self.batch_seconds = batch_seconds if extractor.get("return_attention_mask", False) else 0.0
+        self.reads_attention_mask = bool(extractor.get("return_attention_mask", False))
+        self.batch_seconds = batch_seconds if self.reads_attention_mask else 0.0
         self.frame_shift = float(np.prod(config.conv_stride)) / self.sample_rate
         model = getattr(transformers, TRANSFORMERS_MODELS[model_type]).from_pretrained(path, local_files_only=True)
         if keep_layers is not None and keep_layers < self.num_layers:
@@ -202,17 +220,8 @@ class TransformersSource(LayerSource):
         self._told_rates: set[int] = set()
 
     def _audio(self, cut) -> Tensor:
-        cut = cut.drop_features()  # lhotse would warn that a resampled cut detaches its features
-        if cut.sampling_rate != self.sample_rate:
-            if cut.sampling_rate not in self._told_rates:
-                log.warning("audio at %d Hz resampled to the model's %d Hz (%s)", cut.sampling_rate,
-                            self.sample_rate, cut.id)
-                self._told_rates.add(cut.sampling_rate)
-            cut = cut.resample(self.sample_rate)
-        samples = torch.from_numpy(cut.load_audio()).float().mean(0)
-        if self.normalize:  # as the model's feature extractor does
-            samples = (samples - samples.mean()) / torch.sqrt(samples.var(unbiased=False) + 1e-7)
-        return samples
+        samples = cut_samples(cut, self.sample_rate, self._told_rates)
+        return normalized_samples(samples) if self.normalize else samples
 
     @torch.inference_mode()
     def _run(self, waves: list[Tensor], layers: Sequence[int]) -> list[list[Tensor]]:

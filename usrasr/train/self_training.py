@@ -1,6 +1,7 @@
 """Self-training: neural CTC models on fbank, trained on pseudo-labels (or, for
 the supervised oracle, on the true transcripts), and decoded with the HP/HLG
-graphs of :mod:`usrasr.decode`.
+graphs of :mod:`usrasr.decode`.  A model started from a ``transformers``
+encoder (``ctc_init``) reads the train-audio cuts' waveform instead.
 
 In a multi-process run, rank 0 runs the pipeline and starts every CTC
 training with :func:`train_neural`; the other ranks wait in
@@ -16,6 +17,7 @@ from pathlib import Path
 from typing import Callable
 
 import torch
+from torch import nn
 
 from usrasr.lang.lexicon import pronounce, read_lexicon
 from usrasr.lang.phones import NON_SPEECH
@@ -23,10 +25,12 @@ from usrasr.decode.audio import utterances_from_cuts
 from usrasr.decode.pipeline import build_recognizer
 from usrasr.utils.device import resolve_device, torch_threads
 from usrasr.decode.search import SearchOptions
+from usrasr.corpus.features import SAMPLE_RATE
 from usrasr.models.acoustic import AcousticModelConfig, CtcAcousticModel, build_model, load_model, save_model
 from usrasr.models.ctc_train import Augmentation, train_ctc
 from usrasr.lang.symbols import PHONE_TOKENS
-from usrasr.models.encoder import ctc_model_from_encoder
+from usrasr.models.pretrained import cut_samples
+from usrasr.models.waveform_ctc import ctc_model_from_pretrained
 from usrasr.train.config import TrainConfig
 from usrasr.corpus.reader import AudioSplit
 from usrasr.utils.console import log
@@ -43,6 +47,7 @@ class NeuralJob:
     targets: dict[str, str]
     model_dir: Path
     name: str
+    corpus: Path  # whose train-audio cuts a model on the waveform reads
 
 
 def train_neural(config: TrainConfig, audio: AudioSplit, targets: dict[str, str], model_dir: Path,
@@ -52,7 +57,7 @@ def train_neural(config: TrainConfig, audio: AudioSplit, targets: dict[str, str]
     if model_path.exists():
         log.info("%s: done already (%s)", name, model_path)
         return model_path
-    job = NeuralJob(targets, model_dir, name)
+    job = NeuralJob(targets, model_dir, name, lang_dir.parent)  # the corpus of <corpus>/lang
     share_from_main(job)  # the other ranks wait for it in serve_neural_training
     model = _fit_ctc(config, audio, job,
                      on_step=lambda step, loss: metrics.write(stage="ctc", model=name, step=step, loss=loss))
@@ -78,28 +83,47 @@ CTC_THREADS = 1
 
 @torch_threads(CTC_THREADS)
 def _fit_ctc(config: TrainConfig, audio: AudioSplit, job: NeuralJob,
-             on_step: Callable[[int, float], None] | None) -> CtcAcousticModel:
-    """Build ``job``'s CTC model and train it in this process."""
+             on_step: Callable[[int, float], None] | None) -> nn.Module:
+    """Build ``job``'s CTC model and train it in this process, on fbank or, where the model
+    reads it, the waveform."""
     name, targets, model_dir = job.name, job.targets, job.model_dir
-    rows = [(f, [PHONE_TOKENS[p] for p in targets[uid].split()])
-            for uid, f in zip(audio.ids, audio.feats) if targets.get(uid, "").strip()]
-    if not rows:
+    labelled = [i for i, uid in enumerate(audio.ids) if targets.get(uid, "").strip()]
+    if not labelled:
         raise UsrasrError(f"{name}: no utterance has a non-empty label sequence")
-    dropped = len(audio.ids) - len(rows)
+    dropped = len(audio.ids) - len(labelled)
     if dropped:
         log.warning("%s: %d utterance(s) without labels are left out", name, dropped)
     if config.ctc_init:
-        model = ctc_model_from_encoder(config.ctc_init, len(PHONE_TOKENS))
+        model = ctc_model_from_pretrained(config.ctc_init, len(PHONE_TOKENS))
     else:
         model = build_model(AcousticModelConfig(num_tokens=len(PHONE_TOKENS), arch=config.arch,
                                                 hidden_dim=config.hidden_dim, num_layers=config.num_layers))
+    augmentation = _augmentation(config)
+    if model.input == CtcAcousticModel.input:
+        inputs = [audio.feats[i] for i in labelled]
+    else:
+        if augmentation is not None:
+            raise UsrasrError("ctc_warp and ctc_spec_augment distort fbank, and this model reads the waveform: "
+                              "turn them off (a transformers encoder masks its own features in training, as its "
+                              "config.json's mask_time_prob says)")
+        inputs = _waveforms(job.corpus, [audio.ids[i] for i in labelled])
     device = resolve_device(config.device)
-    train_ctc(model, [f for f, _ in rows], [t for _, t in rows], steps=config.ctc_steps, lr=config.ctc_lr,
+    train_ctc(model, inputs, [[PHONE_TOKENS[p] for p in targets[audio.ids[i]].split()] for i in labelled],
+              steps=config.ctc_steps, lr=config.ctc_lr,
               device=device, batch_size=config.ctc_batch_size, seed=config.seed,
               checkpoint=model_dir / "train_state.pt", checkpoint_every=config.checkpoint_every,
-              on_step=on_step, description=name, augmentation=_augmentation(config),
+              on_step=on_step, description=name, augmentation=augmentation,
               cosine_decay=config.ctc_cosine_decay)
     return model
+
+
+def _waveforms(corpus: Path, ids: list[str]) -> list[torch.Tensor]:
+    """The train-audio cuts' 16 kHz samples, in the order of ``ids``: Lhotse reads their recordings."""
+    from lhotse import load_manifest
+
+    by_id = {cut.id: cut for cut in load_manifest(CorpusLayout(corpus).cuts("train_audio"))}
+    told_rates: set[int] = set()
+    return [cut_samples(by_id[uid], SAMPLE_RATE, told_rates) for uid in ids]
 
 
 def _augmentation(config: TrainConfig) -> Augmentation | None:
