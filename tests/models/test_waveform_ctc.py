@@ -3,6 +3,7 @@ transformers models of each supported architecture, saved self-contained, read b
 
 from __future__ import annotations
 
+import sys
 from pathlib import Path
 
 import pytest
@@ -121,3 +122,10 @@ def test_bad_starts_get_one_line_errors(tmp_path, tiny_models):
     refused("encoder not found", tmp_path / "nowhere")
     refused("reads 8000 Hz audio; .*start from a 16 kHz model",
             save_tiny_model(tmp_path / "m8k", "hubert", {"sampling_rate": 8000}))
+
+
+def test_decoding_such_a_model_without_transformers_names_the_extra(tiny_models, tmp_path, monkeypatch):
+    save_model(tmp_path / "model.pt", ctc_model_from_transformers(tiny_models["hubert"], len(TOKENS)), TOKENS)
+    monkeypatch.setitem(sys.modules, "transformers", None)  # import transformers raises ImportError
+    with pytest.raises(UsrasrError, match=r"needs the optional package 'transformers': pip install 'usrasr\[encoders\]'"):
+        load_model(tmp_path / "model.pt")
