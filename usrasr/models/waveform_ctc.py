@@ -12,7 +12,7 @@ encoder's (20 ms for every published wav2vec 2.0-style model).
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 
 import torch
@@ -33,7 +33,7 @@ class WaveformCtcConfig:
 
     num_tokens: int
     model_type: str  # a key of TRANSFORMERS_MODELS
-    encoder: dict = field(default_factory=dict)  # the transformers config (its to_dict()), blocks as kept
+    encoder: dict  # the transformers config (its to_dict()), blocks as kept
     frame_shift: float = 0.02  # seconds per output frame, the encoder's
     normalize: bool = False  # each utterance to zero mean, unit variance, as its feature extractor says
     # the encoder reads an attention mask, so a padded batch is exact; without one (group-norm
