@@ -56,3 +56,13 @@ def test_fbank_distortions_are_refused_for_a_waveform_model(tiny_corpus, tmp_pat
                                       *ONE_ROUND, "--set", f"ctc_init={folder}", "--set", "ctc_warp=0.1"])
     assert result.exit_code != 0
     assert "ctc_warp and ctc_spec_augment distort fbank, and this model reads the waveform" in result.output
+
+
+def test_ctc_init_layer_keeps_the_lower_blocks_and_a_layer_out_of_range_is_refused(tiny_corpus, tmp_path):
+    folder = save_tiny_model(tmp_path / "hf", "wav2vec2")
+    out = tmp_path / "exp"
+    train("--corpus", tiny_corpus, "--out", out, *ONE_ROUND, "--set", f"ctc_init={folder}", "--set", "ctc_init_layer=1")
+    assert len(load_model(out / "round1" / "model.pt").model.encoder.encoder.layers) == 1
+    result = CliRunner().invoke(cli, ["train", "--corpus", str(tiny_corpus), "--out", str(tmp_path / "exp2"),
+                                      *ONE_ROUND, "--set", f"ctc_init={folder}", "--set", "ctc_init_layer=99"])
+    assert result.exit_code != 0 and "ctc_init_layer" in result.output

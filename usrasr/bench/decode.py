@@ -136,7 +136,7 @@ def _bench_synthetic(
 
 
 def _bench_files(options: SearchOptions, model_path: Path, lang_dir: Path | None, lm: Path | None, utterances) -> tuple[Timings, object, list[str]]:
-    from usrasr.decode.audio import BadInput, load_features
+    from usrasr.decode.audio import BadInput, load_input_and_rate
     from usrasr.decode.pipeline import build_recognizer, default_graph_dir, default_lm, resolve_lang_dir
     from usrasr.models.acoustic import load_model
     from usrasr.utils.errors import UsrasrError
@@ -150,10 +150,10 @@ def _bench_files(options: SearchOptions, model_path: Path, lang_dir: Path | None
     try:
         # Warm-up, untimed: the first resample/fbank/forward pay one-off imports and set-up.
         utterance = utterances[0]
-        recognizer.log_probs([load_features(utterance)])
+        recognizer.log_probs([load_input_and_rate(utterance, recognizer.model.input)[0]])
         for utterance in utterances:
             start = time.perf_counter()
-            feats = load_features(utterance)
+            feats = load_input_and_rate(utterance, recognizer.model.input)[0]
             timings.features += time.perf_counter() - start
             _measure(recognizer, timings, feats)
     except BadInput as e:

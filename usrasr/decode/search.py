@@ -136,7 +136,7 @@ class GraphSearch:
         options: SearchOptions = SearchOptions(),
         seconds_per_frame: float = 0.01,
     ):
-        """``seconds_per_frame``: duration of one model output frame (feature shift x subsampling)."""
+        """``seconds_per_frame``: duration of one model output frame (the model's ``frame_shift``)."""
         self.lang = lang
         self.unit = unit
         self.options = options

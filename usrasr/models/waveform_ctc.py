@@ -111,10 +111,11 @@ def ctc_model_from_transformers(path: str | Path, num_tokens: int, layer: int | 
         encoder)
 
 
-def ctc_model_from_pretrained(path: str | Path, num_tokens: int) -> nn.Module:
+def ctc_model_from_pretrained(path: str | Path, num_tokens: int, layer: int = -1) -> nn.Module:
     """Self-training's start (``ctc_init``): a ``usrasr pretrain`` encoder's CTC model on fbank
-    (:func:`usrasr.models.encoder.ctc_model_from_encoder`), or a transformers model dir's on the waveform."""
+    (:func:`usrasr.models.encoder.ctc_model_from_encoder`), or a transformers model dir's on the
+    waveform, its blocks 1..``layer`` kept (-1: all)."""
     path = Path(path)
     if path.is_dir() and (path / "config.json").is_file() and not (path / "encoder.pt").is_file():
-        return ctc_model_from_transformers(path, num_tokens)
+        return ctc_model_from_transformers(path, num_tokens, None if layer < 0 else layer)
     return ctc_model_from_encoder(path, num_tokens)

@@ -119,9 +119,10 @@ class TrainConfig(YamlConfig):
     # How each round relabels train-audio for the next: "word" (best words of the HLG graph,
     # word LM, spelled with the lexicon) or "phone" (best phones of the HP graph, phone LM)
     self_training_labels: str = "word"
-    # a `usrasr pretrain` output: every CTC model (self-training and the supervised oracle)
-    # starts from its encoder, whose shape then replaces arch / hidden_dim / num_layers
+    # a `usrasr pretrain` output or a transformers model dir: every CTC model (self-training and
+    # the supervised oracle) starts from its encoder, whose shape then replaces arch / hidden_dim / num_layers
     ctc_init: str = ""
+    ctc_init_layer: int = -1  # ctc_init=transformers dir: keep its blocks 1..N under the CTC head (-1: all)
     arch: str = "tdnn"  # CTC model: tdnn or conformer
     hidden_dim: int = 256  # width of the CTC model
     num_layers: int = 6  # layers of the CTC model

@@ -94,7 +94,7 @@ def _fit_ctc(config: TrainConfig, audio: AudioSplit, job: NeuralJob,
     if dropped:
         log.warning("%s: %d utterance(s) without labels are left out", name, dropped)
     if config.ctc_init:
-        model = ctc_model_from_pretrained(config.ctc_init, len(PHONE_TOKENS))
+        model = ctc_model_from_pretrained(config.ctc_init, len(PHONE_TOKENS), config.ctc_init_layer)
     else:
         model = build_model(AcousticModelConfig(num_tokens=len(PHONE_TOKENS), arch=config.arch,
                                                 hidden_dim=config.hidden_dim, num_layers=config.num_layers))
