@@ -24,6 +24,15 @@ def fbank_extractor():
     return Fbank(FbankConfig(num_mel_bins=NUM_MEL_BINS))
 
 
+def cut_mono(cut, sample_rate: int = SAMPLE_RATE) -> np.ndarray:
+    """A Lhotse cut's audio as float32 mono at ``sample_rate`` (Lhotse resamples; stereo averaged)."""
+    cut = cut.drop_features()  # lhotse would warn that a resampled cut detaches its features
+    if cut.sampling_rate != sample_rate:
+        cut = cut.resample(sample_rate)
+    audio = cut.load_audio()
+    return (audio.mean(axis=0) if audio.ndim == 2 else audio).astype(np.float32, copy=False)
+
+
 def load_mono_16k(path: str | Path) -> tuple[np.ndarray, int]:
     """Decode any common audio file to float32 mono at 16 kHz, and say its own sample rate;
     raise ValueError if unusable."""

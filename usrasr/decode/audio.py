@@ -16,7 +16,9 @@ from typing import Iterable, TextIO
 import numpy as np
 import torch
 
-from usrasr.corpus.features import FRAME_SHIFT, NUM_MEL_BINS, SAMPLE_RATE, fbank_extractor, load_mono_16k
+from usrasr.corpus.features import (
+    FRAME_SHIFT, NUM_MEL_BINS, SAMPLE_RATE, cut_mono, fbank_extractor, load_mono_16k,
+)
 from usrasr.utils.errors import UsrasrError
 from usrasr.utils.io import read_utf8_text
 
@@ -46,12 +48,6 @@ def _fbank(samples: np.ndarray) -> torch.Tensor:
     return torch.from_numpy(feats).float()
 
 
-def _mono(audio: np.ndarray) -> np.ndarray:
-    if audio.size == 0:
-        raise BadInput("no audio samples")
-    return audio.mean(axis=0) if audio.ndim == 2 else audio
-
-
 def _file_samples(path: Path) -> tuple[np.ndarray, int]:
     try:
         return load_mono_16k(path)
@@ -64,13 +60,12 @@ def _cut_samples(cut, missing: str) -> tuple[np.ndarray, int]:
     if not cut.has_recording:
         raise BadInput(f"cut has {missing}")
     try:
-        source_rate = cut.sampling_rate
-        if source_rate != SAMPLE_RATE:
-            cut = cut.resample(SAMPLE_RATE)
-        audio = cut.load_audio()
+        samples = cut_mono(cut)
     except Exception as e:
         raise BadInput(f"cannot load: {e}".splitlines()[0]) from None
-    return _mono(audio), source_rate
+    if samples.size == 0:
+        raise BadInput("no audio samples")
+    return samples, cut.sampling_rate
 
 
 def _cut_features(cut) -> tuple[torch.Tensor, int]:

@@ -213,9 +213,13 @@ class CtcAcousticModel(nn.Module):
     def forward(self, feats: torch.Tensor, feat_lens: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """Return ``(log_probs (B, T', V), out_lens (B,))`` with ``T' = ceil(T / subsampling)``."""
         scores, lengths = self.class_scores(feats, feat_lens)
+        return self.token_log_probs(scores), lengths
+
+    def token_log_probs(self, scores: torch.Tensor) -> torch.Tensor:
+        """The tokens' log-posteriors from the output layer's logits (read through the token map, if any)."""
         if self.config.classes:
             scores = torch.log((torch.softmax(scores, dim=-1) @ self.token_map.T).clamp(min=UNREACHABLE))
-        return torch.log_softmax(scores, dim=-1), lengths
+        return torch.log_softmax(scores, dim=-1)
 
     def class_scores(self, feats: torch.Tensor, feat_lens: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """The output layer's logits (B, T', classes or V) before any token map, and ``out_lens``."""

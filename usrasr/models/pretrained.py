@@ -42,7 +42,7 @@ import numpy as np
 import torch
 from torch import Tensor, nn
 
-from usrasr.corpus.features import FRAME_SHIFT
+from usrasr.corpus.features import FRAME_SHIFT, cut_mono
 from usrasr.models.ctc_train import warp_frequency
 from usrasr.models.encoder import layer_features, length_batches, load_encoder, load_phone_head
 from usrasr.utils.console import log
@@ -90,13 +90,10 @@ def stretch_frames(feats: Tensor, num_frames: int) -> Tensor:
 def cut_samples(cut, sample_rate: int, told_rates: set[int]) -> Tensor:
     """A cut's mono samples at ``sample_rate``: Lhotse resamples, and says so once per source
     rate (the rates said so far are in ``told_rates``)."""
-    cut = cut.drop_features()  # lhotse would warn that a resampled cut detaches its features
-    if cut.sampling_rate != sample_rate:
-        if cut.sampling_rate not in told_rates:
-            log.warning("audio at %d Hz resampled to the model's %d Hz (%s)", cut.sampling_rate, sample_rate, cut.id)
-            told_rates.add(cut.sampling_rate)
-        cut = cut.resample(sample_rate)
-    return torch.from_numpy(cut.load_audio()).float().mean(0)
+    if cut.sampling_rate != sample_rate and cut.sampling_rate not in told_rates:
+        log.warning("audio at %d Hz resampled to the model's %d Hz (%s)", cut.sampling_rate, sample_rate, cut.id)
+        told_rates.add(cut.sampling_rate)
+    return torch.from_numpy(cut_mono(cut, sample_rate))
 
 
 def normalized_samples(samples: Tensor) -> Tensor:

@@ -82,21 +82,23 @@ def _choose_prior_scale(model: CtcAcousticModel, reads: torch.Tensor, prior: tor
                                   layout.lang_dir, "word", layout.lm("word"), graph_dir, SearchOptions(),
                                   torch.device("cpu"))
     every = max(1, len(audio.feats) // CALIBRATION_UTTERANCES)
-    sample = audio.feats[::every]
     target = sum(greedy_lengths[::every])
+    class_scores = []  # the network runs once; each scale only re-reads its output
+    for f in audio.feats[::every]:
+        scores, lengths = model.class_scores(f[None], torch.tensor([len(f)]))
+        class_scores.append(scores[0, :int(lengths[0])])
     ratios = {}
     with progress() as bar:
         task = bar.add_task("cross-lingual prior scale", total=len(PRIOR_SCALES), status="")
         for scale in PRIOR_SCALES:
             divide_by_prior(model, reads, prior, scale)
             decoded = 0
-            for start in range(0, len(sample), 16):
-                for scores in recognizer.log_probs(sample[start:start + 16]):
-                    words = recognizer.search.search(scores).text.split()
-                    decoded += sum(p not in NON_SPEECH for p in pronounce(words, lexicon))
+            for scores in class_scores:
+                words = recognizer.search.search(model.token_log_probs(scores).numpy()).text.split()
+                decoded += sum(p not in NON_SPEECH for p in pronounce(words, lexicon))
             ratios[scale] = decoded / max(1, target)
             bar.update(task, advance=1, status=f"{scale:.2f}: {ratios[scale]:.2f} of the greedy phones")
     best = min(PRIOR_SCALES, key=lambda s: abs(ratios[s] - 1))
     log.info("cross-lingual prior scale %.2f: decodes of %d train-audio utterances hold %.2f times the "
-             "universal recogniser's greedy phones", best, len(sample), ratios[best])
+             "universal recogniser's greedy phones", best, len(class_scores), ratios[best])
     return {"prior_scale": best, "phones_over_greedy": {str(s): round(r, 4) for s, r in ratios.items()}}
