@@ -10,7 +10,7 @@ from usrasr.lang.inventory import project_phone_ipa
 from usrasr.lang.phones import SILENCE, SPOKEN_NOISE
 from usrasr.lang.symbols import PHONE_TOKENS
 from usrasr.models.acoustic import load_model, save_model
-from usrasr.models.crosslingual import class_statistics, crosslingual_ctc_model, divide_by_prior
+from usrasr.models.crosslingual import crosslingual_ctc_model, greedy_lengths
 from usrasr.models.encoder import EncoderConfig, SslEncoder, save_encoder
 from usrasr.utils.errors import UsrasrError
 
@@ -79,29 +79,37 @@ def test_each_token_scores_the_weighted_posteriors_of_its_nearest_universal_phon
         assert torch.allclose(load_model(tmp_path / "model.pt").model(feats, lens)[0], got)
 
 
-def test_class_statistics_are_the_mean_posteriors_and_greedy_lengths(tmp_path):
+def test_greedy_lengths_count_the_runs_of_the_best_class_other_than_blank(tmp_path):
     encoder, head = _just_encoder(tmp_path / "encoder.pt")
     model, _ = crosslingual_ctc_model(tmp_path / "encoder.pt", TOKENS, project_phone_ipa(), SILENCE)
     feats = [torch.randn(n, 80) for n in (37, 30, 52)]
-    prior, lengths = class_statistics(model, feats, batch_size=2)
-    frames, total, expected_lengths = 0, torch.zeros(len(UNIVERSAL)), []
+    expected = []
     for f in feats:
         posteriors, n = _universal_posteriors(encoder, head, f[None], torch.tensor([len(f)]))
-        posteriors = posteriors[0, :int(n)]
-        total, frames = total + posteriors.sum(0), frames + len(posteriors)
-        expected_lengths.append(sum(1 for best, _ in itertools.groupby(posteriors.argmax(-1).tolist()) if best))
-    assert torch.allclose(prior, total / frames, atol=1e-5) and lengths == expected_lengths
+        expected.append(sum(1 for best, _ in itertools.groupby(posteriors[0, :int(n)].argmax(-1).tolist()) if best))
+    assert greedy_lengths(model, feats, batch_size=2) == expected
 
 
-def test_dividing_by_the_prior_scales_each_class_column(tmp_path):
+def test_the_utterance_prior_divides_each_class_by_its_mean_over_the_utterance(tmp_path):
     _just_encoder(tmp_path / "encoder.pt")
     model, _ = crosslingual_ctc_model(tmp_path / "encoder.pt", TOKENS, project_phone_ipa(), SILENCE, 3)
-    reads = model.token_map.clone()
-    prior = torch.linspace(0.01, 0.2, len(UNIVERSAL))
-    divide_by_prior(model, reads, prior, 0.0)
-    assert torch.equal(model.token_map, reads)
-    divide_by_prior(model, reads, prior, 0.5)
-    assert torch.allclose(model.token_map, reads / prior.sqrt())
+    feats, lens = torch.randn(2, 41, 80), torch.tensor([41, 26])
+    with torch.no_grad():
+        scores, out_lens = model.class_scores(feats, lens)
+        plain = model.token_log_probs(scores, out_lens)
+        model.config.utterance_prior_scale = 0.5
+        divided = model.token_log_probs(scores, out_lens)
+        for b, n in enumerate(out_lens.tolist()):
+            posteriors = torch.softmax(scores[b, :n], -1)
+            reads = (posteriors / posteriors.mean(0).sqrt()) @ model.token_map.T
+            expected = torch.log_softmax(torch.log(reads.clamp(min=1e-30)), -1)
+            assert torch.allclose(divided[b, :n], expected, atol=1e-4)
+            # padding does not enter the mean: the utterance alone reads the same
+            alone = model.token_log_probs(scores[b:b + 1, :n], out_lens[b:b + 1])[0]
+            assert torch.allclose(alone, divided[b, :n], atol=1e-5)
+    assert not torch.allclose(plain, divided)
+    save_model(tmp_path / "model.pt", model, TOKENS)
+    assert load_model(tmp_path / "model.pt").model.config.utterance_prior_scale == 0.5
 
 
 def test_an_encoder_without_a_phone_head_is_refused(tmp_path):

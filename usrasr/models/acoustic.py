@@ -60,6 +60,9 @@ class AcousticModelConfig:
     # log of its classes' posteriors summed with the map's weights (the cross-lingual start reads
     # the target's phones off universal phones this way).
     classes: int = 0
+    # With classes: each class's posteriors are first divided by their mean over the utterance's
+    # frames raised to this power (scaled likelihoods against the utterance's own prior at 1).
+    utterance_prior_scale: float = 0.0
 
     def __post_init__(self) -> None:
         if self.arch not in ARCHITECTURES:
@@ -213,12 +216,18 @@ class CtcAcousticModel(nn.Module):
     def forward(self, feats: torch.Tensor, feat_lens: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """Return ``(log_probs (B, T', V), out_lens (B,))`` with ``T' = ceil(T / subsampling)``."""
         scores, lengths = self.class_scores(feats, feat_lens)
-        return self.token_log_probs(scores), lengths
+        return self.token_log_probs(scores, lengths), lengths
 
-    def token_log_probs(self, scores: torch.Tensor) -> torch.Tensor:
-        """The tokens' log-posteriors from the output layer's logits (read through the token map, if any)."""
+    def token_log_probs(self, scores: torch.Tensor, lengths: torch.Tensor) -> torch.Tensor:
+        """The tokens' log-posteriors from the output layer's logits (B, T', ·) of utterances of
+        ``lengths`` output frames (read through the token map, if any)."""
         if self.config.classes:
-            scores = torch.log((torch.softmax(scores, dim=-1) @ self.token_map.T).clamp(min=UNREACHABLE))
+            posteriors = torch.softmax(scores, dim=-1)
+            if self.config.utterance_prior_scale:
+                mask = valid_mask(lengths, scores.shape[1])[..., None].to(posteriors.dtype)
+                prior = (posteriors * mask).sum(1, keepdim=True) / mask.sum(1, keepdim=True).clamp(min=1.0)
+                posteriors = posteriors * prior.clamp(min=UNREACHABLE).pow(-self.config.utterance_prior_scale)
+            scores = torch.log((posteriors @ self.token_map.T).clamp(min=UNREACHABLE))
         return torch.log_softmax(scores, dim=-1)
 
     def class_scores(self, feats: torch.Tensor, feat_lens: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:

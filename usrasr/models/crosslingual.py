@@ -12,11 +12,13 @@ being missed whenever the recogniser prefers the second-nearest.  Silence
 reads the blank (the head has no silence phone: CTC's blank covers pauses);
 tokens with no IPA (spoken noise) are never emitted.
 
-A label-free correction follows, on the target's untranscribed audio: the
-universal phones' posteriors are divided by their mean there raised to a power
-(:func:`class_statistics`, :func:`divide_by_prior`; the hybrid systems' scaled
+A label-free correction follows: in each utterance the universal phones'
+posteriors are divided by their mean over the utterance raised to a power
+(``AcousticModelConfig.utterance_prior_scale``; the hybrid systems' scaled
 likelihoods at power 1), because a recogniser hearing a language it was not
-trained on says blank where it is unsure, and the decoder then drops phones.
+trained on says blank where it is unsure, and the decoder then drops phones;
+the utterance's own mean also takes out what its voice adds to every frame.
+:func:`greedy_lengths` gives the label-free target the power is chosen by.
 The result is an ordinary CTC acoustic model of the target tokens: it decodes
 with the HP/HLG graphs and starts self-training like any other model.
 """
@@ -24,6 +26,7 @@ with the HP/HLG graphs and starts self-training like any other model.
 from __future__ import annotations
 
 import dataclasses
+import itertools
 import math
 from pathlib import Path
 from typing import Mapping, Sequence
@@ -32,7 +35,7 @@ import torch
 from torch.nn.utils.rnn import pad_sequence
 
 from usrasr.lang.inventory import ranked_phones
-from usrasr.models.acoustic import CtcAcousticModel, valid_mask
+from usrasr.models.acoustic import CtcAcousticModel
 from usrasr.models.encoder import ctc_model_from_encoder, load_phone_head
 from usrasr.utils.errors import UsrasrError
 
@@ -74,32 +77,16 @@ def crosslingual_ctc_model(encoder: str | Path, tokens: Sequence[str], phone_ipa
 
 
 @torch.no_grad()
-def class_statistics(model: CtcAcousticModel, feats: Sequence[torch.Tensor],
-                     batch_size: int = 16) -> tuple[torch.Tensor, list[int]]:
-    """Over all frames of ``feats``: the mean posterior of each of ``model``'s output classes, and
-    per utterance the classes' greedy CTC length (runs of the best class other than the blank 0)."""
+def greedy_lengths(model: CtcAcousticModel, feats: Sequence[torch.Tensor], batch_size: int = 16) -> list[int]:
+    """Per utterance of ``feats``, the greedy CTC length of ``model``'s output classes (runs of
+    the best class other than the blank 0)."""
     if not model.config.classes:
-        raise UsrasrError("the model reads its tokens directly: it has no classes to weigh")
-    total, frames, runs = torch.zeros(model.config.classes), 0, []
+        raise UsrasrError("the model reads its tokens directly: it has no classes")
+    runs = []
     for start in range(0, len(feats), batch_size):
         batch = feats[start:start + batch_size]
-        lengths = torch.tensor([len(f) for f in batch])
-        scores, out_lens = model.class_scores(pad_sequence(list(batch), batch_first=True), lengths)
-        mask = valid_mask(out_lens, scores.shape[1])
-        total += (torch.softmax(scores, dim=-1) * mask[..., None]).sum((0, 1))
-        frames += int(out_lens.sum())
+        scores, out_lens = model.class_scores(pad_sequence(list(batch), batch_first=True),
+                                              torch.tensor([len(f) for f in batch]))
         for best, n in zip(scores.argmax(-1), out_lens.tolist()):
-            best = best[:n]
-            starts = torch.ones_like(best, dtype=torch.bool)
-            starts[1:] = best[1:] != best[:-1]
-            runs.append(int((starts & (best != 0)).sum()))
-    if not frames:
-        raise UsrasrError("no frames to estimate the class prior from")
-    return total / frames, runs
-
-
-@torch.no_grad()
-def divide_by_prior(model: CtcAcousticModel, reads: torch.Tensor, prior: torch.Tensor, scale: float) -> None:
-    """Set ``model``'s token map to ``reads`` (tokens x classes) with every class's posterior divided
-    by ``prior ** scale``: 0 reads posteriors, 1 scaled likelihoods."""
-    model.token_map.copy_(reads * prior.clamp(min=1e-12).pow(-scale)[None, :])
+            runs.append(sum(1 for label, _ in itertools.groupby(best[:n].tolist()) if label))
+    return runs

@@ -79,7 +79,7 @@ class TrainConfig(YamlConfig):
     phone_ipa: str = ""  # objective=crosslingual: a `phone IPA` table of the corpus's phones ("" = the project's ARPAbet)
     crosslingual_neighbours: int = 5  # objective=crosslingual: universal phones each phone reads, nearest first
     crosslingual_temperature: float = 0.25  # ... weighted exp(-(distance - nearest distance) / temperature)
-    # objective=crosslingual: universal posteriors divided by their train-audio prior to this power
+    # objective=crosslingual: universal posteriors divided by their mean over the utterance to this power
     # (-1: the scale whose decodes say as many phones as the universal recogniser, chosen without labels)
     crosslingual_prior_scale: float = -1.0
     odm_order: int = 3  # n-gram orders 1..N matched (a phone LM of that order is trained if the corpus's is lower)
