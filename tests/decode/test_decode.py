@@ -19,7 +19,8 @@ from click.testing import CliRunner
 
 from usrasr.cli import cli
 from usrasr.decode.audio import Utterance, load_features
-from usrasr.decode.search import GraphSearch
+from usrasr.decode.pipeline import build_recognizer
+from usrasr.decode.search import GraphSearch, SearchOptions
 from usrasr.graph.hlg import ensure_graph, load_graph, read_lang
 from usrasr.models.acoustic import AcousticModelConfig, build_model, load_model, save_model
 from usrasr.models.ctc_train import train_ctc
@@ -262,6 +263,22 @@ def test_decode_recovers_training_sentences(corpus, model_path):
     assert list(hyps) == [f.stem for f in files]
     correct = sum(hyps[f"u{i}"] == s for i, s in enumerate(SPOKEN))
     assert correct >= len(SPOKEN) - 1, hyps
+
+
+def test_decode_takes_the_lm_scale_recorded_with_the_model(corpus, model_path, tmp_path):
+    loaded = load_model(model_path)
+    scaled = corpus / "exp" / "scaled.pt"  # beside the model: the same graphs/
+    save_model(scaled, loaded.model, loaded.tokens, loaded.lang_dir, lm_scale=4.0)
+    assert loaded.lm_scale == 1.0 and load_model(scaled).lm_scale == 4.0
+    lang = read_lang(corpus / "lang")
+    for options, expected in ((SearchOptions(), 4.0), (SearchOptions(lm_scale=2.0), 2.0)):
+        recognizer = build_recognizer(load_model(scaled), corpus / "lang", "word", corpus / "lm" / "word_3gram.arpa",
+                                      corpus / "exp" / "graphs", options, torch.device("cpu"))
+        assert recognizer.search.options.lm_scale == expected and recognizer.search.lang.tokens == lang.tokens
+    files = sorted((corpus / "audio").glob("u*.wav"))[:3]
+    recorded = run_cli("decode", "--model", scaled, "--format", "jsonl", *files)
+    explicit = run_cli("decode", "--model", model_path, "--lm-scale", "4", "--format", "jsonl", *files)
+    assert recorded.exit_code == 0 and recorded.stdout == explicit.stdout
 
 
 def test_pipeline_ls_decode_evaluate(corpus, model_path):

@@ -45,15 +45,24 @@ def test_crosslingual_start_labels_train_audio_and_self_trains(tiny_corpus, tmp_
     assert kept == (out / "pseudo_labels" / "round0.txt").read_text()
     assert 0 <= summary["labels"]["round0"]["labels_per_train"] and "cross-lingual start" in result.output
     assert (out / "round1" / "model.pt").exists()
+    # the LM scale the model decodes with, chosen without labels: its decodes as probable per word as held-out text
+    lm_choice = json.loads((out / "crosslingual" / "lm_scale.json").read_text())
+    per_word, target = lm_choice["decoded_logprob_per_word"], lm_choice["held_out_logprob_per_word"]
+    assert set(per_word) == {"1.0", "1.25", "1.5", "1.75", "2.0"} and start["lm_scale"] == lm_choice["lm_scale"]
+    assert abs(per_word[str(lm_choice["lm_scale"])] - target) == min(abs(v - target) for v in per_word.values())
+    assert torch.load(out / "crosslingual" / "model.pt")["lm_scale"] == lm_choice["lm_scale"]
 
 
-def test_a_given_prior_scale_is_used_and_a_resume_keeps_the_choice(tiny_corpus, tmp_path):
+def test_given_scales_are_used_and_a_resume_keeps_the_choice(tiny_corpus, tmp_path):
     encoder = _just_encoder(tmp_path / "encoder.pt")
     out = tmp_path / "exp"
     args = ["--corpus", tiny_corpus, "--out", out, "--objective", "crosslingual", "--set", f"encoder={encoder}",
-            "--set", "self_training_rounds=0", "--set", "crosslingual_prior_scale=0.5", *FAST]
+            "--set", "self_training_rounds=0", "--set", "crosslingual_prior_scale=0.5",
+            "--set", "crosslingual_lm_scale=1.5", *FAST]
     assert _train(*args).exit_code == 0
     assert json.loads((out / "crosslingual" / "prior_scale.json").read_text()) == {"prior_scale": 0.5}
+    assert json.loads((out / "crosslingual" / "lm_scale.json").read_text()) == {"lm_scale": 1.5}
+    assert torch.load(out / "crosslingual" / "model.pt")["lm_scale"] == 1.5
     model = torch.load(out / "crosslingual" / "model.pt")["state_dict"]
     result = _train(*args, "--resume")
     assert result.exit_code == 0, result.output
@@ -79,7 +88,7 @@ def test_crosslingual_without_scoring_reads_no_labels(tiny_corpus, tmp_path):
     out = tmp_path / "exp"
     result = _train("--corpus", tiny_corpus, "--out", out, "--objective", "crosslingual", "--no-score",
                     "--set", f"encoder={encoder}", "--set", "self_training_rounds=0",
-                    "--set", "crosslingual_prior_scale=1", *FAST)
+                    "--set", "crosslingual_prior_scale=1", "--set", "crosslingual_lm_scale=1", *FAST)
     assert result.exit_code == 0, result.output
     summary = json.loads((out / "summary.json").read_text())
     assert "labels" not in summary and "per_test" not in summary["crosslingual"]

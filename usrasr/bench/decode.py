@@ -174,7 +174,7 @@ def _bench_files(options: SearchOptions, model_path: Path, lang_dir: Path | None
               help="--synthetic: posterior mass off the true token (0 = perfectly sure model).")
 @click.option("--beam", type=float, default=SearchOptions.beam, show_default=True)
 @click.option("--max-active", type=int, default=SearchOptions.max_active, show_default=True)
-@click.option("--lm-scale", type=click.FloatRange(min=0, min_open=True), default=SearchOptions.lm_scale, show_default=True)
+@click.option("--lm-scale", type=click.FloatRange(min=0, min_open=True), default=1.0, show_default=True)
 def decode(files, model_path, lang_dir, lm, cuts, synthetic, num_words, num_utterances, noise, beam, max_active, lm_scale):
     """Real-time factor of decoding on one CPU core: features, network and search side by side."""
     from usrasr.decode import audio

@@ -32,8 +32,9 @@ _EXISTING = click.Path(exists=True, dir_okay=False, path_type=Path)
 @click.option("--wav-scp", type=_EXISTING, help="Decode a Kaldi wav.scp ('id path' lines).")
 @click.option("--beam", type=float, default=SearchOptions.beam, show_default=True, help="Search beam (graph cost units).")
 @click.option("--max-active", type=int, default=SearchOptions.max_active, show_default=True, help="Most active states per frame.")
-@click.option("--lm-scale", type=click.FloatRange(min=0, min_open=True), default=SearchOptions.lm_scale, show_default=True,
-              help="Weight of the graph (LM) against the acoustic log-posteriors.")
+@click.option("--lm-scale", type=click.FloatRange(min=0, min_open=True),
+              help="Weight of the graph (LM) against the acoustic log-posteriors [default: the scale recorded "
+                   "with the model, else 1].")
 @click.option("--blank-penalty", type=float, default=SearchOptions.blank_penalty, show_default=True,
               help="Subtracted from the blank log-posterior (positive: fewer deletions).")
 @click.option("--batch-size", type=click.IntRange(min=1), default=8, show_default=True, help="Utterances per network forward.")

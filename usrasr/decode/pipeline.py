@@ -10,7 +10,7 @@ from __future__ import annotations
 import contextlib
 import json
 import os
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Iterable, Iterator
 
@@ -199,6 +199,8 @@ def build_recognizer(
     """Check the model against the lang dir, get (or compile) the graph, and wire it up."""
     lang = read_lang(lang_dir)
     check_tokens(loaded, lang)
+    if options.lm_scale is None:
+        options = replace(options, lm_scale=loaded.lm_scale)
     graph = load_graph(ensure_graph(GRAPH_KINDS[unit], lang, lm, graph_dir, force))
     search = GraphSearch(graph, lang, unit, options, seconds_per_frame=loaded.model.frame_shift)
     return Recognizer(loaded.model, search, device)

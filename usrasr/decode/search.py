@@ -27,7 +27,8 @@ class SearchOptions:
 
     ``lm_scale`` weighs the graph (LM + lexicon) against the acoustics; it is
     applied by dividing the log-posteriors, which ranks paths exactly as
-    multiplying the graph costs would.  ``blank_penalty`` is subtracted from
+    multiplying the graph costs would.  None takes the scale recorded with the
+    model (:class:`usrasr.models.acoustic.LoadedModel`), 1 unless training chose one.  ``blank_penalty`` is subtracted from
     the blank's log-posterior before scaling (positive: fewer deletions).
     """
 
@@ -36,7 +37,7 @@ class SearchOptions:
     beam: float = 10.0
     max_active: int = 7000
     min_active: int = 20
-    lm_scale: float = 1.0
+    lm_scale: float | None = None
     blank_penalty: float = 0.0
 
 
@@ -151,7 +152,7 @@ class GraphSearch:
         """The scores the search sees (see :class:`SearchOptions`)."""
         scores = np.array(log_probs, dtype=np.float32, copy=True)
         scores[:, 0] -= self.options.blank_penalty
-        scores /= self.options.lm_scale
+        scores /= 1.0 if self.options.lm_scale is None else self.options.lm_scale
         return scores
 
     def search(self, log_probs: np.ndarray) -> Hypothesis:

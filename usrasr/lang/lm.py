@@ -69,9 +69,34 @@ class ArpaLM:
             penalty += self.backoff.get(history, 0.0)
             history = history[1:]
 
+    def per_word_logprob(self, sentences: Iterable[str]) -> float:
+        """Mean ln P per word (``</s>`` counted) of whitespace-tokenised sentences; words outside
+        the vocabulary are left out, as is any sentence-level back-off to them."""
+        total, words = 0.0, 0
+        for sentence in sentences:
+            history: tuple[str, ...] = (BOS,)
+            for word in sentence.split() + [EOS]:
+                lp = self.conditional(history, word)
+                if lp > -math.inf:
+                    total, words = total + lp, words + 1
+                history += (word,)
+        if not words:
+            raise UsrasrError("no in-vocabulary words to score")
+        return total / words
+
     @property
     def vocabulary(self) -> list[str]:
         return sorted(k[0] for k in self.logprob if len(k) == 1)
+
+
+def held_out_per_word_logprob(sentences: list[str], order: int, every: int = 10) -> float:
+    """:meth:`ArpaLM.per_word_logprob` of every ``every``-th sentence under an LM of ``order``
+    trained on the others: how probable text the LM has not seen is, per word."""
+    held_out = sentences[::every]
+    rest = [s for i, s in enumerate(sentences) if i % every]
+    with tempfile.TemporaryDirectory() as scratch:
+        lm = read_arpa(train_arpa(rest, order, Path(scratch) / "held_out.arpa"))
+    return lm.per_word_logprob(held_out)
 
 
 def read_arpa(path: str | Path) -> ArpaLM:

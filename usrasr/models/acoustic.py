@@ -259,12 +259,14 @@ class LoadedModel(NamedTuple):
     model: nn.Module  # a CtcAcousticModel, or a WaveformCtcModel (``model.input``: what it reads)
     tokens: list[str]  # tokens[i] is the name of output index i; tokens[0] is the blank
     lang_dir: Path | None  # the lang dir the model was trained for, when recorded
+    lm_scale: float = 1.0  # the graph's weight against this model's log-posteriors that decoding takes by default
 
 
 def save_model(
-    path: str | Path, model: nn.Module, tokens: list[str], lang_dir: str | Path | None = None
+    path: str | Path, model: nn.Module, tokens: list[str], lang_dir: str | Path | None = None, lm_scale: float = 1.0
 ) -> None:
-    """Write config, weights, token table and (optionally) lang dir to ``path`` atomically."""
+    """Write config, weights, token table, (optionally) lang dir and the LM scale that decoding takes
+    by default to ``path`` atomically."""
     if len(tokens) != model.config.num_tokens:
         raise UsrasrError(f"model has {model.config.num_tokens} outputs but {len(tokens)} token names were given")
     checkpoint = {
@@ -274,6 +276,7 @@ def save_model(
         "state_dict": {k: v.detach().cpu() for k, v in model.state_dict().items()},
         "tokens": list(tokens),
         "lang_dir": str(Path(lang_dir).resolve()) if lang_dir is not None else None,
+        "lm_scale": float(lm_scale),
     }
     with atomic_path(path) as tmp:
         torch.save(checkpoint, tmp)
@@ -302,4 +305,4 @@ def load_model(path: str | Path, device: str | torch.device = "cpu") -> LoadedMo
         raise UsrasrError(f"{path} does not match this version of the model code: {str(e).splitlines()[0]}") from None
     model.to(device).eval()
     lang_dir = Path(checkpoint["lang_dir"]) if checkpoint.get("lang_dir") else None
-    return LoadedModel(model, list(checkpoint["tokens"]), lang_dir)
+    return LoadedModel(model, list(checkpoint["tokens"]), lang_dir, float(checkpoint.get("lm_scale", 1.0)))

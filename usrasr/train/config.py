@@ -82,6 +82,9 @@ class TrainConfig(YamlConfig):
     # objective=crosslingual: universal posteriors divided by their mean over the utterance to this power
     # (-1: the scale whose decodes say as many phones as the universal recogniser, chosen without labels)
     crosslingual_prior_scale: float = -1.0
+    # objective=crosslingual: the LM scale the model decodes with (-1: the scale whose word decodes of
+    # train-audio are as probable per word under the word LM as held-out text, chosen without labels)
+    crosslingual_lm_scale: float = -1.0
     odm_order: int = 3  # n-gram orders 1..N matched (a phone LM of that order is trained if the corpus's is lower)
     odm_top: int = 1000  # the most likely n-grams matched per order above 2 (every uni- and bigram)
     odm_restarts: int = 8  # classifiers trained together as one batched model; the lowest loss wins
@@ -160,9 +163,11 @@ class TrainConfig(YamlConfig):
         if self.objective == "crosslingual" and not self.encoder:
             raise UsrasrError("objective=crosslingual needs `--set encoder=DIR`: a `usrasr pretrain --method just` output")
         if (self.crosslingual_neighbours < 1 or self.crosslingual_temperature <= 0
-                or not (self.crosslingual_prior_scale == -1 or self.crosslingual_prior_scale >= 0)):
-            raise UsrasrError("crosslingual_neighbours must be 1 or more, crosslingual_temperature above 0 and "
-                              "crosslingual_prior_scale -1 (chosen without labels) or 0 and above")
+                or not (self.crosslingual_prior_scale == -1 or self.crosslingual_prior_scale >= 0)
+                or not (self.crosslingual_lm_scale == -1 or self.crosslingual_lm_scale > 0)):
+            raise UsrasrError("crosslingual_neighbours must be 1 or more, crosslingual_temperature above 0, "
+                              "crosslingual_prior_scale -1 (chosen without labels) or 0 and above, and "
+                              "crosslingual_lm_scale -1 (chosen without labels) or above 0")
         if self.encoder_units not in ENCODER_UNITS:
             raise UsrasrError(f"encoder_units must be one of {', '.join(ENCODER_UNITS)}, got '{self.encoder_units}'")
         if (self.objective == "odm" and self.units == "encoder" and self.encoder_units != "posteriors"

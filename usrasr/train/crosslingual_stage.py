@@ -6,7 +6,11 @@ the corpus's phones through their IPA (:mod:`usrasr.models.crosslingual`).  Its
 universal phones' posteriors are divided by their mean over each utterance
 raised to a scale that is chosen without labels: the scale whose HLG decodes of
 a sample of train-audio say as many phones as the universal recogniser's own
-greedy output does.  The model then labels train-audio through
+greedy output does.  The weight of the word graph against the model, which the
+model's decodes take by default, is chosen likewise: the scale at which word
+decodes of the sample are as probable per word under the word LM as held-out
+text is (too little weight and they read as improbable word salad, too much
+and they fall back on the LM's favourite words).  The model then labels train-audio through
 the corpus's own graphs, the HLG graph with the word LM by default
 (``self_training_labels``), and those labels start self-training.  Only the
 blind audio, the text side and the phones' IPA are read.
@@ -15,16 +19,18 @@ blind audio, the text side and the phones' IPA are read.
 from __future__ import annotations
 
 import json
+from dataclasses import replace
 from pathlib import Path
 
 import torch
 
 from usrasr.corpus.layout import CorpusLayout
 from usrasr.corpus.reader import AudioSplit
-from usrasr.decode.pipeline import build_recognizer
+from usrasr.decode.pipeline import Recognizer, build_recognizer
 from usrasr.decode.search import SearchOptions
 from usrasr.lang.inventory import project_phone_ipa, read_phone_ipa
 from usrasr.lang.lexicon import pronounce, read_lexicon
+from usrasr.lang.lm import held_out_per_word_logprob, read_arpa
 from usrasr.lang.phones import NON_SPEECH, SILENCE
 from usrasr.lang.symbols import PHONE_TOKENS
 from usrasr.models.acoustic import CtcAcousticModel, LoadedModel, save_model
@@ -36,65 +42,97 @@ from usrasr.utils.console import log, progress
 from usrasr.utils.io import write_json_atomic
 
 PRIOR_SCALES = (0.0, 0.25, 0.5, 0.75, 1.0)  # the candidates of crosslingual_prior_scale=-1
+LM_SCALES = (1.0, 1.25, 1.5, 1.75, 2.0)  # the candidates of crosslingual_lm_scale=-1
 CALIBRATION_UTTERANCES = 150  # train-audio utterances decoded per candidate
 
 
 def run_crosslingual(corpus: Path, config: TrainConfig, out: Path, graph_dir: Path,
                      audio: AudioSplit) -> tuple[dict[str, str], dict]:
     """Train-audio phone labels from the cross-lingual model saved in ``out/model.pt``, and a summary.
-    ``audio`` is the corpus's train-audio.  A rerun (``--resume``) reads the prior scale that
-    ``out/prior_scale.json`` and the labels that ``out/labels.txt`` kept."""
+    ``audio`` is the corpus's train-audio.  A rerun (``--resume``) reads the scales that
+    ``out/prior_scale.json`` and ``out/lm_scale.json`` and the labels that ``out/labels.txt`` kept."""
     tokens = list(PHONE_TOKENS.symbols)
     phone_ipa = read_phone_ipa(config.phone_ipa) if config.phone_ipa else project_phone_ipa()
     model, mapping = crosslingual_ctc_model(config.encoder, tokens, phone_ipa, SILENCE,
                                             config.crosslingual_neighbours, config.crosslingual_temperature)
-    choice_path = out / "prior_scale.json"
-    if choice_path.exists():
-        choice = json.loads(choice_path.read_text())
+    layout = CorpusLayout(corpus)
+    recognizer = build_recognizer(LoadedModel(model, tokens, layout.lang_dir), layout.lang_dir, "word",
+                                  layout.lm("word"), graph_dir, SearchOptions(lm_scale=1.0), torch.device("cpu"))
+    sample = audio.feats[::max(1, len(audio.feats) // CALIBRATION_UTTERANCES)]
+    class_scores = [model.class_scores(f[None], torch.tensor([len(f)])) for f in sample]  # re-read per scale
+    prior_path, lm_path = out / "prior_scale.json", out / "lm_scale.json"
+    if prior_path.exists():
+        choice = json.loads(prior_path.read_text())
     elif config.crosslingual_prior_scale >= 0:
         choice = {"prior_scale": config.crosslingual_prior_scale}
     else:
-        choice = _choose_prior_scale(model, audio, corpus, graph_dir)
-    write_json_atomic(choice_path, choice)
+        choice = _choose_prior_scale(model, sample, class_scores, recognizer, read_lexicon(layout.lexicon))
+    write_json_atomic(prior_path, choice)
     model.config.utterance_prior_scale = choice["prior_scale"]
+    if lm_path.exists():
+        lm_choice = json.loads(lm_path.read_text())
+    elif config.crosslingual_lm_scale > 0:
+        lm_choice = {"lm_scale": config.crosslingual_lm_scale}
+    else:
+        lm_choice = _choose_lm_scale(model, class_scores, recognizer, layout)
+    write_json_atomic(lm_path, lm_choice)
     model_path = out / "model.pt"
-    save_model(model_path, model, tokens, CorpusLayout(corpus).lang_dir)
-    log.info("cross-lingual model: each phone reads up to %d universal phones; prior scale %.2f",
-             config.crosslingual_neighbours, choice["prior_scale"])
+    save_model(model_path, model, tokens, layout.lang_dir, lm_scale=lm_choice["lm_scale"])
+    log.info("cross-lingual model: each phone reads up to %d universal phones; prior scale %.2f, LM scale %.2f",
+             config.crosslingual_neighbours, choice["prior_scale"], lm_choice["lm_scale"])
     labels_path = out / "labels.txt"
     if not labels_path.exists():
         save_phone_text(labels_path, relabel_split(model_path, corpus, "train_audio", config.self_training_labels,
                                                    graph_dir, config.device))
-    return read_phone_text(labels_path), {"model": str(model_path), "mapping": mapping, **choice}
+    return read_phone_text(labels_path), {"model": str(model_path), "mapping": mapping, **choice, **lm_choice}
+
+
+def _decode_words(model: CtcAcousticModel, class_scores: list, recognizer: Recognizer,
+                  lm_scale: float) -> list[list[str]]:
+    recognizer.search.options = replace(recognizer.search.options, lm_scale=lm_scale)
+    return [recognizer.search.search(model.token_log_probs(scores, lengths)[0].numpy()).text.split()
+            for scores, lengths in class_scores]
 
 
 @torch.no_grad()
-def _choose_prior_scale(model: CtcAcousticModel, audio: AudioSplit, corpus: Path, graph_dir: Path) -> dict:
+def _choose_prior_scale(model: CtcAcousticModel, sample: list[torch.Tensor], class_scores: list,
+                        recognizer: Recognizer, lexicon: dict) -> dict:
     """The prior scale whose word decodes (HLG, spelled with the lexicon) of a sample of train-audio
     hold as many phones as the universal recogniser's greedy output: a recogniser hearing a
     language it was not trained on says blank where unsure, and the decodes then drop phones."""
-    layout = CorpusLayout(corpus)
-    lexicon = read_lexicon(layout.lexicon)
-    recognizer = build_recognizer(LoadedModel(model, list(PHONE_TOKENS.symbols), layout.lang_dir),
-                                  layout.lang_dir, "word", layout.lm("word"), graph_dir, SearchOptions(),
-                                  torch.device("cpu"))
-    sample = audio.feats[::max(1, len(audio.feats) // CALIBRATION_UTTERANCES)]
     target = sum(greedy_lengths(model, sample))
-    class_scores = []  # the network runs once; each scale only re-reads its output
-    for f in sample:
-        class_scores.append(model.class_scores(f[None], torch.tensor([len(f)])))
     ratios = {}
     with progress() as bar:
         task = bar.add_task("cross-lingual prior scale", total=len(PRIOR_SCALES), status="")
         for scale in PRIOR_SCALES:
             model.config.utterance_prior_scale = scale
-            decoded = 0
-            for scores, lengths in class_scores:
-                words = recognizer.search.search(model.token_log_probs(scores, lengths)[0].numpy()).text.split()
-                decoded += sum(p not in NON_SPEECH for p in pronounce(words, lexicon))
+            decoded = sum(p not in NON_SPEECH for words in _decode_words(model, class_scores, recognizer, 1.0)
+                          for p in pronounce(words, lexicon))
             ratios[scale] = decoded / max(1, target)
             bar.update(task, advance=1, status=f"{scale:.2f}: {ratios[scale]:.2f} of the greedy phones")
     best = min(PRIOR_SCALES, key=lambda s: abs(ratios[s] - 1))
     log.info("cross-lingual prior scale %.2f: decodes of %d train-audio utterances hold %.2f times the "
              "universal recogniser's greedy phones", best, len(class_scores), ratios[best])
     return {"prior_scale": best, "phones_over_greedy": {str(s): round(r, 4) for s, r in ratios.items()}}
+
+
+@torch.no_grad()
+def _choose_lm_scale(model: CtcAcousticModel, class_scores: list, recognizer: Recognizer,
+                     layout: CorpusLayout) -> dict:
+    """The LM scale whose word decodes of the sample are as probable per word under the word LM
+    as held-out text is under an LM of the same order trained on the rest of the text."""
+    lm = read_arpa(layout.lm("word"))
+    text = [line for line in layout.train_text.read_text(encoding="utf-8").splitlines() if line.strip()]
+    target = held_out_per_word_logprob(text, lm.order)
+    per_word = {}
+    with progress() as bar:
+        task = bar.add_task("cross-lingual LM scale", total=len(LM_SCALES), status="")
+        for scale in LM_SCALES:
+            decoded = [" ".join(words) for words in _decode_words(model, class_scores, recognizer, scale)]
+            per_word[scale] = lm.per_word_logprob(decoded)
+            bar.update(task, advance=1, status=f"{scale:.2f}: {per_word[scale]:.2f} nats per word")
+    best = min(LM_SCALES, key=lambda s: abs(per_word[s] - target))
+    log.info("cross-lingual LM scale %.2f: its decodes score %.3f nats per word, held-out text %.3f",
+             best, per_word[best], target)
+    return {"lm_scale": best, "held_out_logprob_per_word": round(target, 4),
+            "decoded_logprob_per_word": {str(s): round(v, 4) for s, v in per_word.items()}}
