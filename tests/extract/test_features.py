@@ -48,7 +48,8 @@ def test_features_stores_a_layer_that_lhotse_reads_back(tiny_corpus, tiny_models
         stored = cut.load_features()
         assert len(stored) == cut.num_frames and abs(len(stored) - len(reference)) <= 1  # Lhotse's frame count
         n = min(len(stored), len(reference))
-        np.testing.assert_allclose(stored[:n], reference[:n].numpy(), rtol=0, atol=2 ** -9)  # lilcom's half step
+        # lilcom rounds to steps of 2^-8; the margin is the float rounding of encoding twice
+        np.testing.assert_allclose(stored[:n], reference[:n].numpy(), rtol=0, atol=2 ** -9 * 1.01)
 
 
 def test_features_resume_their_finished_shards_and_refuse_other_settings(tiny_corpus, tiny_models, tmp_path):
