@@ -232,21 +232,11 @@ def test_supervised_only_reads_no_target_audio_batches(tiny_corpus, multilingual
     assert summary["languages"] == ["fi"] and summary["engines"] == ["espeak-ng"] and summary["labelled_utterances"] == 6
 
 
-def test_warp_changes_what_the_labelled_batches_read(tiny_corpus, multilingual, tmp_path):
-    common = ["--corpus", tiny_corpus, *JUST_TINY, "--set", f"multilingual={multilingual}", "--set", "steps=4"]
-    run_cli("-q", "pretrain", "--out", tmp_path / "plain", *common)
-    run_cli("-q", "pretrain", "--out", tmp_path / "warped", *common, "--set", "warp=0.3")
-    plain, warped = _rows(tmp_path / "plain"), _rows(tmp_path / "warped")
-    first = next(i for i, r in enumerate(plain) if "ctc_loss" in r)  # same batch, same weights: only the input differs
-    assert plain[first]["ctc_loss"] != warped[first]["ctc_loss"]
-
-
 @pytest.mark.parametrize("args, message", [
     (["--method", "just"], "needs --set multilingual=DIR"),
     (["--method", "bestrq", "--set", "multilingual=x"], "read by method just only"),
     (["--method", "just", "--set", "multilingual=x", "--set", "just_weight=-1"], "just_weight >= 0"),
     (["--method", "just", "--set", "multilingual=x", "--set", "target_share=1"], "target_share in"),
-    (["--method", "just", "--set", "multilingual=x", "--set", "warp=1"], "warp must be in [0, 1)"),
     (["--method", "just", "--set", "arch=lstm"], "arch must be one of"),
     (["--method", "just", "--set", "multilingual=x", "--set", "speaker_adversary_weight=1"], "bestrq and birq"),
     (["--method", "just", "--set", "multilingual=/nonexistent"], "multilingual corpus not found"),

@@ -38,9 +38,6 @@ class PretrainConfig(YamlConfig):
     # alone); the others take a labelled batch (phone CTC + just_weight x masked prediction in one pass).
     # 0.3: about 3 target batches per 7 labelled ones.  No target batches when just_weight is 0.
     target_share: float = 0.3
-    # just: each labelled utterance's fbank frequency axis stretched by a factor drawn from
-    # [1 - warp, 1 + warp] (vocal-tract-length perturbation: voices the labelled corpus lacks; 0 = off)
-    warp: float = 0.0
     # masking: each frame starts a masked span with this probability
     mask_prob: float = 0.05
     mask_span: int = 5
@@ -96,8 +93,6 @@ class PretrainConfig(YamlConfig):
                               if self.method == "just" else f"multilingual is read by method just only, not {self.method}")
         if self.method == "just" and self.speaker_adversary_weight > 0:
             raise UsrasrError("speaker_adversary_weight is for methods bestrq and birq, not just")
-        if not 0 <= self.warp < 1:
-            raise UsrasrError(f"warp must be in [0, 1), got {self.warp}")
         if self.just_weight < 0 or not 0 <= self.target_share < 1:
             raise UsrasrError(f"need just_weight >= 0 and target_share in [0, 1), got {self.just_weight} and "
                               f"{self.target_share}")

@@ -25,7 +25,6 @@ from torch import Tensor, nn
 from usrasr.corpus.layout import CorpusLayout
 from usrasr.corpus.reader import load_audio
 from usrasr.lang.symbols import SymbolTable
-from usrasr.models.ctc_train import warp_frequency
 from usrasr.models.encoder import SslEncoder, length_batches, save_encoder
 from usrasr.pretrain.config import PretrainConfig
 from usrasr.pretrain.objectives import (
@@ -257,9 +256,6 @@ class JustObjective(Objective):
         share = Share.of(batch, masked)
         utterances = share.utterances_of(batch)
         feats, lens = padded(audio, utterances, device)
-        if not target and self.config.warp:
-            factors = 1 + self.config.warp * (2 * torch.rand(len(utterances), generator=generator) - 1)
-            feats = warp_frequency(feats, factors)
         masked = None if masked is None else share.mask(masked, lens, self.config.subsampling, device)
         if target:
             loss, parts = network(feats, lens, masked, None, share.masked_frames)
