@@ -95,6 +95,11 @@ def test_articulatory_features_are_panphons():
     ("Dnes je hezky, a svítí slunce!", "cs", "dnes je hezky a svítí slunce"),
     ("L'uomo è qui, dell'anno scorso.", "it", "l'uomo è qui dell'anno scorso"),
     ("Это тест, «ёлки» — палки.", "ru", "это тест ёлки палки"),
+    ("L'option affiche la liste des fichiers.", "fr", "l'option affiche la liste des fichiers"),
+    ("Dit programma toont de inhoud van een map.", "nl", "dit programma toont de inhoud van een map"),
+    ("Mostra o conteúdo do diretório atual.", "pt", "mostra o conteúdo do diretório atual"),
+    ("Visa innehållet i den aktuella katalogen.", "sv", "visa innehållet i den aktuella katalogen"),
+    ("Print the name of the current directory.", "nl", None),  # English passes Dutch's letters, not its words
     ("whoami - print effective user name.", "fi", None),  # untranslated English
     ("Käytä valitsinta --verbose nähdäksesi lisää.", "fi", None),  # an option
     ("Soubor /etc/passwd je důležitý.", "cs", None),  # a path

@@ -60,12 +60,16 @@ ALPHABETS = {
     "de": "abcdefghijklmnopqrstuvwxyzäöüß",
     "es": "abcdefghijlmnopqrstuvxyzáéíñóúü",
     "fi": "abdefghijklmnoprstuvyåäö",
+    "fr": "abcdefghijlmnopqrstuvxyzàâæçéèêëîïôœùûü",
+    "nl": "abcdefghijklmnopqrstuvwxyzéëïöü",
+    "pt": "abcdefghijlmnopqrstuvxzáâãàçéêíóôõú",
+    "sv": "abcdefghijklmnoprstuvxyåäö",
     "it": "abcdefghilmnopqrstuvzàèéìíîòóùú",
     "pl": "aąbcćdeęfghijklłmnńoóprsśtuwyzźż",
     "ru": "абвгдеёжзийклмнопрстуфхцчшщъыьэюя",
 }
 # Words elided with an apostrophe ("l'uomo") are one word.
-_APOSTROPHE_LANGUAGES = {"it"}
+_APOSTROPHE_LANGUAGES = {"it", "fr"}
 # Man pages are often translated in part, and Latin-script English passes the alphabet test.
 # A sentence is kept only if it has a letter outside ASCII or one of its language's commonest
 # words, and none of English's (which are words of none of these languages): stop-word
@@ -75,6 +79,10 @@ FUNCTION_WORDS = {
     "de": "der die das und ist nicht ein eine zu den mit sich auf des dem es auch wird werden oder wenn kann",
     "es": "de la que el en y los las del se por un una con no es para al lo como",
     "fi": "ja on ei se tai kun jos mutta ovat oli kuin niin voi vain sen joka",
+    "fr": "le la les de des du un une et est en que qui dans pour pas sur au aux ce il elle ne se par avec ou",
+    "nl": "de het een en van dat die in niet te op zijn met voor er aan als ook bij om",
+    "pt": "de o que e do da em um para com não uma os no se na por mais as dos como",
+    "sv": "och i att det som en på är av för med till den inte har de om ett kan",
     "it": "di che il la e per non un una del della si con le da al lo gli nel sono ma come se ci mi",
     "pl": "i w nie na z do to jest o jak ale od po co tak za dla lub",
     "ru": "",  # Cyrillic: English cannot pass the alphabet test
