@@ -89,9 +89,17 @@ def _label_features(corpus, folder):
 def test_probe_reads_phones_and_voices_where_a_layer_carries_them(tiny_corpus, encoder, tmp_path):
     _label_features(tiny_corpus, tmp_path / "labels")
     run("analyze", "probe", "--corpus", tiny_corpus, "--encoder", tmp_path / "labels", "--utterances", 0,
+        "--frames-per-utterance", 0,
         "--no-cmvn", "--out", tmp_path / "oracle")  # per-utterance normalisation would erase a constant voice
     oracle = json.loads((tmp_path / "oracle" / "probe.json").read_text())
-    assert oracle["layers"][0]["phone_accuracy"] > 0.95 and oracle["layers"][0]["voice_accuracy"] > 0.99
+    # every test frame whose phone train-audio has can be read; a tiny corpus's test may hold a phone it lacks
+    scoring = ScoringData(tiny_corpus)
+    frames = {split: np.concatenate(list(scoring.frame_phones(split, {
+        c.id: c.num_frames for c in load_manifest(tiny_corpus / "manifests" / f"cuts_{split}.jsonl.gz")}).values()))
+        for split in ("train_audio", "test")}
+    readable = np.isin(frames["test"], frames["train_audio"]).mean()
+    assert readable > 0.8 and oracle["layers"][0]["phone_accuracy"] > readable - 0.02
+    assert oracle["layers"][0]["voice_accuracy"] > 0.99
     result = run("analyze", "probe", "--corpus", tiny_corpus, "--encoder", encoder, "--utterances", 0,
                  "--out", tmp_path / "encoder")
     record = json.loads((tmp_path / "encoder" / "probe.json").read_text())
