@@ -29,10 +29,9 @@ import dataclasses
 import itertools
 import math
 from pathlib import Path
-from typing import Mapping, Sequence
+from typing import Iterable, Mapping, Sequence
 
 import torch
-from torch.nn.utils.rnn import pad_sequence
 
 from usrasr.lang.inventory import ranked_phones
 from usrasr.models.acoustic import CtcAcousticModel
@@ -76,17 +75,11 @@ def crosslingual_ctc_model(encoder: str | Path, tokens: Sequence[str], phone_ipa
     return model.eval(), mapping
 
 
-@torch.no_grad()
-def greedy_lengths(model: CtcAcousticModel, feats: Sequence[torch.Tensor], batch_size: int = 16) -> list[int]:
-    """Per utterance of ``feats``, the greedy CTC length of ``model``'s output classes (runs of
-    the best class other than the blank 0)."""
-    if not model.config.classes:
-        raise UsrasrError("the model reads its tokens directly: it has no classes")
+def greedy_lengths(class_scores: Iterable[tuple[torch.Tensor, torch.Tensor]]) -> list[int]:
+    """Per utterance, the greedy CTC length of a model's output classes (runs of the best class
+    other than the blank 0), from its ``class_scores`` batches: (logits (B, T', classes), out_lens)."""
     runs = []
-    for start in range(0, len(feats), batch_size):
-        batch = feats[start:start + batch_size]
-        scores, out_lens = model.class_scores(pad_sequence(list(batch), batch_first=True),
-                                              torch.tensor([len(f) for f in batch]))
+    for scores, out_lens in class_scores:
         for best, n in zip(scores.argmax(-1), out_lens.tolist()):
             runs.append(sum(1 for label, _ in itertools.groupby(best[:n].tolist()) if label))
     return runs

@@ -56,17 +56,16 @@ def run_crosslingual(corpus: Path, config: TrainConfig, out: Path, graph_dir: Pa
     model, mapping = crosslingual_ctc_model(config.encoder, tokens, phone_ipa, SILENCE,
                                             config.crosslingual_neighbours, config.crosslingual_temperature)
     layout = CorpusLayout(corpus)
-    recognizer = build_recognizer(LoadedModel(model, tokens, layout.lang_dir), layout.lang_dir, "word",
-                                  layout.lm("word"), graph_dir, SearchOptions(lm_scale=1.0), torch.device("cpu"))
-    sample = audio.feats[::max(1, len(audio.feats) // CALIBRATION_UTTERANCES)]
-    class_scores = [model.class_scores(f[None], torch.tensor([len(f)])) for f in sample]  # re-read per scale
     prior_path, lm_path = out / "prior_scale.json", out / "lm_scale.json"
+    if ((not prior_path.exists() and config.crosslingual_prior_scale < 0)
+            or (not lm_path.exists() and config.crosslingual_lm_scale < 0)):
+        class_scores, recognizer = _calibration_sample(model, audio, layout, graph_dir)
     if prior_path.exists():
         choice = json.loads(prior_path.read_text())
     elif config.crosslingual_prior_scale >= 0:
         choice = {"prior_scale": config.crosslingual_prior_scale}
     else:
-        choice = _choose_prior_scale(model, sample, class_scores, recognizer, read_lexicon(layout.lexicon))
+        choice = _choose_prior_scale(model, class_scores, recognizer, read_lexicon(layout.lexicon))
     write_json_atomic(prior_path, choice)
     model.config.utterance_prior_scale = choice["prior_scale"]
     if lm_path.exists():
@@ -87,6 +86,19 @@ def run_crosslingual(corpus: Path, config: TrainConfig, out: Path, graph_dir: Pa
     return read_phone_text(labels_path), {"model": str(model_path), "mapping": mapping, **choice, **lm_choice}
 
 
+@torch.no_grad()
+def _calibration_sample(model: CtcAcousticModel, audio: AudioSplit, layout: CorpusLayout,
+                        graph_dir: Path) -> tuple[list, Recognizer]:
+    """The class scores of every few train-audio utterances (the network runs once; each candidate
+    scale re-reads them) and a word recogniser for the model."""
+    sample = audio.feats[::max(1, len(audio.feats) // CALIBRATION_UTTERANCES)]
+    class_scores = [model.class_scores(f[None], torch.tensor([len(f)])) for f in sample]
+    recognizer = build_recognizer(LoadedModel(model, list(PHONE_TOKENS.symbols), layout.lang_dir), layout.lang_dir,
+                                  "word", layout.lm("word"), graph_dir, SearchOptions(lm_scale=1.0),
+                                  torch.device("cpu"))
+    return class_scores, recognizer
+
+
 def _decode_words(model: CtcAcousticModel, class_scores: list, recognizer: Recognizer,
                   lm_scale: float) -> list[list[str]]:
     recognizer.search.options = replace(recognizer.search.options, lm_scale=lm_scale)
@@ -95,12 +107,11 @@ def _decode_words(model: CtcAcousticModel, class_scores: list, recognizer: Recog
 
 
 @torch.no_grad()
-def _choose_prior_scale(model: CtcAcousticModel, sample: list[torch.Tensor], class_scores: list,
-                        recognizer: Recognizer, lexicon: dict) -> dict:
+def _choose_prior_scale(model: CtcAcousticModel, class_scores: list, recognizer: Recognizer, lexicon: dict) -> dict:
     """The prior scale whose word decodes (HLG, spelled with the lexicon) of a sample of train-audio
     hold as many phones as the universal recogniser's greedy output: a recogniser hearing a
     language it was not trained on says blank where unsure, and the decodes then drop phones."""
-    target = sum(greedy_lengths(model, sample))
+    target = sum(greedy_lengths(class_scores))
     ratios = {}
     with progress() as bar:
         task = bar.add_task("cross-lingual prior scale", total=len(PRIOR_SCALES), status="")
