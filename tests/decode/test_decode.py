@@ -268,12 +268,14 @@ def test_decode_recovers_training_sentences(corpus, model_path):
 def test_decode_takes_the_lm_scale_recorded_with_the_model(corpus, model_path, tmp_path):
     loaded = load_model(model_path)
     scaled = corpus / "exp" / "scaled.pt"  # beside the model: the same graphs/
-    save_model(scaled, loaded.model, loaded.tokens, loaded.lang_dir, lm_scale=4.0)
+    save_model(scaled, loaded.model, loaded.tokens, loaded.lang_dir, lm_scale=4.0, phone_lm_scale=3.0)
     assert loaded.lm_scale == 1.0 and load_model(scaled).lm_scale == 4.0
     lang = read_lang(corpus / "lang")
-    for options, expected in ((SearchOptions(), 4.0), (SearchOptions(lm_scale=2.0), 2.0)):
-        recognizer = build_recognizer(load_model(scaled), corpus / "lang", "word", corpus / "lm" / "word_3gram.arpa",
-                                      corpus / "exp" / "graphs", options, torch.device("cpu"))
+    for unit, options, expected in (("word", SearchOptions(), 4.0), ("word", SearchOptions(lm_scale=2.0), 2.0),
+                                    ("phone", SearchOptions(), 3.0), ("phone", SearchOptions(lm_scale=2.0), 2.0)):
+        lm = corpus / "lm" / ("word_3gram.arpa" if unit == "word" else "phone_2gram.arpa")
+        recognizer = build_recognizer(load_model(scaled), corpus / "lang", unit, lm, corpus / "exp" / "graphs",
+                                      options, torch.device("cpu"))
         assert recognizer.search.options.lm_scale == expected and recognizer.search.lang.tokens == lang.tokens
     files = sorted((corpus / "audio").glob("u*.wav"))[:3]
     recorded = run_cli("decode", "--model", scaled, "--format", "jsonl", *files)

@@ -54,7 +54,7 @@ def test_prepare_text_redoes_changed_input_and_option_and_removes_stale_lms(tmp_
     assert run("prepare", "text", text, "--out", corpus)[0] == 0
     code, out = run("prepare", "text", text, "--out", corpus, "--phone-lm-order", "3")
     assert code == 0, out
-    assert sorted(p.name for p in (corpus / "lm").iterdir()) == ["phone_3gram.arpa", "rank.json", "word_3gram.arpa"]
+    assert sorted(p.name for p in (corpus / "lm").iterdir()) == ["phone_3gram.arpa", "phone_5gram.arpa", "rank.json", "word_3gram.arpa"]
     _write_text(text, seed=1)  # new text, no --force
     assert run("prepare", "text", text, "--out", corpus, "--phone-lm-order", "3")[0] == 0
     assert (corpus / "text" / "train_text.txt").read_text() == "".join(

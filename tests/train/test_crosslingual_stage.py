@@ -9,6 +9,7 @@ from torch import nn
 
 from usrasr.cli import cli
 from usrasr.corpus.reader import load_audio
+from usrasr.models.acoustic import load_model
 from usrasr.models.encoder import EncoderConfig, SslEncoder, save_encoder
 
 UNIVERSAL = ["<blk>", "s", "a", "i", "m", "t", "ʃ", "u", "o", "e", "n", "k", "d", "l", "r", "ə", "ɪ"]
@@ -46,11 +47,14 @@ def test_crosslingual_start_labels_train_audio_and_self_trains(tiny_corpus, tmp_
     assert 0 <= summary["labels"]["round0"]["labels_per_train"] and "cross-lingual start" in result.output
     assert (out / "round1" / "model.pt").exists()
     # the LM scale the model decodes with, chosen without labels: its decodes as probable per word as held-out text
+    # and the phone graph's likewise, per phone
     lm_choice = json.loads((out / "crosslingual" / "lm_scale.json").read_text())
-    per_word, target = lm_choice["decoded_logprob_per_word"], lm_choice["held_out_logprob_per_word"]
-    assert set(per_word) == {"1.0", "1.25", "1.5", "1.75", "2.0"} and start["lm_scale"] == lm_choice["lm_scale"]
-    assert abs(per_word[str(lm_choice["lm_scale"])] - target) == min(abs(v - target) for v in per_word.values())
-    assert torch.load(out / "crosslingual" / "model.pt")["lm_scale"] == lm_choice["lm_scale"]
+    checkpoint = torch.load(out / "crosslingual" / "model.pt")
+    for unit, key in (("word", "lm_scale"), ("phone", "phone_lm_scale")):
+        per_unit, target = lm_choice[f"decoded_logprob_per_{unit}"], lm_choice[f"held_out_logprob_per_{unit}"]
+        assert set(per_unit) == {"1.0", "1.25", "1.5", "1.75", "2.0"} and start[key] == lm_choice[key]
+        assert abs(per_unit[str(lm_choice[key])] - target) == min(abs(v - target) for v in per_unit.values())
+        assert checkpoint[key] == lm_choice[key]
 
 
 def test_given_scales_are_used_and_a_resume_keeps_the_choice(tiny_corpus, tmp_path):
@@ -63,6 +67,7 @@ def test_given_scales_are_used_and_a_resume_keeps_the_choice(tiny_corpus, tmp_pa
     assert json.loads((out / "crosslingual" / "prior_scale.json").read_text()) == {"prior_scale": 0.5}
     assert json.loads((out / "crosslingual" / "lm_scale.json").read_text()) == {"lm_scale": 1.5}
     assert torch.load(out / "crosslingual" / "model.pt")["lm_scale"] == 1.5
+    assert load_model(out / "crosslingual" / "model.pt").default_lm_scale("phone") == 1.5  # one scale for both
     model = torch.load(out / "crosslingual" / "model.pt")["state_dict"]
     result = _train(*args, "--resume")
     assert result.exit_code == 0, result.output

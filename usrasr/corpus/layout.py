@@ -42,12 +42,26 @@ class CorpusLayout:
     def lm_path(self, unit: str, order: int) -> Path:
         return self.lm_dir / lm_name(unit, order)
 
+    def lms(self, unit: str) -> list[Path]:
+        """The ARPA LMs of ``unit`` that `usrasr prepare` wrote, lowest order first."""
+        prefix, suffix = lm_name(unit, "*").split("*")
+        found = [(p.name[len(prefix):-len(suffix)], p) for p in self.lm_dir.glob(lm_name(unit, "*"))]
+        return [p for order, p in sorted((int(order), p) for order, p in found if order.isdigit())]
+
     def lm(self, unit: str, missing_ok: bool = False) -> Path | None:
-        """The ARPA LM of ``unit`` that `usrasr prepare` wrote, whatever its order;
-        ``None`` (with ``missing_ok``) or an error when there is none."""
-        found = sorted(self.lm_dir.glob(lm_name(unit, "*")))
+        """The lowest-order ARPA LM of ``unit``: the one training graphs use. ``None`` (with
+        ``missing_ok``) or an error when there is none."""
+        return self._one_lm(unit, missing_ok, lowest=True)
+
+    def decoding_lm(self, unit: str, missing_ok: bool = False) -> Path | None:
+        """The highest-order ARPA LM of ``unit``: the one decoding graphs use (for phones a higher
+        order than training's when prepare wrote one; for words the only one)."""
+        return self._one_lm(unit, missing_ok, lowest=False)
+
+    def _one_lm(self, unit: str, missing_ok: bool, lowest: bool) -> Path | None:
+        found = self.lms(unit)
         if found:
-            return found[0]
+            return found[0] if lowest else found[-1]
         if missing_ok:
             return None
         raise UsrasrError(f"no {unit} LM in {self.lm_dir}: run `usrasr prepare` first (or name one)")

@@ -20,7 +20,7 @@ _EXISTING = click.Path(exists=True, dir_okay=False, path_type=Path)
 @click.option("--lang", "lang_dir", type=click.Path(file_okay=False, path_type=Path),
               help="Lang dir [default: recorded in the model, or lang/ beside it].")
 @click.option("--lm", type=_PATH, help="Word ARPA LM for HLG [default: the word LM in <lang>/../lm/].")
-@click.option("--phone-lm", type=_PATH, help="Phone ARPA LM for HP [default: the phone LM in <lang>/../lm/].")
+@click.option("--phone-lm", type=_PATH, help="Phone ARPA LM for HP [default: the highest-order phone LM in <lang>/../lm/].")
 @click.option("--graph-dir", type=click.Path(file_okay=False, path_type=Path),
               help="Where HLG.fst / HP.fst are cached [default: the graphs/ of the training run that made the "
                    "model, else graphs/ beside it].")
@@ -34,7 +34,7 @@ _EXISTING = click.Path(exists=True, dir_okay=False, path_type=Path)
 @click.option("--max-active", type=int, default=SearchOptions.max_active, show_default=True, help="Most active states per frame.")
 @click.option("--lm-scale", type=click.FloatRange(min=0, min_open=True),
               help="Weight of the graph (LM) against the acoustic log-posteriors [default: the scale recorded "
-                   "with the model, else 1].")
+                   "with the model for --unit's graph, else 1].")
 @click.option("--blank-penalty", type=float, default=SearchOptions.blank_penalty, show_default=True,
               help="Subtracted from the blank log-posterior (positive: fewer deletions).")
 @click.option("--batch-size", type=click.IntRange(min=1), default=8, show_default=True, help="Utterances per network forward.")

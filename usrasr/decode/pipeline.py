@@ -49,8 +49,9 @@ def resolve_lang_dir(model_path: Path | None, loaded: LoadedModel | None, option
 
 
 def default_lm(lang_dir: Path, unit: Unit, missing_ok: bool = False) -> Path | None:
-    """The LM prepare wrote for ``unit`` into ``<corpus>/lm/``, next to ``<corpus>/<lang>``."""
-    return CorpusLayout(lang_dir.parent).lm(unit, missing_ok)
+    """The decoding LM prepare wrote for ``unit`` into ``<corpus>/lm/``, next to ``<corpus>/<lang>``
+    (for phones the highest order there)."""
+    return CorpusLayout(lang_dir.parent).decoding_lm(unit, missing_ok)
 
 
 def default_graph_dir(model_path: Path) -> Path:
@@ -200,7 +201,7 @@ def build_recognizer(
     lang = read_lang(lang_dir)
     check_tokens(loaded, lang)
     if options.lm_scale is None:
-        options = replace(options, lm_scale=loaded.lm_scale)
+        options = replace(options, lm_scale=loaded.default_lm_scale(unit))
     graph = load_graph(ensure_graph(GRAPH_KINDS[unit], lang, lm, graph_dir, force))
     search = GraphSearch(graph, lang, unit, options, seconds_per_frame=loaded.model.frame_shift)
     return Recognizer(loaded.model, search, device)

@@ -132,3 +132,10 @@ def write_lang_dir(lang_dir: str | Path, lexicon: Lexicon, report: LexiconReport
 def pronounce(words: Iterable[str], lexicon: Lexicon) -> list[str]:
     """Phones of a word sequence; words missing from the lexicon become ``SPN``."""
     return [p for w in words for p in lexicon.get(w, (SPOKEN_NOISE,))]
+
+
+def phone_sentences(sentences: Iterable[str], lexicon: Lexicon) -> list[str]:
+    """The phone strings of the sentences whose every word has a pronunciation: the text of
+    the phone LMs."""
+    return [" ".join(p for w in words for p in lexicon[w])
+            for words in (s.split() for s in sentences) if words and all(w in lexicon for w in words)]

@@ -70,7 +70,7 @@ class ArpaLM:
             history = history[1:]
 
     def per_word_logprob(self, sentences: Iterable[str]) -> float:
-        """Mean ln P per word (``</s>`` counted) of whitespace-tokenised sentences; words outside
+        """Mean ln P per word (or phone: any token; ``</s>`` counted) of whitespace-tokenised sentences; words outside
         the vocabulary are left out, as is any sentence-level back-off to them."""
         total, words = 0.0, 0
         for sentence in sentences:

@@ -260,13 +260,19 @@ class LoadedModel(NamedTuple):
     tokens: list[str]  # tokens[i] is the name of output index i; tokens[0] is the blank
     lang_dir: Path | None  # the lang dir the model was trained for, when recorded
     lm_scale: float = 1.0  # the graph's weight against this model's log-posteriors that decoding takes by default
+    phone_lm_scale: float | None = None  # the same for phone decoding (HP graph); None: ``lm_scale``
+
+    def default_lm_scale(self, unit: str) -> float:
+        """The LM scale that decoding to ``unit`` ("word" or "phone") takes unless told another."""
+        return self.phone_lm_scale if unit == "phone" and self.phone_lm_scale is not None else self.lm_scale
 
 
 def save_model(
-    path: str | Path, model: nn.Module, tokens: list[str], lang_dir: str | Path | None = None, lm_scale: float = 1.0
+    path: str | Path, model: nn.Module, tokens: list[str], lang_dir: str | Path | None = None, lm_scale: float = 1.0,
+    phone_lm_scale: float | None = None,
 ) -> None:
-    """Write config, weights, token table, (optionally) lang dir and the LM scale that decoding takes
-    by default to ``path`` atomically."""
+    """Write config, weights, token table, (optionally) lang dir and the LM scales that decoding takes
+    by default (words; phones, when it has its own) to ``path`` atomically."""
     if len(tokens) != model.config.num_tokens:
         raise UsrasrError(f"model has {model.config.num_tokens} outputs but {len(tokens)} token names were given")
     checkpoint = {
@@ -277,6 +283,7 @@ def save_model(
         "tokens": list(tokens),
         "lang_dir": str(Path(lang_dir).resolve()) if lang_dir is not None else None,
         "lm_scale": float(lm_scale),
+        "phone_lm_scale": None if phone_lm_scale is None else float(phone_lm_scale),
     }
     with atomic_path(path) as tmp:
         torch.save(checkpoint, tmp)
@@ -305,4 +312,6 @@ def load_model(path: str | Path, device: str | torch.device = "cpu") -> LoadedMo
         raise UsrasrError(f"{path} does not match this version of the model code: {str(e).splitlines()[0]}") from None
     model.to(device).eval()
     lang_dir = Path(checkpoint["lang_dir"]) if checkpoint.get("lang_dir") else None
-    return LoadedModel(model, list(checkpoint["tokens"]), lang_dir, float(checkpoint.get("lm_scale", 1.0)))
+    phone_lm_scale = checkpoint.get("phone_lm_scale")
+    return LoadedModel(model, list(checkpoint["tokens"]), lang_dir, float(checkpoint.get("lm_scale", 1.0)),
+                       None if phone_lm_scale is None else float(phone_lm_scale))

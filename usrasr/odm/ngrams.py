@@ -36,7 +36,7 @@ import torch
 from torch import Tensor
 from torch.utils.checkpoint import checkpoint
 
-from usrasr.lang.lexicon import read_lexicon
+from usrasr.lang.lexicon import phone_sentences, read_lexicon
 from usrasr.lang.lm import BOS, EOS, ArpaLM, train_arpa
 
 # Positions of the step sequence per checkpointed chunk of the expected-count sum:
@@ -247,8 +247,5 @@ def train_phone_lm(sentences: Path, lexicon: Path, order: int, out: Path) -> Pat
     """A phone ARPA LM of ``order`` over the lexicon pronunciations of a text file's
     sentences (those whose every word is in the lexicon), as `usrasr prepare` builds the
     corpus's own phone LM: for orders above the one the corpus has."""
-    pronounce = read_lexicon(lexicon)
-    lines = (s.split() for s in Path(sentences).read_text(encoding="utf-8").splitlines())
-    phones = (" ".join(p for w in words for p in pronounce[w]) for words in lines
-              if words and all(w in pronounce for w in words))
-    return train_arpa(phones, order, out)
+    text = Path(sentences).read_text(encoding="utf-8").splitlines()
+    return train_arpa(phone_sentences(text, read_lexicon(lexicon)), order, out)

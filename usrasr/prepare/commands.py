@@ -16,9 +16,11 @@ _force = click.option("--force", is_flag=True,
                       help="Redo every step (without it, only steps whose inputs or options changed).")
 _lm_orders = [
     click.option("--phone-lm-order", type=click.IntRange(1, 5), default=2, show_default=True,
-                 help="Order of the phone n-gram LM (training graph)."),
+                 help="Order of the phone n-gram LM of the training graphs."),
     click.option("--word-lm-order", type=click.IntRange(1, 5), default=3, show_default=True,
                  help="Order of the word n-gram LM (decoding graph)."),
+    click.option("--decoding-phone-lm-order", type=click.IntRange(1, 5), default=5, show_default=True,
+                 help="Order of the phone n-gram LM of phone decoding (HP graph, PER)."),
 ]
 
 
@@ -48,9 +50,10 @@ def prepare() -> None:
 @_num_workers
 @_force
 def default(out_dir, utterances, hours, dev_utterances, test_utterances, text_sentences, sources,
-            phone_lm_order, word_lm_order, num_workers, force) -> None:
+            phone_lm_order, word_lm_order, decoding_phone_lm_order, num_workers, force) -> None:
     """The default unpaired corpus, synthesised from registry-installed text and voices."""
     from usrasr.prepare.default_corpus import DEFAULT_TEXT_SENTENCES, DEFAULT_UTTERANCES, prepare_default
+    from usrasr.prepare.text import LmOrders
 
     if utterances is not None and hours is not None:
         raise click.UsageError("give --utterances or --hours, not both")
@@ -60,8 +63,8 @@ def default(out_dir, utterances, hours, dev_utterances, test_utterances, text_se
             sizes[split] = value
     report = prepare_default(
         out_dir, utterances=sizes, hours=hours, sources=sources.split(","),
-        text_sentences=text_sentences or DEFAULT_TEXT_SENTENCES, phone_lm_order=phone_lm_order,
-        word_lm_order=word_lm_order, num_workers=num_workers, force=force)
+        text_sentences=text_sentences or DEFAULT_TEXT_SENTENCES,
+        orders=LmOrders(phone_lm_order, word_lm_order, decoding_phone_lm_order), num_workers=num_workers, force=force)
     table = Table(title=f"corpus {out_dir}")
     for column in ("split", "sentences", "utterances", "hours", "voices", "aligned"):
         table.add_column(column)
@@ -140,11 +143,12 @@ def audio(source, out_dir, name, num_workers, force) -> None:
 @click.option("--no-g2p", is_flag=True, help="Map words missing from the lexicon to <UNK> instead of G2P.")
 @_with_lm_orders
 @_force
-def text(source, out_dir, lexicon, no_g2p, phone_lm_order, word_lm_order, force) -> None:
+def text(source, out_dir, lexicon, no_g2p, phone_lm_order, word_lm_order, decoding_phone_lm_order, force) -> None:
     """Unpaired text: a plain-text corpus, one sentence per line -> lang dir and LMs."""
-    from usrasr.prepare.text import prepare_text
+    from usrasr.prepare.text import LmOrders, prepare_text
 
-    prepare_text(source, out_dir, lexicon, not no_g2p, phone_lm_order, word_lm_order, force)
+    prepare_text(source, out_dir, lexicon, not no_g2p, LmOrders(phone_lm_order, word_lm_order, decoding_phone_lm_order),
+                 force)
 
 
 @click.command()

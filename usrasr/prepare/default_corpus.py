@@ -21,7 +21,7 @@ from usrasr.lang.g2p import cmudict_lexicon
 from usrasr.prepare.sources import SOURCES
 from usrasr.prepare.splits import AUDIO_SPLITS, split_sentences, unit_hash
 from usrasr.lang.text import normalized_sentences
-from usrasr.prepare.text import prepare_text_corpus
+from usrasr.prepare.text import LmOrders, prepare_text_corpus
 from usrasr.utils.console import log, progress
 from usrasr.utils.errors import UsrasrError
 from usrasr.utils.io import atomic_open, save_lhotse_atomic, write_json_atomic
@@ -155,8 +155,7 @@ def prepare_default(
     hours: float | None = None,
     sources: list[str] | None = None,
     text_sentences: int = DEFAULT_TEXT_SENTENCES,
-    phone_lm_order: int = 2,
-    word_lm_order: int = 3,
+    orders: LmOrders = LmOrders(),
     num_workers: int = 2,
     force: bool = False,
 ) -> dict:
@@ -186,7 +185,7 @@ def prepare_default(
     t0 = time.time()
     if not layout.rank_report.exists() or force:
         train_text = splits["train_text"][:text_sentences]
-        prepare_text_corpus(train_text, out_dir, phone_lm_order=phone_lm_order, word_lm_order=word_lm_order)
+        prepare_text_corpus(train_text, out_dir, orders=orders)
     timings["lang_and_lms"] = time.time() - t0
 
     t0 = time.time()

@@ -9,7 +9,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Iterable
 
-from usrasr.lang.lexicon import LexiconReport, build_lexicon, read_lexicon, write_lang_dir, UNK_WORD
+from usrasr.lang.lexicon import LexiconReport, build_lexicon, phone_sentences, read_lexicon, write_lang_dir, UNK_WORD
 from usrasr.lang.lm import RankReport, check_lm_rank, train_arpa
 from usrasr.lang.text import normalize_text
 from usrasr.utils.console import log
@@ -73,6 +73,21 @@ def read_text_corpus(path: str | Path) -> tuple[list[str], TextProblems]:
     return sentences, problems
 
 
+@dataclass(frozen=True)
+class LmOrders:
+    """The n-gram orders of the LMs `usrasr prepare` writes: the phone LM that training graphs
+    use (their marginals grow with it), the word LM of the decoding graph, and the phone LM of
+    phone decoding (HP), which only a search reads and so can be of a higher order."""
+
+    phone: int = 2
+    word: int = 3
+    decoding_phone: int = 5
+
+    def __post_init__(self):
+        if min(self.phone, self.word, self.decoding_phone) < 1:
+            raise UsrasrError(f"LM orders must be at least 1: {self}")
+
+
 @dataclass
 class TextCorpusReport:
     sentences: int
@@ -82,6 +97,7 @@ class TextCorpusReport:
     phone_lm: str
     word_lm: str
     rank: dict
+    decoding_phone_lm: str = ""  # reports written before it existed name only the phone LM
 
 
 def prepare_text_corpus(
@@ -89,11 +105,11 @@ def prepare_text_corpus(
     out_dir: str | Path,
     lexicon_path: str | Path | None = None,
     g2p: bool = True,
-    phone_lm_order: int = 2,
-    word_lm_order: int = 3,
+    orders: LmOrders = LmOrders(),
     force: bool = False,
 ) -> TextCorpusReport:
-    """Build ``lang/``, ``lm/phone_{n}gram.arpa``, ``lm/word_{n}gram.arpa`` and ``lm/rank.json``.
+    """Build ``lang/``, ``lm/phone_{n}gram.arpa`` (the training order and the decoding order),
+    ``lm/word_{n}gram.arpa`` and ``lm/rank.json``.
 
     ``sentences`` must already be normalised.  The lexicon is the user's
     (``lexicon_path``) or CMUdict, with espeak-ng G2P for missing words unless
@@ -112,10 +128,10 @@ def prepare_text_corpus(
         "lexicon": file_digest(lexicon_path) if lexicon_path else "CMUdict", "g2p": g2p,
     }, [layout.lang_dir, layout.lexicon, layout.lang_dir / "tokens.txt", layout.train_text])
     # The whole lm/ dir: an LM of another order must not survive beside the new ones.
-    lms = Step(layout.root, "lm", {"lang": lang.fingerprint, "phone_lm_order": phone_lm_order,
-                                   "word_lm_order": word_lm_order},
-               [layout.lm_dir, layout.lm_path("phone", phone_lm_order), layout.lm_path("word", word_lm_order),
-                layout.rank_report, layout.text_report])
+    lms = Step(layout.root, "lm", {"lang": lang.fingerprint, "phone_lm_order": orders.phone,
+                                   "word_lm_order": orders.word, "decoding_phone_lm_order": orders.decoding_phone},
+               [layout.lm_dir, layout.lm_path("phone", orders.phone), layout.lm_path("phone", orders.decoding_phone),
+                layout.lm_path("word", orders.word), layout.rank_report, layout.text_report])
     run_lang, run_lms = run_steps([lang, lms], force)
     if not run_lms:
         log.info("%s is up to date with this text, lexicon and LM orders; nothing to do (use --force to redo)",
@@ -132,17 +148,18 @@ def prepare_text_corpus(
         lexicon = read_lexicon(layout.lexicon)
         lex_report = LexiconReport(**json.loads((layout.lang_dir / "oov.json").read_text(encoding="utf-8")))
 
-    # Phone LM: sentences whose every word has a pronunciation.
-    phone_sentences = [" ".join(p for w in s.split() for p in lexicon[w])
-                       for s in sentences if all(w in lexicon for w in s.split())]
-    phone_counts = Counter(p for s in phone_sentences for p in s.split())
-    phone_lm = train_arpa(phone_sentences, phone_lm_order, layout.lm_path("phone", phone_lm_order))
-    word_lm = train_arpa(sentences, word_lm_order, layout.lm_path("word", word_lm_order))
+    phones = phone_sentences(sentences, lexicon)
+    phone_counts = Counter(p for s in phones for p in s.split())
+    phone_lm = train_arpa(phones, orders.phone, layout.lm_path("phone", orders.phone))
+    decoding_phone_lm = (phone_lm if orders.decoding_phone == orders.phone else
+                         train_arpa(phones, orders.decoding_phone, layout.lm_path("phone", orders.decoding_phone)))
+    word_lm = train_arpa(sentences, orders.word, layout.lm_path("word", orders.word))
     rank: RankReport = check_lm_rank(phone_lm, phone_counts, layout.rank_report)
 
     report = TextCorpusReport(
         sentences=len(sentences), words=sum(word_counts.values()), vocabulary=len(word_counts),
         lexicon=asdict(lex_report), phone_lm=str(phone_lm), word_lm=str(word_lm), rank=asdict(rank),
+        decoding_phone_lm=str(decoding_phone_lm),
     )
     write_json_atomic(layout.text_report, asdict(report))
     lms.finish()
@@ -168,12 +185,11 @@ def _pronounce(word_counts: Counter, base, lexicon_path, g2p: bool):
 
 
 def prepare_text(source: str | Path, out_dir: str | Path, lexicon_path: str | Path | None = None, g2p: bool = True,
-                 phone_lm_order: int = 2, word_lm_order: int = 3, force: bool = False) -> TextCorpusReport:
+                 orders: LmOrders = LmOrders(), force: bool = False) -> TextCorpusReport:
     """``usrasr prepare text``: read a plain-text corpus and build the lang dir and LMs from it
     (each step skipped when its inputs are unchanged, see :func:`prepare_text_corpus`)."""
     sentences, _ = read_text_corpus(source)
-    report = prepare_text_corpus(sentences, out_dir, lexicon_path=lexicon_path, g2p=g2p,
-                                 phone_lm_order=phone_lm_order, word_lm_order=word_lm_order, force=force)
+    report = prepare_text_corpus(sentences, out_dir, lexicon_path=lexicon_path, g2p=g2p, orders=orders, force=force)
     log.info("%d sentences, %d words, vocabulary %d -> %s", report.sentences, report.words,
              report.vocabulary, out_dir)
     return report

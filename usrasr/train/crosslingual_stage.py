@@ -10,7 +10,8 @@ greedy output does.  The weight of the word graph against the model, which the
 model's decodes take by default, is chosen likewise: the scale at which word
 decodes of the sample are as probable per word under the word LM as held-out
 text is (too little weight and they read as improbable word salad, too much
-and they fall back on the LM's favourite words).  The model then labels train-audio through
+and they fall back on the LM's favourite words); the weight of the phone graph,
+which phone decoding takes, likewise per phone.  The model then labels train-audio through
 the corpus's own graphs, the HLG graph with the word LM by default
 (``self_training_labels``), and those labels start self-training.  Only the
 blind audio, the text side and the phones' IPA are read.
@@ -29,7 +30,7 @@ from usrasr.corpus.reader import AudioSplit
 from usrasr.decode.pipeline import Recognizer, build_recognizer
 from usrasr.decode.search import SearchOptions
 from usrasr.lang.inventory import project_phone_ipa, read_phone_ipa
-from usrasr.lang.lexicon import pronounce, read_lexicon
+from usrasr.lang.lexicon import phone_sentences, pronounce, read_lexicon
 from usrasr.lang.lm import held_out_per_word_logprob, read_arpa
 from usrasr.lang.phones import NON_SPEECH, SILENCE
 from usrasr.lang.symbols import PHONE_TOKENS
@@ -59,13 +60,14 @@ def run_crosslingual(corpus: Path, config: TrainConfig, out: Path, graph_dir: Pa
     prior_path, lm_path = out / "prior_scale.json", out / "lm_scale.json"
     if ((not prior_path.exists() and config.crosslingual_prior_scale < 0)
             or (not lm_path.exists() and config.crosslingual_lm_scale < 0)):
-        class_scores, recognizer = _calibration_sample(model, audio, layout, graph_dir)
+        class_scores = _calibration_sample(model, audio)
+        recognizers = {unit: _recognizer(model, layout, unit, graph_dir) for unit in ("word", "phone")}
     if prior_path.exists():
         choice = json.loads(prior_path.read_text())
     elif config.crosslingual_prior_scale >= 0:
         choice = {"prior_scale": config.crosslingual_prior_scale}
     else:
-        choice = _choose_prior_scale(model, class_scores, recognizer, read_lexicon(layout.lexicon))
+        choice = _choose_prior_scale(model, class_scores, recognizers["word"], read_lexicon(layout.lexicon))
     write_json_atomic(prior_path, choice)
     model.config.utterance_prior_scale = choice["prior_scale"]
     if lm_path.exists():
@@ -73,12 +75,18 @@ def run_crosslingual(corpus: Path, config: TrainConfig, out: Path, graph_dir: Pa
     elif config.crosslingual_lm_scale > 0:
         lm_choice = {"lm_scale": config.crosslingual_lm_scale}
     else:
-        lm_choice = _choose_lm_scale(model, class_scores, recognizer, layout)
+        text = [line for line in layout.train_text.read_text(encoding="utf-8").splitlines() if line.strip()]
+        lm_choice = {**_choose_lm_scale(model, class_scores, recognizers["word"], layout.decoding_lm("word"), text,
+                                        "lm_scale", "word"),
+                     **_choose_lm_scale(model, class_scores, recognizers["phone"], layout.decoding_lm("phone"),
+                                        phone_sentences(text, read_lexicon(layout.lexicon)), "phone_lm_scale", "phone")}
     write_json_atomic(lm_path, lm_choice)
     model_path = out / "model.pt"
-    save_model(model_path, model, tokens, layout.lang_dir, lm_scale=lm_choice["lm_scale"])
-    log.info("cross-lingual model: each phone reads up to %d universal phones; prior scale %.2f, LM scale %.2f",
-             config.crosslingual_neighbours, choice["prior_scale"], lm_choice["lm_scale"])
+    save_model(model_path, model, tokens, layout.lang_dir, lm_scale=lm_choice["lm_scale"],
+               phone_lm_scale=lm_choice.get("phone_lm_scale"))
+    log.info("cross-lingual model: each phone reads up to %d universal phones; prior scale %.2f, LM scale %.2f "
+             "(phones %.2f)", config.crosslingual_neighbours, choice["prior_scale"], lm_choice["lm_scale"],
+             lm_choice.get("phone_lm_scale", lm_choice["lm_scale"]))
     labels_path = out / "labels.txt"
     if not labels_path.exists():
         save_phone_text(labels_path, relabel_split(model_path, corpus, "train_audio", config.self_training_labels,
@@ -87,20 +95,20 @@ def run_crosslingual(corpus: Path, config: TrainConfig, out: Path, graph_dir: Pa
 
 
 @torch.no_grad()
-def _calibration_sample(model: CtcAcousticModel, audio: AudioSplit, layout: CorpusLayout,
-                        graph_dir: Path) -> tuple[list, Recognizer]:
-    """The class scores of every few train-audio utterances (the network runs once; each candidate
-    scale re-reads them) and a word recogniser for the model."""
+def _calibration_sample(model: CtcAcousticModel, audio: AudioSplit) -> list:
+    """The class scores of every few train-audio utterances: the network runs once, and each
+    candidate scale re-reads them."""
     sample = audio.feats[::max(1, len(audio.feats) // CALIBRATION_UTTERANCES)]
-    class_scores = [model.class_scores(f[None], torch.tensor([len(f)])) for f in sample]
-    recognizer = build_recognizer(LoadedModel(model, list(PHONE_TOKENS.symbols), layout.lang_dir), layout.lang_dir,
-                                  "word", layout.lm("word"), graph_dir, SearchOptions(lm_scale=1.0),
-                                  torch.device("cpu"))
-    return class_scores, recognizer
+    return [model.class_scores(f[None], torch.tensor([len(f)])) for f in sample]
 
 
-def _decode_words(model: CtcAcousticModel, class_scores: list, recognizer: Recognizer,
-                  lm_scale: float) -> list[list[str]]:
+def _recognizer(model: CtcAcousticModel, layout: CorpusLayout, unit: str, graph_dir: Path) -> Recognizer:
+    """A recogniser of the model through the corpus's decoding graph for ``unit``."""
+    return build_recognizer(LoadedModel(model, list(PHONE_TOKENS.symbols), layout.lang_dir), layout.lang_dir,
+                            unit, layout.decoding_lm(unit), graph_dir, SearchOptions(lm_scale=1.0), torch.device("cpu"))
+
+
+def _decode(model: CtcAcousticModel, class_scores: list, recognizer: Recognizer, lm_scale: float) -> list[list[str]]:
     recognizer.search.options = replace(recognizer.search.options, lm_scale=lm_scale)
     return [recognizer.search.search(model.token_log_probs(scores, lengths)[0].numpy()).text.split()
             for scores, lengths in class_scores]
@@ -117,7 +125,7 @@ def _choose_prior_scale(model: CtcAcousticModel, class_scores: list, recognizer:
         task = bar.add_task("cross-lingual prior scale", total=len(PRIOR_SCALES), status="")
         for scale in PRIOR_SCALES:
             model.config.utterance_prior_scale = scale
-            decoded = sum(p not in NON_SPEECH for words in _decode_words(model, class_scores, recognizer, 1.0)
+            decoded = sum(p not in NON_SPEECH for words in _decode(model, class_scores, recognizer, 1.0)
                           for p in pronounce(words, lexicon))
             ratios[scale] = decoded / max(1, target)
             bar.update(task, advance=1, status=f"{scale:.2f}: {ratios[scale]:.2f} of the greedy phones")
@@ -128,22 +136,22 @@ def _choose_prior_scale(model: CtcAcousticModel, class_scores: list, recognizer:
 
 
 @torch.no_grad()
-def _choose_lm_scale(model: CtcAcousticModel, class_scores: list, recognizer: Recognizer,
-                     layout: CorpusLayout) -> dict:
-    """The LM scale whose word decodes of the sample are as probable per word under the word LM
-    as held-out text is under an LM of the same order trained on the rest of the text."""
-    lm = read_arpa(layout.lm("word"))
-    text = [line for line in layout.train_text.read_text(encoding="utf-8").splitlines() if line.strip()]
+def _choose_lm_scale(model: CtcAcousticModel, class_scores: list, recognizer: Recognizer, lm_path: Path,
+                     text: list[str], key: str, unit: str) -> dict:
+    """The LM scale (recorded as ``key``) whose decodes of the sample through ``recognizer`` are as
+    probable per ``unit`` under the graph's LM (``lm_path``) as held-out ``text`` is under an LM
+    of the same order trained on the rest of the text."""
+    lm = read_arpa(lm_path)
     target = held_out_per_word_logprob(text, lm.order)
-    per_word = {}
+    per_unit = {}
     with progress() as bar:
-        task = bar.add_task("cross-lingual LM scale", total=len(LM_SCALES), status="")
+        task = bar.add_task(f"cross-lingual LM scale ({unit}s)", total=len(LM_SCALES), status="")
         for scale in LM_SCALES:
-            decoded = [" ".join(words) for words in _decode_words(model, class_scores, recognizer, scale)]
-            per_word[scale] = lm.per_word_logprob(decoded)
-            bar.update(task, advance=1, status=f"{scale:.2f}: {per_word[scale]:.2f} nats per word")
-    best = min(LM_SCALES, key=lambda s: abs(per_word[s] - target))
-    log.info("cross-lingual LM scale %.2f: its decodes score %.3f nats per word, held-out text %.3f",
-             best, per_word[best], target)
-    return {"lm_scale": best, "held_out_logprob_per_word": round(target, 4),
-            "decoded_logprob_per_word": {str(s): round(v, 4) for s, v in per_word.items()}}
+            decoded = [" ".join(units) for units in _decode(model, class_scores, recognizer, scale)]
+            per_unit[scale] = lm.per_word_logprob(decoded)
+            bar.update(task, advance=1, status=f"{scale:.2f}: {per_unit[scale]:.2f} nats per {unit}")
+    best = min(LM_SCALES, key=lambda s: abs(per_unit[s] - target))
+    log.info("cross-lingual LM scale %.2f for %ss: its decodes score %.3f nats per %s, held-out text %.3f",
+             best, unit, per_unit[best], unit, target)
+    return {key: best, f"held_out_logprob_per_{unit}": round(target, 4),
+            f"decoded_logprob_per_{unit}": {str(s): round(v, 4) for s, v in per_unit.items()}}

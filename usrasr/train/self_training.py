@@ -137,7 +137,7 @@ def decode_split(model_path: Path, corpus: Path, split: str, unit: str, graph_di
     """Decode a split's cuts with a CTC model: phones (HP graph) or words (HLG graph)."""
     loaded = load_model(model_path)
     layout = CorpusLayout(corpus)
-    lm = layout.lm("phone" if unit == "phone" else "word")
+    lm = layout.decoding_lm(unit)
     recognizer = build_recognizer(loaded, layout.lang_dir, unit, lm, graph_dir, SearchOptions(),
                                   resolve_device(device))
     utterances = utterances_from_cuts(layout.cuts(split))
