@@ -4,9 +4,9 @@ A multilingual phone recogniser (``usrasr pretrain --method just``: supervised o
 other languages' transcribed speech, never on the target's) becomes a CTC model of
 the corpus's phones through their IPA (:mod:`usrasr.models.crosslingual`).  Its
 universal phones' posteriors are divided by their mean over each utterance
-raised to a scale that is chosen without labels: the scale whose HLG decodes of
-a sample of train-audio say as many phones as the universal recogniser's own
-greedy output does.  The weight of the word graph against the model, which the
+raised to a scale that is chosen without labels: the smallest scale whose HLG
+decodes of a sample of train-audio say at least as many phones as the universal
+recogniser's own greedy output does.  The weight of the word graph against the model, which the
 model's decodes take by default, is chosen likewise: the scale at which word
 decodes of the sample are as probable per word under the word LM as held-out
 text is (too little weight and they read as improbable word salad, too much
@@ -116,9 +116,11 @@ def _decode(model: CtcAcousticModel, class_scores: list, recognizer: Recognizer,
 
 @torch.no_grad()
 def _choose_prior_scale(model: CtcAcousticModel, class_scores: list, recognizer: Recognizer, lexicon: dict) -> dict:
-    """The prior scale whose word decodes (HLG, spelled with the lexicon) of a sample of train-audio
-    hold as many phones as the universal recogniser's greedy output: a recogniser hearing a
-    language it was not trained on says blank where unsure, and the decodes then drop phones."""
+    """The smallest prior scale whose word decodes (HLG, spelled with the lexicon) of a sample of
+    train-audio hold at least as many phones as the universal recogniser's greedy output (the
+    largest if none does): a recogniser hearing a language it was not trained on says blank
+    where unsure, and the decodes then drop phones. The greedy output (runs of the best
+    non-blank phone) drops phones too, so its count is a floor, not a target."""
     target = sum(greedy_lengths(class_scores))
     ratios = {}
     with progress() as bar:
@@ -129,7 +131,7 @@ def _choose_prior_scale(model: CtcAcousticModel, class_scores: list, recognizer:
                           for p in pronounce(words, lexicon))
             ratios[scale] = decoded / max(1, target)
             bar.update(task, advance=1, status=f"{scale:.2f}: {ratios[scale]:.2f} of the greedy phones")
-    best = min(PRIOR_SCALES, key=lambda s: abs(ratios[s] - 1))
+    best = next((s for s in PRIOR_SCALES if ratios[s] >= 1), PRIOR_SCALES[-1])
     log.info("cross-lingual prior scale %.2f: decodes of %d train-audio utterances hold %.2f times the "
              "universal recogniser's greedy phones", best, len(class_scores), ratios[best])
     return {"prior_scale": best, "phones_over_greedy": {str(s): round(r, 4) for s, r in ratios.items()}}
