@@ -187,11 +187,11 @@ def test_train_takes_units_from_an_encoder_layer_chosen_without_labels(tiny_corp
     assert len(selection["candidates"]) == 3 * 2  # layers 0..2 x two K
     candidates = selection["candidates"]
     assert all(0 <= c["warp_consistency"] <= 1 for c in candidates)
-    mean_consistency = {layer: sum(c["warp_consistency"] for c in candidates if c["layer"] == layer) / 2
-                        for layer in range(3)}
-    assert selection["layer"] == max(mean_consistency, key=mean_consistency.get)
+    mean_entropy = {layer: sum(c["bigram_entropy"] for c in candidates if c["layer"] == layer) / 2
+                    for layer in range(3)}
+    assert selection["layer"] == max(mean_entropy, key=mean_entropy.get)
     best = max((c for c in candidates if c["layer"] == selection["layer"]), key=lambda c: c["gain"])
-    assert selection["k"] == best["k"] and "warp consistency" in selection["reason"]
+    assert selection["k"] == best["k"] and "bigram entropy" in selection["reason"]
     assert all(0 <= c["pnmi"] <= 1 for c in selection["candidates"])  # recorded for judging, not for choosing
     summary = json.loads((exp / "summary.json").read_text())
     assert 0 < summary["unit_quality"]["train_audio"]["pnmi"] <= 1
