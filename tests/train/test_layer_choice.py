@@ -6,6 +6,7 @@ import torch
 
 from usrasr.corpus.reader import AudioSplit
 from usrasr.train.units.kmeans import UnitSequences
+from usrasr.models.pretrained import POSTERIORS
 from usrasr.train.units.layer_choice import (
     CRITERIA,
     CRITERION,
@@ -52,3 +53,15 @@ def test_the_choice_takes_the_best_layer_by_the_criterion_then_the_k_of_highest_
     (layer, k), reason = choose_layer_and_k(scores)
     assert (layer, k) == (1, 2) and CRITERION.replace("_", " ") in reason
     assert choose_layer_and_k([s for s in scores if s["layer"] == 0])[0] == (0, 2)
+
+
+def test_phone_posteriors_face_the_chosen_layer_on_warp_consistency():
+    """The bigram entropy ranks k-means layers only: posteriors (another inventory) would win it on rate alone."""
+    layers = [{"layer": layer, "k": 100, "gain": 0.1, "bigram_entropy": 2.7 - 0.1 * layer,
+               "warp_consistency": 0.63 + 0.01 * layer} for layer in range(3)]
+    posteriors = {"layer": POSTERIORS, "k": 54, "gain": 0.03, "bigram_entropy": 2.84, "warp_consistency": 0.47}
+    (layer, k), reason = choose_layer_and_k([*layers, posteriors])
+    assert (layer, k) == (0, 100) and "bigram entropy" in reason and "phone posteriors" in reason
+    (layer, k), reason = choose_layer_and_k([*layers, {**posteriors, "warp_consistency": 0.9}])
+    assert (layer, k) == (POSTERIORS, 54)
+    assert choose_layer_and_k([posteriors])[0] == (POSTERIORS, 54)

@@ -35,6 +35,7 @@ import numpy as np
 
 from usrasr.corpus.reader import AudioSplit
 from usrasr.corpus.speakers import cluster_speakers
+from usrasr.models.pretrained import POSTERIORS
 from usrasr.train.units.kmeans import UnitSequences, mutual_information
 
 # name -> (what it is, +1 when higher is better, -1 when lower is)
@@ -83,16 +84,33 @@ class LayerJudge:
                 "pseudo_speaker_information": mutual / unit_entropy if unit_entropy > 0 else 0.0}
 
 
-def choose_layer_and_k(scores: list[dict], criterion: str = CRITERION) -> tuple[tuple[int, int], str]:
-    """The layer of best mean ``criterion`` over its K's, then that layer's K of highest seq-CE gain."""
-    layers = list(dict.fromkeys(s["layer"] for s in scores))
+def choose_layer_and_k(scores: list[dict], criterion: str = CRITERION) -> tuple[tuple[int | str, int], str]:
+    """The layer of best mean ``criterion`` over its K's, then that layer's K of highest seq-CE gain.
+
+    Only the k-means layers compete on ``criterion``: they share their K's, and the bigram entropy
+    grows with the inventory and with how phone-like the units' rate is. The phone posteriors of a
+    JUST encoder (their own inventory, one unit per phone) then face the chosen layer on warp
+    consistency, a share of the units' own entropy (the one criterion comparable across both)."""
+    posteriors = [s for s in scores if s["layer"] == POSTERIORS]
+    layers = list(dict.fromkeys(s["layer"] for s in scores if s["layer"] != POSTERIORS))
+    if not layers:
+        return (POSTERIORS, posteriors[0]["k"]), "the phone posteriors: the only candidate"
     if len(layers) == 1:
-        best = max(scores, key=lambda s: s["gain"])
-        return (layers[0], best["k"]), f"layer {layers[0]}: the only one; K={best['k']}: highest seq-CE gain"
-    what, sign = CRITERIA[criterion]
-    mean = {layer: float(np.mean([s[criterion] for s in scores if s["layer"] == layer])) for layer in layers}
-    layer = max(layers, key=lambda x: sign * mean[x])
-    best = max((s for s in scores if s["layer"] == layer), key=lambda s: s["gain"])
-    reason = (f"layer {layer}: {'highest' if sign > 0 else 'lowest'} {criterion.replace('_', ' ')} "
-              f"({mean[layer]:.3f}, mean over its K), {what}; K={best['k']}: highest seq-CE gain at that layer")
+        best = max((s for s in scores if s["layer"] == layers[0]), key=lambda s: s["gain"])
+        layer, reason = layers[0], f"layer {layers[0]}: the only one; K={best['k']}: highest seq-CE gain"
+    else:
+        what, sign = CRITERIA[criterion]
+        mean = {layer: float(np.mean([s[criterion] for s in scores if s["layer"] == layer])) for layer in layers}
+        layer = max(layers, key=lambda x: sign * mean[x])
+        best = max((s for s in scores if s["layer"] == layer), key=lambda s: s["gain"])
+        reason = (f"layer {layer}: {'highest' if sign > 0 else 'lowest'} {criterion.replace('_', ' ')} "
+                  f"({mean[layer]:.3f}, mean over its K), {what}; K={best['k']}: highest seq-CE gain at that layer")
+    if posteriors and posteriors[0]["warp_consistency"] is not None:
+        layer_warp = float(np.mean([s["warp_consistency"] for s in scores if s["layer"] == layer]))
+        if posteriors[0]["warp_consistency"] > layer_warp:
+            return ((POSTERIORS, posteriors[0]["k"]),
+                    f"the phone posteriors: warp consistency {posteriors[0]['warp_consistency']:.3f} above "
+                    f"{layer_warp:.3f} of the best layer ({reason})")
+        reason += f"; above the phone posteriors by warp consistency ({layer_warp:.3f} against " \
+                  f"{posteriors[0]['warp_consistency']:.3f})"
     return (layer, best["k"]), reason
