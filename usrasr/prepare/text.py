@@ -86,6 +86,10 @@ class LmOrders:
     def __post_init__(self):
         if min(self.phone, self.word, self.decoding_phone) < 1:
             raise UsrasrError(f"LM orders must be at least 1: {self}")
+        # the corpus tells its LMs apart by order alone (training the lowest, decoding the highest)
+        if self.decoding_phone < self.phone:
+            raise UsrasrError(f"the decoding phone LM's order ({self.decoding_phone}) is below the training "
+                              f"phone LM's ({self.phone})")
 
 
 @dataclass

@@ -19,6 +19,7 @@ blind audio, the text side and the phones' IPA are read.
 
 from __future__ import annotations
 
+import functools
 import json
 from dataclasses import replace
 from pathlib import Path
@@ -44,6 +45,7 @@ from usrasr.utils.io import write_json_atomic
 
 PRIOR_SCALES = (0.0, 0.25, 0.5, 0.75, 1.0)  # the candidates of crosslingual_prior_scale=-1
 LM_SCALES = (1.0, 1.25, 1.5, 1.75, 2.0)  # the candidates of crosslingual_lm_scale=-1
+LM_SCALE_KEYS = {"word": "lm_scale", "phone": "phone_lm_scale"}  # as lm_scale.json and the checkpoint name them
 CALIBRATION_UTTERANCES = 150  # train-audio utterances decoded per candidate
 
 
@@ -61,13 +63,14 @@ def run_crosslingual(corpus: Path, config: TrainConfig, out: Path, graph_dir: Pa
     if ((not prior_path.exists() and config.crosslingual_prior_scale < 0)
             or (not lm_path.exists() and config.crosslingual_lm_scale < 0)):
         class_scores = _calibration_sample(model, audio)
-        recognizers = {unit: _recognizer(model, layout, unit, graph_dir) for unit in ("word", "phone")}
+    # built when a choice needs it (the phone graph only for the LM scales), once
+    recognizer = functools.cache(lambda unit: _recognizer(model, layout, unit, graph_dir))
     if prior_path.exists():
         choice = json.loads(prior_path.read_text())
     elif config.crosslingual_prior_scale >= 0:
         choice = {"prior_scale": config.crosslingual_prior_scale}
     else:
-        choice = _choose_prior_scale(model, class_scores, recognizers["word"], read_lexicon(layout.lexicon))
+        choice = _choose_prior_scale(model, class_scores, recognizer("word"), read_lexicon(layout.lexicon))
     write_json_atomic(prior_path, choice)
     model.config.utterance_prior_scale = choice["prior_scale"]
     if lm_path.exists():
@@ -76,10 +79,10 @@ def run_crosslingual(corpus: Path, config: TrainConfig, out: Path, graph_dir: Pa
         lm_choice = {"lm_scale": config.crosslingual_lm_scale}
     else:
         text = [line for line in layout.train_text.read_text(encoding="utf-8").splitlines() if line.strip()]
-        lm_choice = {**_choose_lm_scale(model, class_scores, recognizers["word"], layout.decoding_lm("word"), text,
-                                        "lm_scale", "word"),
-                     **_choose_lm_scale(model, class_scores, recognizers["phone"], layout.decoding_lm("phone"),
-                                        phone_sentences(text, read_lexicon(layout.lexicon)), "phone_lm_scale", "phone")}
+        texts = {"word": text, "phone": phone_sentences(text, read_lexicon(layout.lexicon))}
+        lm_choice = {}
+        for unit in ("word", "phone"):
+            lm_choice.update(_choose_lm_scale(model, class_scores, recognizer(unit), layout, unit, texts[unit]))
     write_json_atomic(lm_path, lm_choice)
     model_path = out / "model.pt"
     save_model(model_path, model, tokens, layout.lang_dir, lm_scale=lm_choice["lm_scale"],
@@ -138,12 +141,12 @@ def _choose_prior_scale(model: CtcAcousticModel, class_scores: list, recognizer:
 
 
 @torch.no_grad()
-def _choose_lm_scale(model: CtcAcousticModel, class_scores: list, recognizer: Recognizer, lm_path: Path,
-                     text: list[str], key: str, unit: str) -> dict:
-    """The LM scale (recorded as ``key``) whose decodes of the sample through ``recognizer`` are as
-    probable per ``unit`` under the graph's LM (``lm_path``) as held-out ``text`` is under an LM
-    of the same order trained on the rest of the text."""
-    lm = read_arpa(lm_path)
+def _choose_lm_scale(model: CtcAcousticModel, class_scores: list, recognizer: Recognizer, layout: CorpusLayout,
+                     unit: str, text: list[str]) -> dict:
+    """The LM scale (recorded as :data:`LM_SCALE_KEYS` of ``unit``) whose decodes of the sample through
+    ``recognizer`` are as probable per ``unit`` under the graph's LM as held-out ``text`` is under an
+    LM of the same order trained on the rest of the text."""
+    lm = read_arpa(layout.decoding_lm(unit))
     target = held_out_per_word_logprob(text, lm.order)
     per_unit = {}
     with progress() as bar:
@@ -155,5 +158,5 @@ def _choose_lm_scale(model: CtcAcousticModel, class_scores: list, recognizer: Re
     best = min(LM_SCALES, key=lambda s: abs(per_unit[s] - target))
     log.info("cross-lingual LM scale %.2f for %ss: its decodes score %.3f nats per %s, held-out text %.3f",
              best, unit, per_unit[best], unit, target)
-    return {key: best, f"held_out_logprob_per_{unit}": round(target, 4),
+    return {LM_SCALE_KEYS[unit]: best, f"held_out_logprob_per_{unit}": round(target, 4),
             f"decoded_logprob_per_{unit}": {str(s): round(v, 4) for s, v in per_unit.items()}}

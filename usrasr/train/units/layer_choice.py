@@ -96,15 +96,16 @@ def choose_layer_and_k(scores: list[dict], criterion: str = CRITERION) -> tuple[
     if not layers:
         return (POSTERIORS, posteriors[0]["k"]), "the phone posteriors: the only candidate"
     if len(layers) == 1:
-        best = max((s for s in scores if s["layer"] == layers[0]), key=lambda s: s["gain"])
-        layer, reason = layers[0], f"layer {layers[0]}: the only one; K={best['k']}: highest seq-CE gain"
+        layer, why, where = layers[0], "the only one", ""
     else:
         what, sign = CRITERIA[criterion]
         mean = {layer: float(np.mean([s[criterion] for s in scores if s["layer"] == layer])) for layer in layers}
         layer = max(layers, key=lambda x: sign * mean[x])
-        best = max((s for s in scores if s["layer"] == layer), key=lambda s: s["gain"])
-        reason = (f"layer {layer}: {'highest' if sign > 0 else 'lowest'} {criterion.replace('_', ' ')} "
-                  f"({mean[layer]:.3f}, mean over its K), {what}; K={best['k']}: highest seq-CE gain at that layer")
+        why = (f"{'highest' if sign > 0 else 'lowest'} {criterion.replace('_', ' ')} "
+               f"({mean[layer]:.3f}, mean over its K), {what}")
+        where = " at that layer"
+    best = max((s for s in scores if s["layer"] == layer), key=lambda s: s["gain"])
+    reason = f"layer {layer}: {why}; K={best['k']}: highest seq-CE gain{where}"
     if posteriors and posteriors[0]["warp_consistency"] is not None:
         layer_warp = float(np.mean([s["warp_consistency"] for s in scores if s["layer"] == layer]))
         if posteriors[0]["warp_consistency"] > layer_warp:
