@@ -221,3 +221,16 @@ def test_units_too_coarse_for_the_oracle_skip_its_diagnosis_with_a_warning(tiny_
     assert "oracle HMM cannot be estimated" in summary["oracle_hmm"]["skipped"]
     assert summary["diagnosis"].startswith("unknown") and "seqce" in summary
     assert "oracle HMM cannot be estimated" in output
+
+
+def test_oracle_objective_trains_only_the_supervised_oracle(tiny_corpus, tmp_path):
+    out = tmp_path / "exp"
+    output = train("--corpus", tiny_corpus, "--out", out, "--objective", "oracle", *FAST, "--set", "ctc_steps=20")
+    summary = json.loads((out / "summary.json").read_text())
+    assert "per_test" in summary["supervised"] and "model" not in summary
+    assert (out / "supervised" / "model.pt").exists() and not (out / "pseudo_labels").exists()
+    assert "supervised oracle (CTC)" in output
+    result = CliRunner().invoke(cli, ["train", "--corpus", str(tiny_corpus), "--out", str(tmp_path / "blind"),
+                                      "--objective", "oracle", "--no-score"])
+    assert result.exit_code != 0 and "cannot run with --no-score" in result.output
+    assert not (tmp_path / "blind").exists()

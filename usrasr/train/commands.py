@@ -43,7 +43,9 @@ def _show_config(ctx, param, value) -> None:
 @click.option("--objective", type=click.Choice(list(OBJECTIVES)), default=None,
               help="What makes the first labels: seqce (generative, over units; the default), odm "
                    "(a segment classifier matched to the phone LM's n-grams) or crosslingual (set encoder=PATH: "
-                   "a `usrasr pretrain --method just` encoder's universal phones, read as the corpus's phones by IPA).")
+                   "a `usrasr pretrain --method just` encoder's universal phones, read as the corpus's phones by IPA); "
+                   "oracle trains only the supervised oracle (reads the transcripts: a scoring reference that can "
+                   "run beside pretraining).")
 @click.option("--resume", is_flag=True, help="Continue an interrupted run from its checkpoints.")
 @click.option("--no-score", is_flag=True, help="Skip oracles and PER (reads no transcripts at all).")
 @click.option("--threads", type=click.IntRange(min=1), default=None,

@@ -9,7 +9,7 @@ from usrasr.utils.errors import UsrasrError
 
 UNIT_SOURCES = ("fbank", "segments", "encoder", "diagnostic")
 SPEAKER_FIELDS = ("speaker", "voice", "cluster")
-OBJECTIVES = ("seqce", "odm", "crosslingual")
+OBJECTIVES = ("seqce", "odm", "crosslingual", "oracle")
 ENCODER_UNITS = ("auto", "layer", "posteriors")
 # Paths that are tested but that no measured result favours over the defaults
 # (docs/results/): `usrasr train --help` marks them experimental.
@@ -73,8 +73,10 @@ class TrainConfig(YamlConfig):
     # segment_parts and cmvn, not the units; with units=encoder it classifies the encoder's
     # unit_layer, or with encoder_units=posteriors its phone log-posteriors, instead of fbank), or
     # "crosslingual" (a `usrasr pretrain --method just` encoder, encoder=PATH, trained on other
-    # languages' transcribed speech: its universal phones read as the corpus's phones through their
-    # IPA label train-audio through the graphs, see usrasr.train.crosslingual_stage)
+    # languages' transcribed speech: its universal phones, read as the corpus's phones through their
+    # IPA, label train-audio through the graphs, see usrasr.train.crosslingual_stage), or "oracle"
+    # (no unsupervised labels: only the supervised oracle, a scoring reference that reads the
+    # transcripts, so that it can run in a process of its own beside pretraining)
     objective: str = "seqce"
     phone_ipa: str = ""  # objective=crosslingual: a `phone IPA` table of the corpus's phones ("" = the project's ARPAbet)
     crosslingual_neighbours: int = 5  # objective=crosslingual: universal phones each phone reads, nearest first
@@ -160,6 +162,8 @@ class TrainConfig(YamlConfig):
                                         or self.odm_steps < 1 or self.odm_top < 1):
             raise UsrasrError("objective=odm needs odm_order >= 2, odm_restarts >= 1, odm_steps >= 1, odm_top >= 1 "
                               "and no word-level EM (word_em_iterations=0: it refines unit tables)")
+        if self.objective == "oracle" and not self.supervised_oracle:
+            raise UsrasrError("objective=oracle trains only the supervised oracle: it needs supervised_oracle=true")
         if self.objective == "crosslingual" and not self.encoder:
             raise UsrasrError("objective=crosslingual needs `--set encoder=DIR`: a `usrasr pretrain --method just` output")
         if (self.crosslingual_neighbours < 1 or self.crosslingual_temperature <= 0

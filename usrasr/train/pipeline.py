@@ -10,6 +10,7 @@ Outputs under the experiment dir::
     seqce/model.pt        the lowest-loss restart (or align_dictionary's choice): emissions + graph settings
     word_em/model.pt      word-level refinement (if on): tables, chosen restarts, labels
     crosslingual/model.pt objective=crosslingual: the CTC model read off a just encoder's phone head
+    supervised/model.pt   the supervised oracle (scoring only; objective=oracle trains nothing else)
     pseudo_labels/round0.txt   phone sequences of train-audio that self-training starts from
     pseudo_labels/round<k>.txt the relabelling by round k's model, for round k + 1
     metrics.jsonl         every loss, per iteration / step
@@ -47,6 +48,7 @@ from usrasr.train.word_em import WordLevelEM, run_word_em
 from usrasr.prepare.check import require_trainable
 from usrasr.utils.config import record_inputs
 from usrasr.utils.console import log
+from usrasr.utils.errors import UsrasrError
 from usrasr.utils.processes import lock_directory
 from usrasr.utils.distributed import is_main_process, world_size
 from usrasr.utils.io import atomic_path
@@ -64,6 +66,8 @@ def train(corpus: str | Path, out: str | Path, config: TrainConfig, resume: bool
     if not is_main_process():
         serve_neural_training(config, load_audio(corpus, "train_audio"))
         return None
+    if config.objective == "oracle" and not score:
+        raise UsrasrError("objective=oracle trains on the transcripts: it cannot run with --no-score")
     identity = require_trainable(corpus, score)  # before anything is written to --out
     lock_directory(out, "experiment directory")
     config.record(out, resume)
@@ -81,7 +85,9 @@ def train(corpus: str | Path, out: str | Path, config: TrainConfig, resume: bool
         diagnostics = Diagnostics(corpus, splits, summary) if (score or config.units == "diagnostic") else None
         if score and config.speaker_field == "cluster":
             diagnostics.speaker_purity()
-        if config.objective == "odm":
+        if config.objective == "oracle":
+            pseudo = None  # no unsupervised labels: only the supervised oracle below
+        elif config.objective == "odm":
             t0 = time.time()
             train_split = splits["train_audio"]
             scoring = OdmScoring(diagnostics.supervised_targets(), diagnostics.scoring.frame_phones(
@@ -156,18 +162,20 @@ def train(corpus: str | Path, out: str | Path, config: TrainConfig, resume: bool
                 if score:
                     diagnostics.score_word_em(word_em, units["train_audio"], refined, oracle)
                 timings["word_em"] = time.time() - t0
-        save_phone_text(out / "pseudo_labels" / "round0.txt", pseudo)
-        if score:
-            summary["labels"] = {"round0": diagnostics.score_labels(pseudo)}
+        if pseudo is not None:
+            save_phone_text(out / "pseudo_labels" / "round0.txt", pseudo)
+            if score:
+                summary["labels"] = {"round0": diagnostics.score_labels(pseudo)}
 
         labels = pseudo
-        for round_ in range(1, config.self_training_rounds + 1):
+        rounds = config.self_training_rounds if pseudo is not None else 0
+        for round_ in range(1, rounds + 1):
             t0 = time.time()
             name = f"round{round_}"
             model = train_neural(config, splits["train_audio"], labels, out / name, CorpusLayout(corpus).lang_dir, metrics,
                                  f"self-training {name}")
             labels_path = out / "pseudo_labels" / f"{name}.txt"  # what the next round trains on
-            if round_ < config.self_training_rounds:
+            if round_ < rounds:
                 if not labels_path.exists():
                     save_phone_text(labels_path, relabel_split(model, corpus, "train_audio",
                                                                config.self_training_labels, out / "graphs",
@@ -179,8 +187,8 @@ def train(corpus: str | Path, out: str | Path, config: TrainConfig, resume: bool
             summary.setdefault("self_training", []).append({"round": round_, "model": str(model)})
             if score:
                 summary["self_training"][-1].update(diagnostics.score_model(model, out, config.device))
-        if config.self_training_rounds:
-            final = out / f"round{config.self_training_rounds}" / "model.pt"
+        if rounds:
+            final = out / f"round{rounds}" / "model.pt"
             summary["model"] = str(final)
         elif config.objective == "crosslingual":  # the cross-lingual start is a recogniser itself
             summary["model"] = summary["crosslingual"]["model"]
