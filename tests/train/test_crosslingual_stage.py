@@ -47,14 +47,17 @@ def test_crosslingual_start_labels_train_audio_and_self_trains(tiny_corpus, tmp_
     assert 0 <= summary["labels"]["round0"]["labels_per_train"] and "cross-lingual start" in result.output
     assert (out / "round1" / "model.pt").exists()
     # the LM scale the model decodes with, chosen without labels: its decodes as probable per word as held-out text
-    # and the phone graph's likewise, per phone
     lm_choice = json.loads((out / "crosslingual" / "lm_scale.json").read_text())
     checkpoint = torch.load(out / "crosslingual" / "model.pt")
-    for unit, key in (("word", "lm_scale"), ("phone", "phone_lm_scale")):
-        per_unit, target = lm_choice[f"decoded_logprob_per_{unit}"], lm_choice[f"held_out_logprob_per_{unit}"]
-        assert set(per_unit) == {"1.0", "1.25", "1.5", "1.75", "2.0"} and start[key] == lm_choice[key]
-        assert abs(per_unit[str(lm_choice[key])] - target) == min(abs(v - target) for v in per_unit.values())
-        assert checkpoint[key] == lm_choice[key]
+    per_word, target = lm_choice["decoded_logprob_per_word"], lm_choice["held_out_logprob_per_word"]
+    assert set(per_word) == {"1.0", "1.25", "1.5", "1.75", "2.0"} and start["lm_scale"] == lm_choice["lm_scale"]
+    assert abs(per_word[str(lm_choice["lm_scale"])] - target) == min(abs(v - target) for v in per_word.values())
+    # the phone graph's: its phone decodes closest to the word decodes spelled with the lexicon
+    edits = lm_choice["phone_edits_from_spelled_words"]
+    assert set(edits) == set(per_word) and all(0 <= v for v in edits.values())
+    assert edits[str(lm_choice["phone_lm_scale"])] == min(edits.values())
+    for key in ("lm_scale", "phone_lm_scale"):
+        assert checkpoint[key] == lm_choice[key] == start[key]
 
 
 def test_given_scales_are_used_and_a_resume_keeps_the_choice(tiny_corpus, tmp_path):

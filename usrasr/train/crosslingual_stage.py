@@ -10,8 +10,9 @@ recogniser's own greedy output does.  The weight of the word graph against the m
 model's decodes take by default, is chosen likewise: the scale at which word
 decodes of the sample are as probable per word under the word LM as held-out
 text is (too little weight and they read as improbable word salad, too much
-and they fall back on the LM's favourite words); the weight of the phone graph,
-which phone decoding takes, likewise per phone.  The model then labels train-audio through
+and they fall back on the LM's favourite words).  The weight of the phone graph,
+which phone decoding takes, is the one whose phone decodes of the sample differ
+least from the word decodes spelled with the lexicon.  The model then labels train-audio through
 the corpus's own graphs, the HLG graph with the word LM by default
 (``self_training_labels``), and those labels start self-training.  Only the
 blind audio, the text side and the phones' IPA are read.
@@ -30,8 +31,9 @@ from usrasr.corpus.layout import CorpusLayout
 from usrasr.corpus.reader import AudioSplit
 from usrasr.decode.pipeline import Recognizer, build_recognizer
 from usrasr.decode.search import SearchOptions
+from usrasr.evaluate.scoring import compute_error_rate
 from usrasr.lang.inventory import project_phone_ipa, read_phone_ipa
-from usrasr.lang.lexicon import phone_sentences, pronounce, read_lexicon
+from usrasr.lang.lexicon import pronounce, read_lexicon
 from usrasr.lang.lm import held_out_per_word_logprob, read_arpa
 from usrasr.lang.phones import NON_SPEECH, SILENCE
 from usrasr.lang.symbols import PHONE_TOKENS
@@ -45,7 +47,6 @@ from usrasr.utils.io import write_json_atomic
 
 PRIOR_SCALES = (0.0, 0.25, 0.5, 0.75, 1.0)  # the candidates of crosslingual_prior_scale=-1
 LM_SCALES = (1.0, 1.25, 1.5, 1.75, 2.0)  # the candidates of crosslingual_lm_scale=-1
-LM_SCALE_KEYS = {"word": "lm_scale", "phone": "phone_lm_scale"}  # as lm_scale.json and the checkpoint name them
 CALIBRATION_UTTERANCES = 150  # train-audio utterances decoded per candidate
 
 
@@ -79,10 +80,9 @@ def run_crosslingual(corpus: Path, config: TrainConfig, out: Path, graph_dir: Pa
         lm_choice = {"lm_scale": config.crosslingual_lm_scale}
     else:
         text = [line for line in layout.train_text.read_text(encoding="utf-8").splitlines() if line.strip()]
-        texts = {"word": text, "phone": phone_sentences(text, read_lexicon(layout.lexicon))}
-        lm_choice = {}
-        for unit in ("word", "phone"):
-            lm_choice.update(_choose_lm_scale(model, class_scores, recognizer(unit), layout, unit, texts[unit]))
+        lm_choice = _choose_lm_scale(model, class_scores, recognizer("word"), layout, text)
+        lm_choice.update(_choose_phone_lm_scale(model, class_scores, recognizer("word"), recognizer("phone"),
+                                                lm_choice["lm_scale"], read_lexicon(layout.lexicon)))
     write_json_atomic(lm_path, lm_choice)
     model_path = out / "model.pt"
     save_model(model_path, model, tokens, layout.lang_dir, lm_scale=lm_choice["lm_scale"],
@@ -142,21 +142,42 @@ def _choose_prior_scale(model: CtcAcousticModel, class_scores: list, recognizer:
 
 @torch.no_grad()
 def _choose_lm_scale(model: CtcAcousticModel, class_scores: list, recognizer: Recognizer, layout: CorpusLayout,
-                     unit: str, text: list[str]) -> dict:
-    """The LM scale (recorded as :data:`LM_SCALE_KEYS` of ``unit``) whose decodes of the sample through
-    ``recognizer`` are as probable per ``unit`` under the graph's LM as held-out ``text`` is under an
-    LM of the same order trained on the rest of the text."""
-    lm = read_arpa(layout.decoding_lm(unit))
+                     text: list[str]) -> dict:
+    """The word graph's LM scale whose decodes of the sample are as probable per word under the word
+    LM as held-out ``text`` is under an LM of the same order trained on the rest of the text."""
+    lm = read_arpa(layout.decoding_lm("word"))
     target = held_out_per_word_logprob(text, lm.order)
-    per_unit = {}
+    per_word = {}
     with progress() as bar:
-        task = bar.add_task(f"cross-lingual LM scale ({unit}s)", total=len(LM_SCALES), status="")
+        task = bar.add_task("cross-lingual LM scale (words)", total=len(LM_SCALES), status="")
         for scale in LM_SCALES:
-            decoded = [" ".join(units) for units in _decode(model, class_scores, recognizer, scale)]
-            per_unit[scale] = lm.per_word_logprob(decoded)
-            bar.update(task, advance=1, status=f"{scale:.2f}: {per_unit[scale]:.2f} nats per {unit}")
-    best = min(LM_SCALES, key=lambda s: abs(per_unit[s] - target))
-    log.info("cross-lingual LM scale %.2f for %ss: its decodes score %.3f nats per %s, held-out text %.3f",
-             best, unit, per_unit[best], unit, target)
-    return {LM_SCALE_KEYS[unit]: best, f"held_out_logprob_per_{unit}": round(target, 4),
-            f"decoded_logprob_per_{unit}": {str(s): round(v, 4) for s, v in per_unit.items()}}
+            decoded = [" ".join(words) for words in _decode(model, class_scores, recognizer, scale)]
+            per_word[scale] = lm.per_word_logprob(decoded)
+            bar.update(task, advance=1, status=f"{scale:.2f}: {per_word[scale]:.2f} nats per word")
+    best = min(LM_SCALES, key=lambda s: abs(per_word[s] - target))
+    log.info("cross-lingual LM scale %.2f: its word decodes score %.3f nats per word, held-out text %.3f",
+             best, per_word[best], target)
+    return {"lm_scale": best, "held_out_logprob_per_word": round(target, 4),
+            "decoded_logprob_per_word": {str(s): round(v, 4) for s, v in per_word.items()}}
+
+
+@torch.no_grad()
+def _choose_phone_lm_scale(model: CtcAcousticModel, class_scores: list, words: Recognizer, phones: Recognizer,
+                           lm_scale: float, lexicon: dict) -> dict:
+    """The phone graph's LM scale whose phone decodes of the sample differ least (phone edits) from
+    the same model's word decodes at ``lm_scale``, spelled with the lexicon: the word graph reads
+    the same posteriors with a lexicon and a word LM, which correct phones that a phone LM lets by."""
+    spelled = {i: " ".join(p for p in pronounce(w, lexicon) if p not in NON_SPEECH)
+               for i, w in enumerate(_decode(model, class_scores, words, lm_scale))}
+    disagreement = {}
+    with progress() as bar:
+        task = bar.add_task("cross-lingual LM scale (phones)", total=len(LM_SCALES), status="")
+        for scale in LM_SCALES:
+            decoded = {i: " ".join(p) for i, p in enumerate(_decode(model, class_scores, phones, scale))}
+            disagreement[scale] = compute_error_rate(spelled, decoded, unit="phone").error_rate
+            bar.update(task, advance=1, status=f"{scale:.2f}: {disagreement[scale]:.1f} % from the spelled words")
+    best = min(LM_SCALES, key=disagreement.get)
+    log.info("cross-lingual phone LM scale %.2f: its phone decodes differ from the spelled word decodes by %.1f %%",
+             best, disagreement[best])
+    return {"phone_lm_scale": best,
+            "phone_edits_from_spelled_words": {str(s): round(v, 2) for s, v in disagreement.items()}}
