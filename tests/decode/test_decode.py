@@ -136,6 +136,9 @@ def test_hlg_is_openfst_and_decodes_a_posteriorgram(corpus, tmp_path):
     assert with_silence.text == "NO GO"
     homophone = search.search(posteriorgram(lang, phones_of("LEFT") + ["R", "AY", "T"]))
     assert homophone.text in ("LEFT RIGHT", "LEFT WRITE")
+    # forked workers search side by side and give the same hypotheses, in order
+    many = [posteriorgram(lang, phones_of(words)) for words in ("UP DOWN LEFT", "NO GO", "GO", "LEFT UP", "DOWN")]
+    assert search.search_all(many, workers=2) == [search.search(lp) for lp in many]
 
 
 def test_lang_dir_written_by_prepare_compiles_and_decodes(tmp_path):

@@ -10,9 +10,11 @@ from usrasr.models.pretrained import POSTERIORS
 from usrasr.train.units.layer_choice import (
     CRITERIA,
     CRITERION,
+    PHONE_HEAD_CRITERION,
     LayerJudge,
     bigram_entropy,
     choose_layer_and_k,
+    pseudo_phone_information,
 )
 
 
@@ -65,3 +67,28 @@ def test_phone_posteriors_face_the_chosen_layer_on_warp_consistency():
     (layer, k), reason = choose_layer_and_k([*layers, {**posteriors, "warp_consistency": 0.9}])
     assert (layer, k) == (POSTERIORS, 54)
     assert choose_layer_and_k([posteriors])[0] == (POSTERIORS, 54)
+
+
+def test_pseudo_phone_information_is_pnmi_against_the_pseudo_phones():
+    rng = np.random.default_rng(0)
+    phones = [rng.integers(0, 5, 300) for _ in range(4)]
+    assert pseudo_phone_information([p * 2 + 1 for p in phones], phones, 11) == pytest.approx(1.0)  # relabelled
+    assert pseudo_phone_information([rng.integers(0, 10, 300) for _ in phones], phones, 10) < 0.03
+    halves = [p // 2 for p in phones]  # units merge pairs of phones: part of the information
+    joint = np.zeros((3, 5))
+    for u, p in zip(halves, phones):
+        np.add.at(joint, (u, p), 1)
+    q = joint / joint.sum()
+    mutual = (q[q > 0] * np.log(q[q > 0] / (q.sum(1, keepdims=True) @ q.sum(0, keepdims=True))[q > 0])).sum()
+    h = -(q.sum(0) * np.log(q.sum(0))).sum()
+    assert pseudo_phone_information(halves, phones, 3) == pytest.approx(mutual / h)
+
+
+def test_an_encoder_with_a_phone_head_is_judged_by_its_pseudo_phones():
+    layers = [{"layer": layer, "k": 100, "gain": 0.1, "bigram_entropy": 2.7 - 0.1 * layer,
+               PHONE_HEAD_CRITERION: 0.40 + 0.01 * layer, "warp_consistency": 0.6} for layer in range(4)]
+    (layer, _), reason = choose_layer_and_k(layers)
+    assert layer == 3 and "pseudo phone information" in reason
+    assert choose_layer_and_k(layers, CRITERION)[0][0] == 0
+    without_head = [{k: v for k, v in s.items() if k != PHONE_HEAD_CRITERION} for s in layers]
+    assert choose_layer_and_k(without_head)[0][0] == 0

@@ -81,10 +81,12 @@ def test_auto_judges_the_posteriors_beside_the_layers_without_labels(tiny_corpus
     candidates = selection["candidates"]
     assert [(c["layer"], c["k"]) for c in candidates] == [(0, 6), (1, 6), (2, 6), (POSTERIORS, len(PHONES) - 1)]
     assert all(0 <= c["warp_consistency"] <= 1 and 0 <= c["pnmi"] <= 1 for c in candidates)
-    best = max((c for c in candidates if c["layer"] != POSTERIORS), key=lambda c: c["bigram_entropy"])
+    # the phone head judges the layers: PNMI against its own most likely phones
+    best = max((c for c in candidates if c["layer"] != POSTERIORS), key=lambda c: c["pseudo_phone_information"])
     posteriors = candidates[-1]
+    assert "pseudo_phone_information" not in posteriors
     expected = POSTERIORS if posteriors["warp_consistency"] > best["warp_consistency"] else best["layer"]
-    assert selection["layer"] == expected and "bigram entropy" in selection["reason"]
+    assert selection["layer"] == expected and "pseudo phone information" in selection["reason"]
     summary = json.loads((exp / "summary.json").read_text())
     assert 0 < summary["unit_quality"]["train_audio"]["pnmi"] <= 1
 
@@ -93,6 +95,7 @@ def test_auto_judges_the_posteriors_beside_the_layers_without_labels(tiny_corpus
            "--set", f"encoder={tmp_path / 'encoder.pt'}", "--set", "encoder_units=layer", *FAST)
     chosen = json.loads((layers_only / "units" / "selection.json").read_text())
     assert POSTERIORS not in [c["layer"] for c in chosen["candidates"]]
+    assert all(0 <= c["pseudo_phone_information"] <= 1 for c in chosen["candidates"])
 
 
 def test_posteriors_of_an_encoder_without_a_phone_head_are_a_one_line_error(tiny_corpus, tmp_path):
@@ -107,6 +110,7 @@ def test_posteriors_of_an_encoder_without_a_phone_head_are_a_one_line_error(tiny
            "--set", f"encoder={tmp_path / 'encoder.pt'}", *FAST)
     selection = json.loads((tmp_path / "auto" / "units" / "selection.json").read_text())
     assert [c["layer"] for c in selection["candidates"]] == [0, 1, 2]
+    assert "bigram entropy" in selection["reason"] and "pseudo_phone_information" not in selection["candidates"][0]
 
 
 def test_encoder_units_config_surface():

@@ -35,3 +35,15 @@ def test_resume_must_match_the_recorded_inputs(tmp_path):
     record_inputs(record, {"path": "/a", "cuts": "1"}, resume=True, what="corpus")
     with pytest.raises(UsrasrError, match=r"different corpus \(cuts, path changed"):
         record_inputs(record, {"path": "/b", "cuts": "2"}, resume=True, what="corpus")
+
+
+def test_forked_map_keeps_the_order_and_reads_the_parents_memory():
+    import os
+
+    from usrasr.utils.processes import forked_map
+
+    table = {i: i * i for i in range(7)}  # inherited by the workers, never pickled
+    assert forked_map(lambda i: (os.getpid(), table[i]), list(range(7)), 1) == [(os.getpid(), i * i) for i in range(7)]
+    results = forked_map(lambda i: (os.getpid(), table[i]), list(range(7)), 3)
+    assert [r[1] for r in results] == [i * i for i in range(7)]
+    assert os.getpid() not in {r[0] for r in results}

@@ -139,10 +139,12 @@ class Recognizer:
     """Features (or the waveform, as the model reads) -> batched network forward -> per-utterance
     graph search (always on CPU)."""
 
-    def __init__(self, model: torch.nn.Module, search: GraphSearch, device: torch.device):
+    def __init__(self, model: torch.nn.Module, search: GraphSearch, device: torch.device, workers: int = 1):
+        """``workers``: processes that search each batch's utterances side by side."""
         self.model = model.to(device).eval()
         self.search = search
         self.device = device
+        self.workers = workers
 
     @torch.inference_mode()
     def log_probs(self, feats: list[torch.Tensor]) -> list[np.ndarray]:
@@ -176,6 +178,7 @@ class Recognizer:
             except BadInput as e:
                 results.append(Decoded(utterance, error=str(e)))
         posteriors = iter(self.log_probs(feats) if feats else [])
+        searched = []
         for result in results:
             if result.error is None:
                 scores = next(posteriors)
@@ -183,7 +186,14 @@ class Recognizer:
                     result.error = (f"too short for the model ({result.duration:.2f} s; speech needs at least "
                                     f"{MIN_SECONDS:.2f} s)")
                 else:
-                    result.hypothesis = self.search.search(scores)
+                    searched.append((result, scores))
+        # one at a time: each result goes out as its search ends; side by side: when the batch's do
+        hypotheses = (iter(self.search.search_all([scores for _, scores in searched], self.workers))
+                      if self.workers > 1 else (self.search.search(scores) for _, scores in searched))
+        to_search = {id(result) for result, _ in searched}
+        for result in results:
+            if id(result) in to_search:
+                result.hypothesis = next(hypotheses)
             yield result
 
 
@@ -196,15 +206,17 @@ def build_recognizer(
     options: SearchOptions,
     device: torch.device,
     force: bool = False,
+    workers: int = 1,
 ) -> Recognizer:
-    """Check the model against the lang dir, get (or compile) the graph, and wire it up."""
+    """Check the model against the lang dir, get (or compile) the graph, and wire it up
+    (``workers``: see :class:`Recognizer`)."""
     lang = read_lang(lang_dir)
     check_tokens(loaded, lang)
     if options.lm_scale is None:
         options = replace(options, lm_scale=loaded.default_lm_scale(unit))
     graph = load_graph(ensure_graph(GRAPH_KINDS[unit], lang, lm, graph_dir, force))
     search = GraphSearch(graph, lang, unit, options, seconds_per_frame=loaded.model.frame_shift)
-    return Recognizer(loaded.model, search, device)
+    return Recognizer(loaded.model, search, device, workers)
 
 
 def _without_duplicate_ids(utterances: list[Utterance]) -> tuple[list[Utterance], list[Utterance]]:

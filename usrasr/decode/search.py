@@ -17,6 +17,7 @@ import numpy as np
 
 from usrasr.graph.hlg import SILENCE_PHONE, SILENCE_WORD, Lang
 from usrasr.utils.console import log
+from usrasr.utils.processes import forked_map
 
 Unit = Literal["word", "phone"]
 
@@ -174,6 +175,11 @@ class GraphSearch:
             labels = [self.lang.word_names[o] for o in olabels if self.lang.word_names[o] != SILENCE_WORD]
             units = self._word_units(labels, segments)
         return Hypothesis(labels, units, reached_final)
+
+    def search_all(self, log_probs: list[np.ndarray], workers: int = 1) -> list[Hypothesis]:
+        """:meth:`search` of each utterance, in ``workers`` forked processes (the decoder is
+        single-threaded; the workers inherit the graph)."""
+        return forked_map(self.search, log_probs, workers)
 
     def _timed(self, label: str, segments: list[_Segment]) -> TimedUnit:
         frames = sum(s.last - s.first + 1 for s in segments)

@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import functools
 import json
+import os
 from dataclasses import replace
 from pathlib import Path
 
@@ -113,8 +114,8 @@ def _recognizer(model: CtcAcousticModel, layout: CorpusLayout, unit: str, graph_
 
 def _decode(model: CtcAcousticModel, class_scores: list, recognizer: Recognizer, lm_scale: float) -> list[list[str]]:
     recognizer.search.options = replace(recognizer.search.options, lm_scale=lm_scale)
-    return [recognizer.search.search(model.token_log_probs(scores, lengths)[0].numpy()).text.split()
-            for scores, lengths in class_scores]
+    log_probs = [model.token_log_probs(scores, lengths)[0].numpy() for scores, lengths in class_scores]
+    return [h.text.split() for h in recognizer.search.search_all(log_probs, len(os.sched_getaffinity(0)))]
 
 
 @torch.no_grad()

@@ -12,6 +12,8 @@ so they never wait for a file of rank 0's.
 
 from __future__ import annotations
 
+import os
+
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable
@@ -138,11 +140,12 @@ def decode_split(model_path: Path, corpus: Path, split: str, unit: str, graph_di
     loaded = load_model(model_path)
     layout = CorpusLayout(corpus)
     lm = layout.decoding_lm(unit)
+    workers = len(os.sched_getaffinity(0))
     recognizer = build_recognizer(loaded, layout.lang_dir, unit, lm, graph_dir, SearchOptions(),
-                                  resolve_device(device))
+                                  resolve_device(device), workers=workers)
     utterances = utterances_from_cuts(layout.cuts(split))
     with torch.inference_mode():
-        return {d.utterance.id: d.hypothesis.text for d in recognizer.decode(utterances, batch_size=16)
+        return {d.utterance.id: d.hypothesis.text for d in recognizer.decode(utterances, batch_size=16 * workers)
                 if d.hypothesis is not None}
 
 

@@ -23,7 +23,6 @@ iterations, so one good restart per speaker is enough.
 from __future__ import annotations
 
 import math
-import multiprocessing
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -39,6 +38,7 @@ from usrasr.train.units.kmeans import UnitSequences
 from usrasr.utils.console import log, track
 from usrasr.utils.errors import UsrasrError
 from usrasr.utils.io import atomic_path
+from usrasr.utils.processes import forked_map
 from usrasr.corpus.layout import CorpusLayout
 
 # The score that shuts the CTC blank off: no path may spend a step on it.
@@ -65,14 +65,6 @@ class Decoded:
             keep = np.concatenate([[True], rows[1:] != rows[:-1]]) if len(rows) else np.zeros(0, bool)
             out[uid] = " ".join(PHONES[r] for r in rows[keep] if PHONES[r] not in NON_SPEECH)
         return out
-
-
-_forked: tuple["WordLevelEM", np.ndarray] | None = None  # what forked decode workers read
-
-
-def _decode_in_worker(jobs: list) -> Decoded:
-    em, tables = _forked
-    return em._decode_jobs(jobs, tables)
 
 
 def full_rows(tables: Tensor) -> Tensor:
@@ -124,15 +116,9 @@ class WordLevelEM:
         workers = min(self.workers, len(jobs))
         if workers <= 1:
             return self._decode_jobs(jobs, tables)
-        # Forked workers inherit the graph and decoder; they only run numpy and the decoder
-        # (no torch: its thread pool does not survive a fork).
-        global _forked
-        _forked = (self, tables)
-        try:
-            with multiprocessing.get_context("fork").Pool(workers) as pool:
-                parts = pool.map(_decode_in_worker, [jobs[w::workers] for w in range(workers)])
-        finally:
-            _forked = None
+        # forked workers inherit the graph and decoder; they only run numpy and the decoder
+        parts = forked_map(lambda part: self._decode_jobs(part, tables), [jobs[w::workers] for w in range(workers)],
+                           workers)
         return Decoded({k: v for p in parts for k, v in p.steps.items()}, {k: v for p in parts for k, v in p.words.items()},
                        sum(p.cost for p in parts), sum(p.num_steps for p in parts))
 

@@ -6,6 +6,7 @@ import concurrent.futures as futures
 import ctypes
 import errno
 import fcntl
+import multiprocessing
 import os
 import signal
 from pathlib import Path
@@ -26,6 +27,34 @@ def _die_with_parent(parent: int) -> None:
     if os.getppid() != parent:  # the parent died before prctl took effect
         os._exit(1)
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C is the parent's to handle
+
+
+_forked_function = None  # what forked_map's workers call: they inherit it, it is never pickled
+
+
+def _call_forked(chunk: list) -> list:
+    return [_forked_function(item) for item in chunk]
+
+
+def forked_map(function, items: list, num_workers: int) -> list:
+    """``[function(item) for item in items]``, in ``num_workers`` forked processes that inherit
+    this process's memory (a decoding graph, say): only the items and the results are pickled.
+    ``function`` must not use torch, whose thread pool does not survive a fork."""
+    global _forked_function
+    num_workers = min(num_workers, len(items))
+    if num_workers <= 1:
+        return [function(item) for item in items]
+    _forked_function = function
+    try:
+        with multiprocessing.get_context("fork").Pool(num_workers, initializer=_die_with_parent,
+                                                      initargs=(os.getpid(),)) as pool:
+            parts = pool.map(_call_forked, [items[w::num_workers] for w in range(num_workers)])
+    finally:
+        _forked_function = None
+    results = [None] * len(items)
+    for w, part in enumerate(parts):
+        results[w::num_workers] = part
+    return results
 
 
 def worker_pool(num_workers: int) -> futures.ProcessPoolExecutor:

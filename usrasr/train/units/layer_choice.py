@@ -21,10 +21,16 @@ is scored on train-audio without any label:
 - ``pseudo_speaker_information``: I(unit; pseudo-speaker) / H(unit) over
   frames, with pseudo-speakers clustered from the audio
   (:func:`usrasr.corpus.speakers.cluster_speakers`): how much the units
-  follow the voice.
+  follow the voice;
+- ``pseudo_phone_information`` (only for an encoder with a phone head, a
+  JUST encoder): I(unit; pseudo-phone) / H(pseudo-phone) over frames, where
+  each frame's pseudo-phone is the encoder's own most likely non-blank
+  universal phone: PNMI against phones read by a recogniser of other
+  languages instead of the transcripts.
 
-:func:`choose_layer_and_k` takes the layer with the best mean ``CRITERION``
-over its K's, then that layer's K of highest gain.
+:func:`choose_layer_and_k` takes the layer with the best mean criterion over
+its K's (``pseudo_phone_information`` where the encoder has a phone head, else
+``CRITERION``), then that layer's K of highest gain.
 """
 
 from __future__ import annotations
@@ -44,8 +50,10 @@ CRITERIA = {
     "warp_consistency": ("the share of unit information kept when the voice is warped", +1),
     "normalised_gain": ("the share of the units' own bigram predictability that the phone-LM model explains", +1),
     "pseudo_speaker_information": ("the share of unit entropy that pseudo-speakers explain", -1),
+    "pseudo_phone_information": ("the share of the encoder's own phone decisions that the units explain", +1),
 }
-CRITERION = "bigram_entropy"
+CRITERION = "bigram_entropy"  # for encoders without a phone head
+PHONE_HEAD_CRITERION = "pseudo_phone_information"
 
 
 def bigram_entropy(units: UnitSequences) -> float:
@@ -71,21 +79,38 @@ class LayerJudge:
         return cluster_speakers(self.train.feats, 0, self.seed).labels
 
     def scores(self, units: UnitSequences, frame_units: list[np.ndarray], unigram_entropy: float,
-               seqce_loss: float) -> dict:
-        """``frame_units``: each train utterance's unit per feature frame, in ``train``'s order."""
+               seqce_loss: float, pseudo_phones: list[np.ndarray] | None = None) -> dict:
+        """``frame_units``: each train utterance's unit per encoder frame, in ``train``'s order;
+        ``pseudo_phones``: the same frames' pseudo-phone ids, where the encoder has a phone head."""
         bigram = bigram_entropy(units)
         predictable = unigram_entropy - bigram
         joint = np.zeros((units.num_units, max(self.pseudo_speakers) + 1))
         for ids, speaker in zip(frame_units, self.pseudo_speakers):
             np.add.at(joint, (ids, speaker), 1)
         mutual, unit_entropy, _ = mutual_information(joint)
-        return {"bigram_entropy": bigram,
-                "normalised_gain": (unigram_entropy - seqce_loss) / predictable if predictable > 0 else 0.0,
-                "pseudo_speaker_information": mutual / unit_entropy if unit_entropy > 0 else 0.0}
+        scores = {"bigram_entropy": bigram,
+                  "normalised_gain": (unigram_entropy - seqce_loss) / predictable if predictable > 0 else 0.0,
+                  "pseudo_speaker_information": mutual / unit_entropy if unit_entropy > 0 else 0.0}
+        if pseudo_phones is not None:
+            scores["pseudo_phone_information"] = pseudo_phone_information(frame_units, pseudo_phones,
+                                                                          units.num_units)
+        return scores
 
 
-def choose_layer_and_k(scores: list[dict], criterion: str = CRITERION) -> tuple[tuple[int | str, int], str]:
+def pseudo_phone_information(frame_units: list[np.ndarray], pseudo_phones: list[np.ndarray], num_units: int) -> float:
+    """I(unit; pseudo-phone) / H(pseudo-phone) over the frames of every utterance."""
+    joint = np.zeros((num_units, 1 + max((int(p.max()) for p in pseudo_phones if len(p)), default=0)))
+    for ids, phones in zip(frame_units, pseudo_phones):
+        n = min(len(ids), len(phones))
+        np.add.at(joint, (ids[:n], phones[:n]), 1)
+    mutual, _, phone_entropy = mutual_information(joint)
+    return mutual / phone_entropy if phone_entropy > 0 else 0.0
+
+
+def choose_layer_and_k(scores: list[dict], criterion: str | None = None) -> tuple[tuple[int | str, int], str]:
     """The layer of best mean ``criterion`` over its K's, then that layer's K of highest seq-CE gain.
+    ``criterion`` None: ``PHONE_HEAD_CRITERION`` where every layer has it (an encoder with a phone
+    head), else ``CRITERION``.
 
     Only the k-means layers compete on ``criterion``: they share their K's, and the bigram entropy
     grows with the inventory and with how phone-like the units' rate is. The phone posteriors of a
@@ -98,6 +123,9 @@ def choose_layer_and_k(scores: list[dict], criterion: str = CRITERION) -> tuple[
     if len(layers) == 1:
         layer, why, where = layers[0], "the only one", ""
     else:
+        if criterion is None:
+            has_head = all(PHONE_HEAD_CRITERION in s for s in scores if s["layer"] != POSTERIORS)
+            criterion = PHONE_HEAD_CRITERION if has_head else CRITERION
         what, sign = CRITERIA[criterion]
         mean = {layer: float(np.mean([s[criterion] for s in scores if s["layer"] == layer])) for layer in layers}
         layer = max(layers, key=lambda x: sign * mean[x])

@@ -232,6 +232,10 @@ def encoder_units(config: TrainConfig, splits: dict[str, AudioSplit], corpus: Pa
                                                 and source.phones is not None):
         candidates.append((POSTERIORS, len(source.phones) - 1))
     read = list(dict.fromkeys(layer for layer, _ in candidates))
+    # an encoder's phone head judges its layers: each frame's most likely phone is a pseudo-label
+    judge_by_phones = source.phones is not None and len([x for x in read if x != POSTERIORS]) > 1
+    if judge_by_phones and POSTERIORS not in read:
+        read.append(POSTERIORS)
     layers = {name: dict(zip(read, encode_all(source, cuts[name], read))) for name in splits}
 
     def features(name: str, layer: int | str) -> list[torch.Tensor]:
@@ -261,6 +265,8 @@ def encoder_units(config: TrainConfig, splits: dict[str, AudioSplit], corpus: Pa
         return features("train_audio", layer), warped
 
     factor = round(source.frame_shift / FRAME_SHIFT, 6)
+    pseudo_phones = (PhoneUnits(config, source.phones, factor).assign(train, features("train_audio", POSTERIORS))
+                     if judge_by_phones else None)
     for layer, k in candidates:
         train_feats, warped_feats = train_inputs(layer)
         clusterer = (PhoneUnits(config, source.phones, factor) if layer == POSTERIORS
@@ -284,7 +290,8 @@ def encoder_units(config: TrainConfig, splits: dict[str, AudioSplit], corpus: Pa
         loss = quick_fit_loss(train_units, *graphs[fit_config.self_loop_prob], fit_config, config.select_iterations)
         scores.append({"layer": layer, "k": k, "warp_consistency": consistency, "unigram_entropy": entropy,
                        "seqce_loss": loss, "gain": (entropy - loss) / entropy,
-                       **judge.scores(train_units, assigned, entropy, loss),
+                       **judge.scores(train_units, assigned, entropy, loss,
+                                      pseudo_phones if layer != POSTERIORS else None),
                        **(score_units(train_units) if score_units else {})})
         log.info("layer %s, K=%d: warp consistency %s, unit entropy %.3f, seq-CE loss %.3f, gain %.3f", layer, k,
                  "-" if consistency is None else f"{consistency:.3f}", entropy, loss, scores[-1]["gain"])
