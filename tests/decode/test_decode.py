@@ -266,6 +266,9 @@ def test_decode_recovers_training_sentences(corpus, model_path):
     assert list(hyps) == [f.stem for f in files]
     correct = sum(hyps[f"u{i}"] == s for i, s in enumerate(SPOKEN))
     assert correct >= len(SPOKEN) - 1, hyps
+    # searched in two processes: the same lines, in the same order
+    side_by_side = run_cli("decode", "--model", model_path, "--jobs", "2", *files)
+    assert side_by_side.exit_code == 0 and side_by_side.stdout == result.stdout
 
 
 def test_decode_takes_the_lm_scale_recorded_with_the_model(corpus, model_path, tmp_path):

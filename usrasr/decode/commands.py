@@ -38,6 +38,9 @@ _EXISTING = click.Path(exists=True, dir_okay=False, path_type=Path)
 @click.option("--blank-penalty", type=float, default=SearchOptions.blank_penalty, show_default=True,
               help="Subtracted from the blank log-posterior (positive: fewer deletions).")
 @click.option("--batch-size", type=click.IntRange(min=1), default=8, show_default=True, help="Utterances per network forward.")
+@click.option("--jobs", type=click.IntRange(min=1), default=1, show_default=True,
+              help="Processes that search a batch's utterances side by side (the search is single-threaded); "
+                   "results then come out a batch at a time.")
 @click.option("--device", default="auto", show_default=True, help="Network device: auto, cpu, cuda, cuda:N (search runs on CPU).")
 @click.option("--format", "fmt", type=click.Choice(["text", "jsonl"]), default="text", show_default=True,
               help="text: 'id<TAB>text'; jsonl: also per-unit times and confidences.")
@@ -45,7 +48,7 @@ _EXISTING = click.Path(exists=True, dir_okay=False, path_type=Path)
               "checked before decoding, filled as it goes in OUTPUT.partial, which is kept if decoding stops.")
 def decode(
     files, model_path, lang_dir, lm, phone_lm, graph_dir, force, compile_only, unit, cuts, wav_scp,
-    beam, max_active, lm_scale, blank_penalty, batch_size, device, fmt, output,
+    beam, max_active, lm_scale, blank_penalty, batch_size, jobs, device, fmt, output,
 ):
     """Decode audio to text.
 
@@ -77,6 +80,6 @@ def decode(
     utterances = collect_utterances(files, wav_scp, cuts, sys.stdin)
     options = SearchOptions(beam=beam, max_active=max_active, lm_scale=lm_scale, blank_penalty=blank_penalty)
     report = decode_utterances(utterances, model_path, lang_dir, unit, lm if unit == "word" else phone_lm, graph_dir,
-                               options, device, batch_size, fmt, output, force)
+                               options, device, batch_size, fmt, output, force, jobs)
     if report.failed:
         raise UsrasrError(f"{len(report.failed)} of {report.inputs} input(s) could not be decoded (see warnings above)")

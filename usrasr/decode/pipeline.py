@@ -268,23 +268,25 @@ def decode_utterances(
     fmt: str = "text",
     output: Path | None = None,
     force: bool = False,
+    jobs: int = 1,
 ) -> DecodeReport:
     """Decode ``utterances``; lines go to stdout as each one finishes, or to ``output`` (Kaldi
     ``text``, or JSON lines; see :func:`output_file`).  Bad inputs are skipped with a
-    warning naming them and listed in the report."""
+    warning naming them and listed in the report.  ``jobs`` > 1 searches each batch's
+    utterances in that many processes."""
     require_file(lm, "LM")
     with output_file(output) as sink:
         return _decode_into(sink, utterances, model_path, lang_dir, unit, lm, graph_dir, options, device,
-                            batch_size, fmt, force)
+                            batch_size, fmt, force, jobs)
 
 
 def _decode_into(sink, utterances, model_path, lang_dir, unit, lm, graph_dir, options, device, batch_size, fmt,
-                 force) -> DecodeReport:
+                 force, jobs) -> DecodeReport:
     torch_device = resolve_device(device)
     loaded = load_model(model_path, torch_device)
     lang_dir = resolve_lang_dir(model_path, loaded, lang_dir)
     recognizer = build_recognizer(loaded, lang_dir, unit, lm or default_lm(lang_dir, unit),
-                                  graph_dir or default_graph_dir(model_path), options, torch_device, force)
+                                  graph_dir or default_graph_dir(model_path), options, torch_device, force, jobs)
     unique, duplicates = _without_duplicate_ids(utterances)
     report = DecodeReport(len(utterances), failed=[u.id for u in duplicates])
     low_rate_warned = False
