@@ -178,22 +178,21 @@ class Recognizer:
             except BadInput as e:
                 results.append(Decoded(utterance, error=str(e)))
         posteriors = iter(self.log_probs(feats) if feats else [])
-        searched = []
-        for result in results:
+        to_search: dict[int, np.ndarray] = {}  # result index -> its log-posteriors
+        for i, result in enumerate(results):
             if result.error is None:
                 scores = next(posteriors)
                 if len(scores) == 0 or result.duration < MIN_SECONDS:
                     result.error = (f"too short for the model ({result.duration:.2f} s; speech needs at least "
                                     f"{MIN_SECONDS:.2f} s)")
                 else:
-                    searched.append((result, scores))
-        # one at a time: each result goes out as its search ends; side by side: when the batch's do
-        hypotheses = (iter(self.search.search_all([scores for _, scores in searched], self.workers))
-                      if self.workers > 1 else (self.search.search(scores) for _, scores in searched))
-        to_search = {id(result) for result, _ in searched}
-        for result in results:
-            if id(result) in to_search:
-                result.hypothesis = next(hypotheses)
+                    to_search[i] = scores
+        # side by side, the batch's results go out together; one at a time, each as its search ends
+        found = (dict(zip(to_search, self.search.search_all(list(to_search.values()), self.workers)))
+                 if self.workers > 1 else {})
+        for i, result in enumerate(results):
+            if i in to_search:
+                result.hypothesis = found[i] if self.workers > 1 else self.search.search(to_search[i])
             yield result
 
 

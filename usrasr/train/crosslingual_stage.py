@@ -22,7 +22,6 @@ from __future__ import annotations
 
 import functools
 import json
-import os
 from dataclasses import replace
 from pathlib import Path
 
@@ -45,6 +44,7 @@ from usrasr.train.seqce_stage import read_phone_text, save_phone_text
 from usrasr.train.self_training import relabel_split
 from usrasr.utils.console import log, progress
 from usrasr.utils.io import write_json_atomic
+from usrasr.utils.processes import usable_cores
 
 PRIOR_SCALES = (0.0, 0.25, 0.5, 0.75, 1.0)  # the candidates of crosslingual_prior_scale=-1
 LM_SCALES = (1.0, 1.25, 1.5, 1.75, 2.0)  # the candidates of crosslingual_lm_scale=-1
@@ -81,9 +81,9 @@ def run_crosslingual(corpus: Path, config: TrainConfig, out: Path, graph_dir: Pa
         lm_choice = {"lm_scale": config.crosslingual_lm_scale}
     else:
         text = [line for line in layout.train_text.read_text(encoding="utf-8").splitlines() if line.strip()]
-        lm_choice = _choose_lm_scale(model, class_scores, recognizer("word"), layout, text)
-        lm_choice.update(_choose_phone_lm_scale(model, class_scores, recognizer("word"), recognizer("phone"),
-                                                lm_choice["lm_scale"], read_lexicon(layout.lexicon)))
+        lm_choice, word_decodes = _choose_lm_scale(model, class_scores, recognizer("word"), layout, text)
+        lm_choice.update(_choose_phone_lm_scale(model, class_scores, recognizer("phone"),
+                                                word_decodes[lm_choice["lm_scale"]], read_lexicon(layout.lexicon)))
     write_json_atomic(lm_path, lm_choice)
     model_path = out / "model.pt"
     save_model(model_path, model, tokens, layout.lang_dir, lm_scale=lm_choice["lm_scale"],
@@ -115,7 +115,7 @@ def _recognizer(model: CtcAcousticModel, layout: CorpusLayout, unit: str, graph_
 def _decode(model: CtcAcousticModel, class_scores: list, recognizer: Recognizer, lm_scale: float) -> list[list[str]]:
     recognizer.search.options = replace(recognizer.search.options, lm_scale=lm_scale)
     log_probs = [model.token_log_probs(scores, lengths)[0].numpy() for scores, lengths in class_scores]
-    return [h.text.split() for h in recognizer.search.search_all(log_probs, len(os.sched_getaffinity(0)))]
+    return [h.text.split() for h in recognizer.search.search_all(log_probs, usable_cores())]
 
 
 @torch.no_grad()
@@ -143,33 +143,33 @@ def _choose_prior_scale(model: CtcAcousticModel, class_scores: list, recognizer:
 
 @torch.no_grad()
 def _choose_lm_scale(model: CtcAcousticModel, class_scores: list, recognizer: Recognizer, layout: CorpusLayout,
-                     text: list[str]) -> dict:
+                     text: list[str]) -> tuple[dict, dict[float, list[list[str]]]]:
     """The word graph's LM scale whose decodes of the sample are as probable per word under the word
-    LM as held-out ``text`` is under an LM of the same order trained on the rest of the text."""
+    LM as held-out ``text`` is under an LM of the same order trained on the rest of the text; and
+    the decodes at each scale."""
     lm = read_arpa(layout.decoding_lm("word"))
     target = held_out_per_word_logprob(text, lm.order)
-    per_word = {}
+    per_word, decodes = {}, {}
     with progress() as bar:
         task = bar.add_task("cross-lingual LM scale (words)", total=len(LM_SCALES), status="")
         for scale in LM_SCALES:
-            decoded = [" ".join(words) for words in _decode(model, class_scores, recognizer, scale)]
-            per_word[scale] = lm.per_word_logprob(decoded)
+            decodes[scale] = _decode(model, class_scores, recognizer, scale)
+            per_word[scale] = lm.per_word_logprob([" ".join(words) for words in decodes[scale]])
             bar.update(task, advance=1, status=f"{scale:.2f}: {per_word[scale]:.2f} nats per word")
     best = min(LM_SCALES, key=lambda s: abs(per_word[s] - target))
     log.info("cross-lingual LM scale %.2f: its word decodes score %.3f nats per word, held-out text %.3f",
              best, per_word[best], target)
     return {"lm_scale": best, "held_out_logprob_per_word": round(target, 4),
-            "decoded_logprob_per_word": {str(s): round(v, 4) for s, v in per_word.items()}}
+            "decoded_logprob_per_word": {str(s): round(v, 4) for s, v in per_word.items()}}, decodes
 
 
 @torch.no_grad()
-def _choose_phone_lm_scale(model: CtcAcousticModel, class_scores: list, words: Recognizer, phones: Recognizer,
-                           lm_scale: float, lexicon: dict) -> dict:
+def _choose_phone_lm_scale(model: CtcAcousticModel, class_scores: list, phones: Recognizer,
+                           word_decodes: list[list[str]], lexicon: dict) -> dict:
     """The phone graph's LM scale whose phone decodes of the sample differ least (phone edits) from
-    the same model's word decodes at ``lm_scale``, spelled with the lexicon: the word graph reads
-    the same posteriors with a lexicon and a word LM, which correct phones that a phone LM lets by."""
-    spelled = {i: " ".join(p for p in pronounce(w, lexicon) if p not in NON_SPEECH)
-               for i, w in enumerate(_decode(model, class_scores, words, lm_scale))}
+    the same model's ``word_decodes`` of it, spelled with the lexicon: the word graph reads the same
+    posteriors with a lexicon and a word LM, which correct phones that a phone LM lets by."""
+    spelled = {i: " ".join(p for p in pronounce(w, lexicon) if p not in NON_SPEECH) for i, w in enumerate(word_decodes)}
     disagreement = {}
     with progress() as bar:
         task = bar.add_task("cross-lingual LM scale (phones)", total=len(LM_SCALES), status="")

@@ -24,7 +24,6 @@ file; the other ranks train along in the CTC stages only (see
 
 from __future__ import annotations
 
-import os
 import time
 from pathlib import Path
 
@@ -49,7 +48,7 @@ from usrasr.prepare.check import require_trainable
 from usrasr.utils.config import record_inputs
 from usrasr.utils.console import log
 from usrasr.utils.errors import UsrasrError
-from usrasr.utils.processes import lock_directory
+from usrasr.utils.processes import lock_directory, usable_cores
 from usrasr.utils.distributed import is_main_process, world_size
 from usrasr.utils.io import atomic_path
 from usrasr.corpus.layout import CorpusLayout
@@ -153,7 +152,7 @@ def train(corpus: str | Path, out: str | Path, config: TrainConfig, resume: bool
             if config.word_em_iterations:
                 t0 = time.time()
                 word_em = WordLevelEM.from_corpus(corpus, out / "graphs", config.word_em_beam,
-                                                  workers=config.word_em_workers or len(os.sched_getaffinity(0)))
+                                                  workers=config.word_em_workers or usable_cores())
                 refined = run_word_em(units["train_audio"], [r.log_emissions for r in restarts], word_em,
                                       config.word_em_screen_iterations, config.word_em_iterations, out / "word_em")
                 pseudo = refined["phones"]

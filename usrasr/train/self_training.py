@@ -12,8 +12,6 @@ so they never wait for a file of rank 0's.
 
 from __future__ import annotations
 
-import os
-
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable
@@ -26,6 +24,7 @@ from usrasr.lang.phones import NON_SPEECH
 from usrasr.decode.audio import utterances_from_cuts
 from usrasr.decode.pipeline import build_recognizer
 from usrasr.utils.device import resolve_device, torch_threads
+from usrasr.utils.processes import usable_cores
 from usrasr.decode.search import SearchOptions
 from usrasr.corpus.features import SAMPLE_RATE
 from usrasr.models.acoustic import AcousticModelConfig, CtcAcousticModel, build_model, load_model, save_model
@@ -140,7 +139,7 @@ def decode_split(model_path: Path, corpus: Path, split: str, unit: str, graph_di
     loaded = load_model(model_path)
     layout = CorpusLayout(corpus)
     lm = layout.decoding_lm(unit)
-    workers = len(os.sched_getaffinity(0))
+    workers = usable_cores()
     recognizer = build_recognizer(loaded, layout.lang_dir, unit, lm, graph_dir, SearchOptions(),
                                   resolve_device(device), workers=workers)
     utterances = utterances_from_cuts(layout.cuts(split))

@@ -36,6 +36,11 @@ def _call_forked(chunk: list) -> list:
     return [_forked_function(item) for item in chunk]
 
 
+def usable_cores() -> int:
+    """The CPU cores this process may run on (its affinity, not the machine's count)."""
+    return len(os.sched_getaffinity(0))
+
+
 def forked_map(function, items: list, num_workers: int) -> list:
     """``[function(item) for item in items]``, in ``num_workers`` forked processes that inherit
     this process's memory (a decoding graph, say): only the items and the results are pickled.
