@@ -99,6 +99,11 @@ def test_articulatory_features_are_panphons():
     ("Dit programma toont de inhoud van een map.", "nl", "dit programma toont de inhoud van een map"),
     ("Mostra o conteúdo do diretório atual.", "pt", "mostra o conteúdo do diretório atual"),
     ("Visa innehållet i den aktuella katalogen.", "sv", "visa innehållet i den aktuella katalogen"),
+    ("No s'ha pogut obrir el fitxer «dades».", "ca", "no s'ha pogut obrir el fitxer dades"),
+    ("यह फ़ाइल खोली नहीं जा सकी।", "hi", "यह फ़ाइल खोली नहीं जा सकी"),  # the danda is punctuation
+    ("फ़ाइल %s खोली नहीं जा सकी", "hi", None),  # a format placeholder
+    ("ఈ ఫైలును తెరవడం సాధ్యం కాదు.", "te", "ఈ ఫైలును తెరవడం సాధ్యం కాదు"),
+    ("ఫైలు GTK తెరవడం సాధ్యం కాదు", "te", None),  # Latin letters
     ("Print the name of the current directory.", "nl", None),  # English passes Dutch's letters, not its words
     ("whoami - print effective user name.", "fi", None),  # untranslated English
     ("Käytä valitsinta --verbose nähdäksesi lisää.", "fi", None),  # an option
@@ -123,6 +128,34 @@ def test_man_pages_give_running_text_without_macros(tmp_path):
         "Vypíše informace o souborech v adresáři. Třídí je podle abecedy.",
         "nevynechá položky začínající .",
     ]
+
+
+def test_sentences_split_at_a_danda_in_a_script_without_capitals():
+    assert multilingual.split_into_sentences("फ़ाइल नहीं मिली। दोबारा कोशिश करें। ok. nope") == [
+        "फ़ाइल नहीं मिली।", "दोबारा कोशिश करें। ok. nope"]
+
+
+def test_message_catalogs_give_the_translations_only_and_only_as_a_last_resort(tmp_path, monkeypatch):
+    """A language without fortunes or man pages reads the translated messages of the catalogs
+    in MESSAGE_CATALOGS, never their English originals (msgids)."""
+    import polib
+
+    catalog = polib.POFile()
+    catalog.metadata = {"Content-Type": "text/plain; charset=UTF-8", "Plural-Forms": "nplurals=2; plural=(n!=1);"}
+    catalog.append(polib.POEntry(msgid="Could not open the file", msgstr="फ़ाइल खोली नहीं जा सकी"))
+    catalog.append(polib.POEntry(msgid="%d file", msgid_plural="%d files",
+                                 msgstr_plural={0: "एक फ़ाइल", 1: "कई फ़ाइलें"}))
+    domain, package = multilingual.MESSAGE_CATALOGS[0]
+    path = tmp_path / "locale" / "hi" / "LC_MESSAGES" / f"{domain}.mo"
+    path.parent.mkdir(parents=True)
+    catalog.save_as_mofile(str(path))
+    for name, directory in (("LOCALE_DIR", "locale"), ("FORTUNES_DIR", "fortunes"), ("MAN_DIR", "man")):
+        monkeypatch.setattr(multilingual, name, tmp_path / directory)
+    (source,) = multilingual.language_text_sources("hi")
+    assert (source.name, source.path) == (f"{package}:{domain}.mo", path)
+    assert sorted(source.read(source.path)) == sorted(["फ़ाइल खोली नहीं जा सकी", "एक फ़ाइल", "कई फ़ाइलें"])
+    (tmp_path / "man" / "hi").mkdir(parents=True)  # man pages in the language: the catalogs are not read
+    assert [s.name for s in multilingual.language_text_sources("hi")] == ["manpages-hi"]
 
 
 def test_corpus_satisfies_the_interface(corpus):

@@ -2,7 +2,8 @@
 
 Labelled data for a phone recogniser whose units carry across voices, built
 without any English: the text is Debian's fortunes and man pages in each
-language (:func:`language_text_sources`), the voices are espeak-ng's and
+language, or for a language that has neither, the translations in Debian's
+message catalogs (:func:`language_text_sources`), the voices are espeak-ng's and
 festival's voices for that language, and no English source, voice or lexicon
 is read.  Sentences are normalised per language, kept when every word is
 spelled in the language's alphabet and no English function word or
@@ -52,6 +53,13 @@ SPLITS = ("train", "heldout")
 ENGINES_USED = ("espeak-ng", "festival")  # the engines with voices for other languages than English
 BLANK = "<blk>"
 MAN_DIR = Path("/usr/share/man")
+LOCALE_DIR = Path("/usr/share/locale")
+# Message catalogs (gettext ``.mo``) whose translations are the text of a language that has no
+# fortunes or man pages: the domain, and the Debian package that carries it (bin/setup installs
+# them), so that the text does not depend on what else a machine has installed.  Only the
+# translations are read, never the English originals.
+MESSAGE_CATALOGS = (("gtk20-properties", "libgtk2.0-common"), ("gtk20", "libgtk2.0-common"),
+                    ("glib20", "libglib2.0-data"), ("gdk-pixbuf", "libgdk-pixbuf2.0-common"))
 # Lower-case letters of each language's native words; a sentence with a word spelled with any
 # other letter is dropped.  Leaving out the letters only loanwords use (Finnish c q w x z,
 # Italian j k w x y, ...) also drops most commands, file names and English in man pages.
@@ -67,9 +75,14 @@ ALPHABETS = {
     "it": "abcdefghilmnopqrstuvzàèéìíîòóùú",
     "pl": "aąbcćdeęfghijklłmnńoóprsśtuwyzźż",
     "ru": "абвгдеёжзийклмнопрстуфхцчшщъыьэюя",
+    "ca": "abcdefghijlmnopqrstuvxyzàçéèíïòóúü·",
+    # Devanagari and Telugu: the blocks' letters, vowel signs and marks, without digits and dandas
+    "hi": "".join(map(chr, range(0x0900, 0x0964))),
+    "mr": "".join(map(chr, range(0x0900, 0x0964))),
+    "te": "".join(map(chr, range(0x0C00, 0x0C64))),
 }
 # Words elided with an apostrophe ("l'uomo") are one word.
-_APOSTROPHE_LANGUAGES = {"it", "fr"}
+_APOSTROPHE_LANGUAGES = {"it", "fr", "ca"}
 # Man pages are often translated in part, and Latin-script English passes the alphabet test.
 # A sentence is kept only if it has a letter outside ASCII or one of its language's commonest
 # words, and none of English's (which are words of none of these languages): stop-word
@@ -85,7 +98,11 @@ FUNCTION_WORDS = {
     "sv": "och i att det som en på är av för med till den inte har de om ett kan",
     "it": "di che il la e per non un una del della si con le da al lo gli nel sono ma come se ci mi",
     "pl": "i w nie na z do to jest o jak ale od po co tak za dla lub",
-    "ru": "",  # Cyrillic: English cannot pass the alphabet test
+    "ca": "de la el els les i que en un una per amb no és es al del com són o a ho",
+    "ru": "",  # Cyrillic, Devanagari, Telugu: English cannot pass the alphabet test
+    "hi": "",
+    "mr": "",
+    "te": "",
 }
 ENGLISH_FUNCTION_WORDS = frozenset(
     "the and of you that with this is are be have what which your from".split())
@@ -102,10 +119,10 @@ MAX_ROUNDS = 4
 MAX_READINGS = 3
 TEXT_VERSION = 2  # bump when the text normalisation changes, so the text step is redone
 
-_EDGE = ".,;:!?\"'()«»„“”‘’‚…¿¡"
+_EDGE = ".,;:!?\"'()«»„“”‘’‚…¿¡।॥"
 _QUOTES = str.maketrans({"\u2019": "'", "\u02bc": "'", "\u00a0": " "})
 _DASHES = frozenset("-–—―")
-_SENTENCE_BREAK = re.compile(r"(?<=[.!?…])[\"»”)]*\s+")
+_SENTENCE_BREAK = re.compile(r"(?<=[.!?…।])[\"»”)]*\s+")
 _LANGUAGE_SWITCH = re.compile(r"\([a-z-]+\)")
 _ROFF_ESCAPE = re.compile(r"\\(?:f(?:\[[^\]]*\]|\(..|.)|\(..|\[[^\]]*\]|\*(?:\(..|\[[^\]]*\]|.)|s[+-]?\d+|.)")
 
@@ -145,11 +162,26 @@ def _roff_escape_text(match: re.Match) -> str:
     return " " if escape[1] in "([*" else ""
 
 
+def message_catalog_paragraphs(path: Path) -> Iterator[str]:
+    """The translated messages of one gettext catalog, each a paragraph (plural forms too)."""
+    import polib
+
+    for entry in polib.mofile(str(path)):
+        yield from (entry.msgstr_plural.values() if entry.msgstr_plural else [entry.msgstr])
+
+
 def language_text_sources(language: str) -> list[TextSource]:
-    """The installed Debian text of ``language``: ``fortunes-<language>``, ``manpages-<language>``."""
+    """The installed Debian text of ``language``: ``fortunes-<language>``, ``manpages-<language>``;
+    for a language with neither, the translations of :data:`MESSAGE_CATALOGS` (short interface
+    messages, so only a last resort)."""
     candidates = [TextSource(f"fortunes-{language}", FORTUNES_DIR / language, fortune_paragraphs),
                   TextSource(f"manpages-{language}", MAN_DIR / language, man_page_paragraphs)]
-    return [s for s in candidates if s.path.is_dir()]
+    found = [s for s in candidates if s.path.is_dir()]
+    if found:
+        return found
+    catalogs = [TextSource(f"{package}:{domain}.mo", LOCALE_DIR / language / "LC_MESSAGES" / f"{domain}.mo",
+                           message_catalog_paragraphs) for domain, package in MESSAGE_CATALOGS]
+    return [s for s in catalogs if s.path.is_file()]
 
 
 def split_into_sentences(paragraph: str) -> list[str]:
@@ -157,7 +189,8 @@ def split_into_sentences(paragraph: str) -> list[str]:
     sentences: list[str] = []
     for piece in _SENTENCE_BREAK.split(" ".join(paragraph.split())):
         first = piece.lstrip(_EDGE)[:1]
-        if sentences and not first.isupper():
+        # a capital, or a letter of a script without case (Devanagari, Telugu), starts a sentence
+        if sentences and not (first.isalpha() and not first.islower()):
             sentences[-1] += " " + piece
         elif piece:
             sentences.append(piece)
@@ -306,7 +339,7 @@ def _check_languages(languages: list[str], engines: tuple[str, ...]) -> dict[str
         sources = language_text_sources(language)
         if not sources:
             raise UsrasrError(f"no text installed for '{language}': install the Debian package "
-                              f"fortunes-{language} or manpages-{language} (bin/setup)")
+                              f"fortunes-{language} or manpages-{language}, or libgtk2.0-common (bin/setup)")
         voices = voice_plan(language, engines)
         for split in SPLITS:
             if not voices[split]:
@@ -536,8 +569,9 @@ def prepare_multilingual(out_dir: str | Path, languages: list[str], hours: float
     return report
 
 
-def _tree_stamp(directory: Path) -> str:
-    """A digest of the names, sizes and times of the files under ``directory``: it changes when
-    a package does."""
-    files = sorted([str(p.relative_to(directory)), *file_stamp(p)] for p in directory.rglob("*") if p.is_file())
+def _tree_stamp(path: Path) -> str:
+    """A digest of the names, sizes and times of the file ``path`` or the files under it: it
+    changes when a package does."""
+    paths = [path] if path.is_file() else [p for p in path.rglob("*") if p.is_file()]
+    files = sorted([str(p.relative_to(path.parent if path.is_file() else path)), *file_stamp(p)] for p in paths)
     return hashlib.sha256(json.dumps(files).encode()).hexdigest()

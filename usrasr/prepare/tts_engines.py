@@ -222,10 +222,14 @@ class FestivalEngine(Engine):
         "czech_machac": ("cs", "iso-8859-2"), "czech_ph": ("cs", "iso-8859-2"),
         "suo_fi_lj_diphone": ("fi", "latin-1"), "hy_fi_mv_diphone": ("fi", "latin-1"),
         "pc_diphone": ("it", "latin-1"), "lp_diphone": ("it", "latin-1"),
-        "msu_ru_nsh_clunits": ("ru", "utf-8"),
+        "msu_ru_nsh_clunits": ("ru", "utf-8"), "upc_ca_ona_hts": ("ca", "iso-8859-15"),
+        "hindi_NSK_diphone": ("hi", "utf-8"), "marathi_NSK_diphone": ("mr", "utf-8"),
+        "telugu_NSK_diphone": ("te", "utf-8"),
     }  # fmt: skip
+    # the NSK voices are one speaker in three languages
     speakers = {"kal_diphone": "kal", "ked_diphone": "ked", "cmu_us_slt_arctic_hts": "slt",
-                **{voice: voice for voice in LANGUAGE_VOICES}}
+                **{voice: voice for voice in LANGUAGE_VOICES},
+                **{f"{language}_NSK_diphone": "nsk" for language in ("hindi", "marathi", "telugu")}}
 
     def is_installed(self) -> bool:
         return shutil.which("festival") is not None
