@@ -55,8 +55,8 @@ BLANK = "<blk>"
 MAN_DIR = Path("/usr/share/man")
 LOCALE_DIR = Path("/usr/share/locale")
 # Message catalogs (gettext ``.mo``) whose translations are the text of a language that has no
-# fortunes or man pages: the domain, and the Debian package that carries it (bin/setup installs
-# them), so that the text does not depend on what else a machine has installed.  Only the
+# fortunes or man pages: the domain, and the Debian package that carries it, a fixed list so that
+# the text does not depend on what else a machine has installed.  Only the
 # translations are read, never the English originals.
 MESSAGE_CATALOGS = (("gtk20-properties", "libgtk2.0-common"), ("gtk20", "libgtk2.0-common"),
                     ("glib20", "libglib2.0-data"), ("gdk-pixbuf", "libgdk-pixbuf2.0-common"))
@@ -339,7 +339,7 @@ def _check_languages(languages: list[str], engines: tuple[str, ...]) -> dict[str
         sources = language_text_sources(language)
         if not sources:
             raise UsrasrError(f"no text installed for '{language}': install the Debian package "
-                              f"fortunes-{language} or manpages-{language}, or libgtk2.0-common (bin/setup)")
+                              f"fortunes-{language} or manpages-{language}, or libgtk2.0-common (docs/multilingual.md)")
         voices = voice_plan(language, engines)
         for split in SPLITS:
             if not voices[split]:
