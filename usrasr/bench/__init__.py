@@ -11,4 +11,5 @@ BENCHMARKS: dict[str, tuple[str, str]] = {
     "restarts": ("usrasr.bench.restarts:restarts", "Seq-CE restarts one at a time vs as one batch."),
     "units": ("usrasr.bench.units:units", "Unit sources side by side: fbank, BEST-RQ, BiRQ (PER, PNMI)."),
     "odm": ("usrasr.bench.odm:odm", "ODM search: batched restarts vs one at a time."),
+    "precision": ("usrasr.bench.precision:precision", "CTC training steps: float32 vs bf16 autocast."),
 }

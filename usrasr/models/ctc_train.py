@@ -17,6 +17,7 @@ from torch.nn.utils.rnn import pad_sequence
 from usrasr.models.acoustic import CtcAcousticModel, valid_mask
 from usrasr.utils.console import log, progress
 from usrasr.utils.distributed import barrier, gather_objects, mean_over_processes, process_rank, shard, world_size
+from usrasr.utils.device import uses_bf16
 from usrasr.utils.errors import UsrasrError
 from usrasr.utils.io import atomic_path
 
@@ -140,6 +141,7 @@ def train_ctc(
     description: str = "ctc",
     augmentation: Augmentation | None = None,
     cosine_decay: bool = False,
+    precision: str = "fp32",
 ) -> CtcAcousticModel:
     """Train ``model`` with CTC for ``steps`` mini-batch updates (Adam, linear warm-up
     over the first tenth, then a constant rate or, with ``cosine_decay``, a cosine to zero).
@@ -154,6 +156,8 @@ def train_ctc(
         uninterrupted run would.
       on_step: called with (step, loss) after every update (metrics logging).
       augmentation: distortions applied to every training batch (none when None).
+      precision: the forward pass under bf16 autocast or not (:func:`usrasr.utils.device.uses_bf16`);
+        the CTC loss is computed in float32 either way.
     Under ``torch.distributed``, every process calls this with the same
     arguments: the model is wrapped in DDP, each process takes its share of
     every batch, the updates are those of one process on the whole batch (up
@@ -168,6 +172,7 @@ def train_ctc(
         raise UsrasrError(f"a batch of {min(batch_size, len(feats))} utterance(s) cannot be shared by {world} "
                           "processes: raise the batch size or start fewer processes")
     model.to(device).train()
+    bf16 = uses_bf16(precision, torch.device(device))
     optimizer = torch.optim.Adam(model.parameters(), lr=lr)
     warmup = max(1, steps // 10)
 
@@ -218,7 +223,9 @@ def train_ctc(
                 x = augmentation(x, x_lens.cpu())
             y = torch.tensor([t for i in share for t in labels[i]], dtype=torch.long)
             y_lens = torch.tensor([len(labels[i]) for i in share], dtype=torch.long)
-            log_probs, out_lens = network(x, x_lens)
+            with torch.autocast(torch.device(device).type, dtype=torch.bfloat16, enabled=bf16):
+                log_probs, out_lens = network(x, x_lens)
+            log_probs = log_probs.float()
             # zero_infinity: an utterance too short for its labels contributes nothing instead of inf.
             per_utterance = torch.nn.functional.ctc_loss(
                 log_probs.transpose(0, 1), y, out_lens.cpu(), y_lens, blank=0, reduction="none", zero_infinity=True

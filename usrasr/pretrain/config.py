@@ -5,11 +5,11 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from usrasr.utils.config import YamlConfig
+from usrasr.utils.device import PRECISIONS
 from usrasr.utils.errors import UsrasrError
 
 METHODS = ("bestrq", "birq", "just")
 ARCHITECTURES = ("auto", "conformer", "tdnn")
-PRECISIONS = ("auto", "bf16", "fp32")
 
 
 @dataclass
@@ -77,7 +77,7 @@ class PretrainConfig(YamlConfig):
     checkpoint_every: int = 100
     device: str = "auto"
     # the forward pass and losses under autocast: "bf16", "fp32" (no autocast), or "auto": bf16 on a GPU
-    # that has it, fp32 otherwise (bf16 runs on a CPU too; faster only on one with bf16 units, e.g. AMX)
+    # that has it or a CPU with bf16 units (AMX, AVX-512 BF16), fp32 otherwise (elsewhere bf16 is emulated)
     precision: str = "auto"
     seed: int = 0
 

@@ -44,7 +44,7 @@ from usrasr.pretrain.objectives import (
     subsampled_valid,
 )
 from usrasr.utils.console import log, progress
-from usrasr.utils.device import resolve_device
+from usrasr.utils.device import resolve_device, uses_bf16
 from usrasr.utils.distributed import (
     barrier,
     gather_objects,
@@ -116,11 +116,6 @@ class MaskedPrediction(Objective):
                      {"method": self.config.method, "steps": step, "corpus": str(self.corpus)})
         return {"utterances": len(self.audio.ids), "hours": round(self.audio.seconds() / 3600, 3),
                 "pseudo_speakers": self.adversary.num_speakers if self.adversary else None}
-
-
-def uses_bf16(precision: str, device: torch.device) -> bool:
-    """Whether ``precision`` means bf16 autocast on ``device``: bf16, or auto on a GPU that has bf16."""
-    return precision == "bf16" or (precision == "auto" and device.type == "cuda" and torch.cuda.is_bf16_supported())
 
 
 def _rng_state(device: torch.device) -> dict:

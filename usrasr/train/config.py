@@ -5,6 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from usrasr.utils.config import YamlConfig
+from usrasr.utils.device import PRECISIONS
 from usrasr.utils.errors import UsrasrError
 
 UNIT_SOURCES = ("fbank", "segments", "encoder", "diagnostic")
@@ -142,6 +143,8 @@ class TrainConfig(YamlConfig):
     # engineering
     checkpoint_every: int = 100  # CTC steps between checkpoints (resume)
     device: str = "auto"  # auto, cpu, cuda or cuda:N
+    # CTC training's forward pass: "bf16" autocast, "fp32", or "auto" (bf16 where the device has bf16 units)
+    precision: str = "auto"
     seed: int = 0  # seed of every random choice (usrasr --seed)
 
     def __post_init__(self) -> None:
@@ -207,5 +210,7 @@ class TrainConfig(YamlConfig):
             raise UsrasrError("word-level EM reads one emission row per phone: it needs states_per_phone=1")
         if self.self_training_labels not in ("phone", "word"):
             raise UsrasrError(f"self_training_labels must be 'phone' or 'word', got '{self.self_training_labels}'")
+        if self.precision not in PRECISIONS:
+            raise UsrasrError(f"precision must be one of {', '.join(PRECISIONS)}, got '{self.precision}'")
         if self.cmvn not in ("utterance", "speaker"):
             raise UsrasrError(f"cmvn must be 'utterance' or 'speaker', got '{self.cmvn}'")

@@ -112,7 +112,8 @@ def _fit_ctc(config: TrainConfig, audio: AudioSplit, job: NeuralJob,
     train_ctc(model, inputs, [[PHONE_TOKENS[p] for p in targets[audio.ids[i]].split()] for i in labelled],
               steps=config.ctc_steps, lr=config.ctc_lr, device=device, batch_size=config.ctc_batch_size,
               seed=config.seed, checkpoint=model_dir / "train_state.pt", checkpoint_every=config.checkpoint_every,
-              on_step=on_step, description=name, augmentation=augmentation, cosine_decay=config.ctc_cosine_decay)
+              on_step=on_step, description=name, augmentation=augmentation, cosine_decay=config.ctc_cosine_decay,
+              precision=config.precision)
     return model
 
 

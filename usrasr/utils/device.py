@@ -24,6 +24,27 @@ def resolve_device(name: str) -> torch.device:
     return device
 
 
+PRECISIONS = ("auto", "bf16", "fp32")
+
+
+def has_native_bf16(device: torch.device) -> bool:
+    """Whether ``device`` computes in bf16 in hardware: a GPU that supports it, or a CPU with AMX
+    or AVX-512 BF16 units (elsewhere a CPU emulates bf16, slower than float32)."""
+    if device.type == "cuda":
+        return torch.cuda.is_bf16_supported()
+    # torch.cpu exposes these checks without a public name; an older torch without them: no
+    probes = (getattr(torch.cpu, "_is_amx_tile_supported", None), getattr(torch.cpu, "_is_avx512_bf16_supported", None))
+    return device.type == "cpu" and any(probe is not None and probe() for probe in probes)
+
+
+def uses_bf16(precision: str, device: torch.device) -> bool:
+    """Whether ``precision`` (one of :data:`PRECISIONS`) means bf16 autocast on ``device``: bf16, or
+    auto on a device with bf16 in hardware."""
+    if precision not in PRECISIONS:
+        raise UsrasrError(f"precision must be one of {', '.join(PRECISIONS)}, got '{precision}'")
+    return precision == "bf16" or (precision == "auto" and has_native_bf16(device))
+
+
 @contextmanager
 def torch_threads(default: int) -> Iterator[int]:
     """Run the block with ``default`` torch intra-op threads, unless the user chose a
