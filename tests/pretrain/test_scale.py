@@ -175,7 +175,7 @@ def test_torchrun_two_processes_pretrain_as_one_does_and_resume_only_with_two(ti
     """Two gloo processes on the tiny corpus: the same batches, masks and updates as one process
     (no dropout), up to float rounding; rank 0 alone writes; resuming with one process is refused."""
     args = ["-q", "pretrain", "--corpus", str(tiny_corpus), *TINY, "--set", "steps=6", "--set", "dropout=0.0",
-            "--set", "checkpoint_every=3"]
+            "--set", "checkpoint_every=3", "--set", "precision=fp32"]  # float32 rounding, not bf16's
     one, two, result = _one_and_two_processes(args, tmp_path)
     assert "x 2 processes" in result.stdout
     rows_one, rows_two = _rows(one), _rows(two)
@@ -201,7 +201,7 @@ def test_torchrun_two_processes_pretrain_just_as_one_does(tiny_corpus, tmp_path)
     over utterances and masked prediction over frames, are weighted apart and match one process."""
     multilingual = write_multilingual(tmp_path / "multilingual")
     args = ["-q", "pretrain", "--corpus", str(tiny_corpus), *JUST_TINY, "--set", f"multilingual={multilingual}",
-            "--set", "steps=10"]
+            "--set", "steps=10", "--set", "precision=fp32"]
     one, two, _ = _one_and_two_processes(args, tmp_path)
     rows_one, rows_two = _rows(one), _rows(two)
     assert [r["model"] for r in rows_two] == [r["model"] for r in rows_one] and len(rows_two) == 10
