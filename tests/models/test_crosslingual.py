@@ -19,11 +19,11 @@ UNIVERSAL = ["<blk>", "s", "a", "i", "m", "t", "ʃ", "u", "o", "e", "n", "k"]
 TOKENS = list(PHONE_TOKENS.symbols)
 
 
-def _just_encoder(path, with_head=True):
-    torch.manual_seed(0)
+def _just_encoder(path, with_head=True, seed=0, phones=UNIVERSAL):
+    torch.manual_seed(seed)
     encoder = SslEncoder(EncoderConfig(arch="tdnn", hidden_dim=16, num_layers=2, dropout=0.0))
-    head = nn.Linear(16, len(UNIVERSAL))
-    save_encoder(path, encoder, {"method": "just"}, *((head, UNIVERSAL) if with_head else ()))
+    head = nn.Linear(16, len(phones))
+    save_encoder(path, encoder, {"method": "just"}, *((head, phones) if with_head else ()))
     return encoder.eval(), head
 
 
@@ -54,7 +54,7 @@ def _expected_weights(neighbours, temperature):
 @pytest.mark.parametrize("neighbours, temperature", [(1, 1.0), (3, 0.5)])
 def test_each_token_scores_the_weighted_posteriors_of_its_nearest_universal_phones(tmp_path, neighbours, temperature):
     encoder, head = _just_encoder(tmp_path / "encoder.pt")
-    model, mapping = crosslingual_ctc_model(tmp_path / "encoder.pt", TOKENS, project_phone_ipa(), SILENCE,
+    model, mapping = crosslingual_ctc_model([tmp_path / "encoder.pt"], TOKENS, project_phone_ipa(), SILENCE,
                                             neighbours, temperature)
     weights = _expected_weights(neighbours, temperature)
     assert mapping[SPOKEN_NOISE] == {} and mapping[SILENCE] == {"<blk>": 1.0}
@@ -82,7 +82,7 @@ def test_each_token_scores_the_weighted_posteriors_of_its_nearest_universal_phon
 
 def test_greedy_lengths_count_the_runs_of_the_best_class_other_than_blank(tmp_path):
     encoder, head = _just_encoder(tmp_path / "encoder.pt")
-    model, _ = crosslingual_ctc_model(tmp_path / "encoder.pt", TOKENS, project_phone_ipa(), SILENCE)
+    model, _ = crosslingual_ctc_model([tmp_path / "encoder.pt"], TOKENS, project_phone_ipa(), SILENCE)
     feats = [torch.randn(n, 80) for n in (37, 30, 52)]
     expected = []
     for f in feats:
@@ -96,7 +96,7 @@ def test_greedy_lengths_count_the_runs_of_the_best_class_other_than_blank(tmp_pa
 
 def test_the_utterance_prior_divides_each_class_by_its_mean_over_the_utterance(tmp_path):
     _just_encoder(tmp_path / "encoder.pt")
-    model, _ = crosslingual_ctc_model(tmp_path / "encoder.pt", TOKENS, project_phone_ipa(), SILENCE, 3)
+    model, _ = crosslingual_ctc_model([tmp_path / "encoder.pt"], TOKENS, project_phone_ipa(), SILENCE, 3)
     feats, lens = torch.randn(2, 41, 80), torch.tensor([41, 26])
     with torch.no_grad():
         scores, out_lens = model.class_scores(feats, lens)
@@ -119,7 +119,39 @@ def test_the_utterance_prior_divides_each_class_by_its_mean_over_the_utterance(t
 def test_an_encoder_without_a_phone_head_is_refused(tmp_path):
     _just_encoder(tmp_path / "encoder.pt", with_head=False)
     with pytest.raises(UsrasrError, match="--method just"):
-        crosslingual_ctc_model(tmp_path / "encoder.pt", TOKENS, project_phone_ipa(), SILENCE)
+        crosslingual_ctc_model([tmp_path / "encoder.pt"], TOKENS, project_phone_ipa(), SILENCE)
     _just_encoder(tmp_path / "encoder.pt")
     with pytest.raises(UsrasrError, match="at least one universal phone"):
-        crosslingual_ctc_model(tmp_path / "encoder.pt", TOKENS, project_phone_ipa(), SILENCE, 0)
+        crosslingual_ctc_model([tmp_path / "encoder.pt"], TOKENS, project_phone_ipa(), SILENCE, 0)
+
+
+def test_several_encoders_read_as_one_average_their_phone_log_posteriors(tmp_path):
+    """Two encoders: the class scores are the mean of each recogniser's own phone log-posteriors
+    (computed here independently), the token map and the prior act on that, and the whole model
+    saves and loads; the same encoder twice reads exactly as it does alone."""
+    first, second = tmp_path / "a.pt", tmp_path / "b.pt"
+    encoders = [_just_encoder(first), _just_encoder(second, seed=1)]
+    model, mapping = crosslingual_ctc_model([first, second], TOKENS, project_phone_ipa(), SILENCE, 3)
+    alone, alone_mapping = crosslingual_ctc_model([first], TOKENS, project_phone_ipa(), SILENCE, 3)
+    assert mapping == alone_mapping and torch.equal(model.token_map, alone.token_map)
+    feats, lens = torch.randn(2, 41, 80), torch.tensor([41, 26])
+    with torch.no_grad():
+        scores, out_lens = model.class_scores(feats, lens)
+        expected = torch.stack([_universal_posteriors(e, h, feats, lens)[0].log() for e, h in encoders]).mean(0)
+        for b, n in enumerate(out_lens.tolist()):
+            assert torch.allclose(scores[b, :n], expected[b, :n], atol=1e-4)
+        model.config.utterance_prior_scale = 0.5
+        got = model(feats, lens)[0]
+    save_model(tmp_path / "model.pt", model, TOKENS)
+    loaded = load_model(tmp_path / "model.pt").model
+    assert loaded.config.members == 2 and torch.allclose(loaded(feats, lens)[0], got)
+    twice, _ = crosslingual_ctc_model([first, first], TOKENS, project_phone_ipa(), SILENCE, 3)
+    with torch.no_grad():
+        assert torch.allclose(twice(feats, lens)[0], alone(feats, lens)[0], atol=1e-5)
+
+
+def test_encoders_of_different_universal_phones_are_not_read_as_one(tmp_path):
+    _just_encoder(tmp_path / "a.pt")
+    _just_encoder(tmp_path / "b.pt", phones=UNIVERSAL[:-1])
+    with pytest.raises(UsrasrError, match="differ in their universal phones or their shape"):
+        crosslingual_ctc_model([tmp_path / "a.pt", tmp_path / "b.pt"], TOKENS, project_phone_ipa(), SILENCE)

@@ -39,27 +39,45 @@ from usrasr.models.encoder import ctc_model_from_encoder, load_phone_head
 from usrasr.utils.errors import UsrasrError
 
 
-@torch.no_grad()
-def crosslingual_ctc_model(encoder: str | Path, tokens: Sequence[str], phone_ipa: Mapping[str, str],
-                           silence: str, neighbours: int = 1,
-                           temperature: float = 1.0) -> tuple[CtcAcousticModel, dict[str, dict[str, float]]]:
-    """The CTC model of ``tokens`` (``tokens[0]`` the blank) over ``encoder``'s universal phone
-    head, and the universal phones each token reads with their weights (``phone_ipa``: token -> IPA).
-
-    A token reads its ``neighbours`` nearest universal phones, the one at articulatory distance
-    ``d`` weighted ``exp(-(d - d_nearest) / temperature)``."""
-    if neighbours < 1 or temperature <= 0:
-        raise UsrasrError(f"a token reads at least one universal phone at a positive temperature "
-                          f"(got {neighbours} at {temperature})")
+def _universal_recogniser(encoder: str | Path) -> tuple[CtcAcousticModel, list[str]]:
+    """``encoder`` with its universal phone head as a CTC model, and the head's phones."""
     found = load_phone_head(encoder)
     if found is None:
         raise UsrasrError(f"{encoder} has no universal phone head: train it with `usrasr pretrain --method just`")
     head, phones = found
     universal = ctc_model_from_encoder(encoder, len(phones))
     universal.output.load_state_dict(head.state_dict())
-    config = dataclasses.replace(universal.config, num_tokens=len(tokens), classes=len(phones))
+    return universal, phones
+
+
+@torch.no_grad()
+def crosslingual_ctc_model(encoders: Sequence[str | Path], tokens: Sequence[str], phone_ipa: Mapping[str, str],
+                           silence: str, neighbours: int = 1,
+                           temperature: float = 1.0) -> tuple[CtcAcousticModel, dict[str, dict[str, float]]]:
+    """The CTC model of ``tokens`` (``tokens[0]`` the blank) over the universal phone heads of
+    ``encoders``, and the universal phones each token reads with their weights (``phone_ipa``:
+    token -> IPA).  Several encoders (of one universal inventory and one shape) are read as one:
+    their phone log-posteriors are averaged per frame (``AcousticModelConfig.members``).
+
+    A token reads its ``neighbours`` nearest universal phones, the one at articulatory distance
+    ``d`` weighted ``exp(-(d - d_nearest) / temperature)``."""
+    if neighbours < 1 or temperature <= 0:
+        raise UsrasrError(f"a token reads at least one universal phone at a positive temperature "
+                          f"(got {neighbours} at {temperature})")
+    if not encoders:
+        raise UsrasrError("the cross-lingual start needs at least one encoder")
+    universal, phones = _universal_recogniser(encoders[0])
+    weights = dict(universal.state_dict())
+    for i, encoder in enumerate(encoders[1:]):
+        other, other_phones = _universal_recogniser(encoder)
+        if other_phones != phones or other.config != universal.config:
+            raise UsrasrError(f"{encoder} and {encoders[0]} differ in their universal phones or their shape: "
+                              "encoders read as one need both the same")
+        weights.update({f"others.{i}.{key}": value for key, value in other.state_dict().items()})
+    config = dataclasses.replace(universal.config, num_tokens=len(tokens), classes=len(phones),
+                                 members=len(encoders))
     model = CtcAcousticModel(config)
-    model.load_state_dict({**universal.state_dict(), "token_map": torch.zeros(len(tokens), len(phones))})
+    model.load_state_dict({**weights, "token_map": torch.zeros(len(tokens), len(phones))})
     ranked = ranked_phones({t: phone_ipa[t] for t in tokens[1:] if t in phone_ipa}, phones[1:], neighbours)
     mapping: dict[str, dict[str, float]] = {}
     for index, token in enumerate(tokens):

@@ -58,7 +58,7 @@ def run_crosslingual(corpus: Path, config: TrainConfig, out: Path, graph_dir: Pa
     ``out/prior_scale.json`` and ``out/lm_scale.json`` and the labels that ``out/labels.txt`` kept."""
     tokens = list(PHONE_TOKENS.symbols)
     phone_ipa = read_phone_ipa(config.phone_ipa) if config.phone_ipa else project_phone_ipa()
-    model, mapping = crosslingual_ctc_model(config.encoder, tokens, phone_ipa, SILENCE,
+    model, mapping = crosslingual_ctc_model(config.encoder.split(","), tokens, phone_ipa, SILENCE,
                                             config.crosslingual_neighbours, config.crosslingual_temperature)
     layout = CorpusLayout(corpus)
     prior_path, lm_path = out / "prior_scale.json", out / "lm_scale.json"
