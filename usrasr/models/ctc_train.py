@@ -171,8 +171,9 @@ def train_ctc(
     if min(batch_size, len(feats)) < world:
         raise UsrasrError(f"a batch of {min(batch_size, len(feats))} utterance(s) cannot be shared by {world} "
                           "processes: raise the batch size or start fewer processes")
+    device = torch.device(device)
     model.to(device).train()
-    bf16 = uses_bf16(precision, torch.device(device))
+    bf16 = uses_bf16(precision, device)
     optimizer = torch.optim.Adam(model.parameters(), lr=lr)
     warmup = max(1, steps // 10)
 
@@ -223,7 +224,7 @@ def train_ctc(
                 x = augmentation(x, x_lens.cpu())
             y = torch.tensor([t for i in share for t in labels[i]], dtype=torch.long)
             y_lens = torch.tensor([len(labels[i]) for i in share], dtype=torch.long)
-            with torch.autocast(torch.device(device).type, dtype=torch.bfloat16, enabled=bf16):
+            with torch.autocast(device.type, dtype=torch.bfloat16, enabled=bf16):
                 log_probs, out_lens = network(x, x_lens)
             log_probs = log_probs.float()
             # zero_infinity: an utterance too short for its labels contributes nothing instead of inf.

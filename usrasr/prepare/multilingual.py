@@ -63,6 +63,8 @@ MESSAGE_CATALOGS = (("gtk20-properties", "libgtk2.0-common"), ("gtk20", "libgtk2
 # Lower-case letters of each language's native words; a sentence with a word spelled with any
 # other letter is dropped.  Leaving out the letters only loanwords use (Finnish c q w x z,
 # Italian j k w x y, ...) also drops most commands, file names and English in man pages.
+# Devanagari: the block's letters, vowel signs and marks, without its digits and dandas
+_DEVANAGARI = "".join(map(chr, range(0x0900, 0x0964)))
 ALPHABETS = {
     "cs": "aábcčdďeéěfghiíjklmnňoóprřsštťuúůvxyýzž",
     "de": "abcdefghijklmnopqrstuvwxyzäöüß",
@@ -76,10 +78,9 @@ ALPHABETS = {
     "pl": "aąbcćdeęfghijklłmnńoóprsśtuwyzźż",
     "ru": "абвгдеёжзийклмнопрстуфхцчшщъыьэюя",
     "ca": "abcdefghijlmnopqrstuvxyzàçéèíïòóúü·",
-    # Devanagari and Telugu: the blocks' letters, vowel signs and marks, without digits and dandas
-    "hi": "".join(map(chr, range(0x0900, 0x0964))),
-    "mr": "".join(map(chr, range(0x0900, 0x0964))),
-    "te": "".join(map(chr, range(0x0C00, 0x0C64))),
+    "hi": _DEVANAGARI,
+    "mr": _DEVANAGARI,
+    "te": "".join(map(chr, range(0x0C00, 0x0C64))),  # Telugu, as Devanagari
 }
 # Words elided with an apostrophe ("l'uomo") are one word.
 _APOSTROPHE_LANGUAGES = {"it", "fr", "ca"}

@@ -5,7 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from usrasr.utils.config import YamlConfig
-from usrasr.utils.device import PRECISIONS
+from usrasr.utils.device import check_precision
 from usrasr.utils.errors import UsrasrError
 
 METHODS = ("bestrq", "birq", "just")
@@ -86,8 +86,7 @@ class PretrainConfig(YamlConfig):
             raise UsrasrError(f"method must be one of {', '.join(METHODS)}, got '{self.method}'")
         if self.arch not in ARCHITECTURES:
             raise UsrasrError(f"arch must be one of {', '.join(ARCHITECTURES)}, got '{self.arch}'")
-        if self.precision not in PRECISIONS:
-            raise UsrasrError(f"precision must be one of {', '.join(PRECISIONS)}, got '{self.precision}'")
+        check_precision(self.precision)
         if (self.method == "just") != bool(self.multilingual):
             raise UsrasrError("method just needs --set multilingual=DIR (a corpus of `usrasr prepare multilingual`)"
                               if self.method == "just" else f"multilingual is read by method just only, not {self.method}")

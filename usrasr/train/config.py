@@ -5,7 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from usrasr.utils.config import YamlConfig
-from usrasr.utils.device import PRECISIONS
+from usrasr.utils.device import check_precision
 from usrasr.utils.errors import UsrasrError
 
 UNIT_SOURCES = ("fbank", "segments", "encoder", "diagnostic")
@@ -212,7 +212,6 @@ class TrainConfig(YamlConfig):
             raise UsrasrError("word-level EM reads one emission row per phone: it needs states_per_phone=1")
         if self.self_training_labels not in ("phone", "word"):
             raise UsrasrError(f"self_training_labels must be 'phone' or 'word', got '{self.self_training_labels}'")
-        if self.precision not in PRECISIONS:
-            raise UsrasrError(f"precision must be one of {', '.join(PRECISIONS)}, got '{self.precision}'")
+        check_precision(self.precision)
         if self.cmvn not in ("utterance", "speaker"):
             raise UsrasrError(f"cmvn must be 'utterance' or 'speaker', got '{self.cmvn}'")

@@ -37,11 +37,16 @@ def has_native_bf16(device: torch.device) -> bool:
     return device.type == "cpu" and any(probe is not None and probe() for probe in probes)
 
 
+def check_precision(precision: str) -> None:
+    """A one-line error unless ``precision`` is one of :data:`PRECISIONS`."""
+    if precision not in PRECISIONS:
+        raise UsrasrError(f"precision must be one of {', '.join(PRECISIONS)}, got '{precision}'")
+
+
 def uses_bf16(precision: str, device: torch.device) -> bool:
     """Whether ``precision`` (one of :data:`PRECISIONS`) means bf16 autocast on ``device``: bf16, or
     auto on a device with bf16 in hardware."""
-    if precision not in PRECISIONS:
-        raise UsrasrError(f"precision must be one of {', '.join(PRECISIONS)}, got '{precision}'")
+    check_precision(precision)
     return precision == "bf16" or (precision == "auto" and has_native_bf16(device))
 
 
