@@ -86,11 +86,11 @@ def test_the_prior_scale_is_chosen_without_labels(tiny_corpus, tmp_path):
                     "--set", f"encoder={encoder}", "--set", "self_training_rounds=0", *FAST)
     assert result.exit_code == 0, result.output
     choice = json.loads((out / "crosslingual" / "prior_scale.json").read_text())
-    ratios = choice["phones_over_greedy"]
+    ratios = choice["phones_over_expected"]
     assert set(ratios) == {"0.0", "0.25", "0.5", "0.75", "1.0"}
-    # the smallest scale whose decodes hold at least the greedy output's phones, else the largest
-    at_least = [float(k) for k, r in ratios.items() if r >= 1]
-    assert choice["prior_scale"] == (min(at_least) if at_least else 1.0)
+    # the largest scale whose decodes hold no more than the expected phones, else the smallest
+    at_most = [float(k) for k, r in ratios.items() if r <= 1]
+    assert choice["prior_scale"] == (max(at_most) if at_most else 0.0)
 
 
 def test_crosslingual_without_scoring_reads_no_labels(tiny_corpus, tmp_path):

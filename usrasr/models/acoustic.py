@@ -22,7 +22,7 @@ A model declares what it reads (``input``) and its seconds per output frame
 from __future__ import annotations
 
 import math
-from dataclasses import asdict, dataclass, replace
+from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import NamedTuple
 
@@ -63,9 +63,6 @@ class AcousticModelConfig:
     # With classes: each class's posteriors are first divided by their mean over the utterance's
     # frames raised to this power (scaled likelihoods against the utterance's own prior at 1).
     utterance_prior_scale: float = 0.0
-    # Networks of this shape read as one (1: a single network): the output layer's scores are the
-    # mean of their class log-posteriors per frame (the cross-lingual start reads several encoders).
-    members: int = 1
 
     def __post_init__(self) -> None:
         if self.arch not in ARCHITECTURES:
@@ -74,8 +71,6 @@ class AcousticModelConfig:
             raise UsrasrError(f"subsampling must be 1, 2 or 4, got {self.subsampling}")
         if self.num_tokens < 2:
             raise UsrasrError("an acoustic model needs the blank and at least one token")
-        if self.members < 1:
-            raise UsrasrError(f"an acoustic model has at least one member network, got {self.members}")
 
 
 def valid_mask(lengths: torch.Tensor, max_len: int) -> torch.Tensor:
@@ -207,9 +202,6 @@ class CtcAcousticModel(nn.Module):
         self.output = nn.Linear(c.hidden_dim, c.classes or c.num_tokens)
         if c.classes:
             self.register_buffer("token_map", torch.zeros(c.num_tokens, c.classes))
-        # the other members: the same network with the classes as its tokens, and no token map
-        member = replace(c, num_tokens=c.classes or c.num_tokens, classes=0, utterance_prior_scale=0.0, members=1)
-        self.others = nn.ModuleList(CtcAcousticModel(member) for _ in range(c.members - 1))
 
     @property
     def subsampling(self) -> int:
@@ -239,16 +231,7 @@ class CtcAcousticModel(nn.Module):
         return torch.log_softmax(scores, dim=-1)
 
     def class_scores(self, feats: torch.Tensor, feat_lens: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        """The output layer's logits (B, T', classes or V) before any token map, and ``out_lens``; with
-        several members, the mean of their log-posteriors (a geometric mean of the posteriors)."""
-        scores, lengths = self._own_class_scores(feats, feat_lens)
-        if not self.others:
-            return scores, lengths
-        members = [scores.log_softmax(-1), *(other.class_scores(feats, feat_lens)[0].log_softmax(-1)
-                                             for other in self.others)]
-        return torch.stack(members).mean(0), lengths
-
-    def _own_class_scores(self, feats: torch.Tensor, feat_lens: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """The output layer's logits (B, T', classes or V) before any token map, and ``out_lens``."""
         feats = utterance_cmvn(feats, valid_mask(feat_lens, feats.shape[1]))
         x, lengths = self.subsampler(feats.transpose(1, 2), feat_lens)
         mask = valid_mask(lengths, x.shape[-1])

@@ -18,7 +18,7 @@ posteriors are divided by their mean over the utterance raised to a power
 likelihoods at power 1), because a recogniser hearing a language it was not
 trained on says blank where it is unsure, and the decoder then drops phones;
 the utterance's own mean also takes out what its voice adds to every frame.
-:func:`greedy_lengths` gives the label-free target the power is chosen by.
+:func:`expected_lengths` gives the label-free target the power is chosen by.
 The result is an ordinary CTC acoustic model of the target tokens: it decodes
 with the HP/HLG graphs and starts self-training like any other model.
 """
@@ -26,7 +26,6 @@ with the HP/HLG graphs and starts self-training like any other model.
 from __future__ import annotations
 
 import dataclasses
-import itertools
 import math
 from pathlib import Path
 from typing import Iterable, Mapping, Sequence
@@ -39,45 +38,27 @@ from usrasr.models.encoder import ctc_model_from_encoder, load_phone_head
 from usrasr.utils.errors import UsrasrError
 
 
-def _universal_recogniser(encoder: str | Path) -> tuple[CtcAcousticModel, list[str]]:
-    """``encoder`` with its universal phone head as a CTC model, and the head's phones."""
-    found = load_phone_head(encoder)
-    if found is None:
-        raise UsrasrError(f"{encoder} has no universal phone head: train it with `usrasr pretrain --method just`")
-    head, phones = found
-    universal = ctc_model_from_encoder(encoder, len(phones))
-    universal.output.load_state_dict(head.state_dict())
-    return universal, phones
-
-
 @torch.no_grad()
-def crosslingual_ctc_model(encoders: Sequence[str | Path], tokens: Sequence[str], phone_ipa: Mapping[str, str],
+def crosslingual_ctc_model(encoder: str | Path, tokens: Sequence[str], phone_ipa: Mapping[str, str],
                            silence: str, neighbours: int = 1,
                            temperature: float = 1.0) -> tuple[CtcAcousticModel, dict[str, dict[str, float]]]:
-    """The CTC model of ``tokens`` (``tokens[0]`` the blank) over the universal phone heads of
-    ``encoders``, and the universal phones each token reads with their weights (``phone_ipa``:
-    token -> IPA).  Several encoders (of one universal inventory and one shape) are read as one:
-    their phone log-posteriors are averaged per frame (``AcousticModelConfig.members``).
+    """The CTC model of ``tokens`` (``tokens[0]`` the blank) over ``encoder``'s universal phone
+    head, and the universal phones each token reads with their weights (``phone_ipa``: token -> IPA).
 
     A token reads its ``neighbours`` nearest universal phones, the one at articulatory distance
     ``d`` weighted ``exp(-(d - d_nearest) / temperature)``."""
     if neighbours < 1 or temperature <= 0:
         raise UsrasrError(f"a token reads at least one universal phone at a positive temperature "
                           f"(got {neighbours} at {temperature})")
-    if not encoders:
-        raise UsrasrError("the cross-lingual start needs at least one encoder")
-    universal, phones = _universal_recogniser(encoders[0])
-    weights = dict(universal.state_dict())
-    for i, encoder in enumerate(encoders[1:]):
-        other, other_phones = _universal_recogniser(encoder)
-        if other_phones != phones or other.config != universal.config:
-            raise UsrasrError(f"{encoder} and {encoders[0]} differ in their universal phones or their shape: "
-                              "encoders read as one need both the same")
-        weights.update({f"others.{i}.{key}": value for key, value in other.state_dict().items()})
-    config = dataclasses.replace(universal.config, num_tokens=len(tokens), classes=len(phones),
-                                 members=len(encoders))
+    found = load_phone_head(encoder)
+    if found is None:
+        raise UsrasrError(f"{encoder} has no universal phone head: train it with `usrasr pretrain --method just`")
+    head, phones = found
+    universal = ctc_model_from_encoder(encoder, len(phones))
+    universal.output.load_state_dict(head.state_dict())
+    config = dataclasses.replace(universal.config, num_tokens=len(tokens), classes=len(phones))
     model = CtcAcousticModel(config)
-    model.load_state_dict({**weights, "token_map": torch.zeros(len(tokens), len(phones))})
+    model.load_state_dict({**universal.state_dict(), "token_map": torch.zeros(len(tokens), len(phones))})
     ranked = ranked_phones({t: phone_ipa[t] for t in tokens[1:] if t in phone_ipa}, phones[1:], neighbours)
     mapping: dict[str, dict[str, float]] = {}
     for index, token in enumerate(tokens):
@@ -93,11 +74,16 @@ def crosslingual_ctc_model(encoders: Sequence[str | Path], tokens: Sequence[str]
     return model.eval(), mapping
 
 
-def greedy_lengths(class_scores: Iterable[tuple[torch.Tensor, torch.Tensor]]) -> list[int]:
-    """Per utterance, the greedy CTC length of a model's output classes (runs of the best class
-    other than the blank 0), from its ``class_scores`` batches: (logits (B, T', classes), out_lens)."""
-    runs = []
+def expected_lengths(class_scores: Iterable[tuple[torch.Tensor, torch.Tensor]]) -> list[float]:
+    """Per utterance, the expected CTC length of a model's output classes: the number of symbols
+    left after merging repeats and dropping the blank 0, in expectation over label sequences drawn
+    frame by frame from its posteriors, ``sum_t sum_{k>0} p_t(k) (1 - p_{t-1}(k))`` (a symbol
+    starts wherever a frame says it and the frame before does not).  From ``class_scores``
+    batches: (logits (B, T', classes), out_lens)."""
+    lengths = []
     for scores, out_lens in class_scores:
-        for best, n in zip(scores.argmax(-1), out_lens.tolist()):
-            runs.append(sum(1 for label, _ in itertools.groupby(best[:n].tolist()) if label))
-    return runs
+        posteriors = scores.float().softmax(-1)[..., 1:]
+        before = torch.nn.functional.pad(posteriors[:, :-1], (0, 0, 1, 0))
+        starts = posteriors * (1 - before)
+        lengths.extend(float(starts[b, :n].sum()) for b, n in enumerate(out_lens.tolist()))
+    return lengths

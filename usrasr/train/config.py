@@ -32,9 +32,7 @@ class TrainConfig(YamlConfig):
     num_units: int = 100  # acoustic units (k-means clusters)
     segment_penalty: float = 80.0  # units=segments: cost of a segment boundary (higher: longer segments)
     segment_parts: int = 3  # units=segments: sub-span means per segment feature
-    # units=encoder: a `usrasr pretrain` output, a transformers model dir, feats.scp, .npy folder or cuts with
-    # features (docs/encoders.md); objective=crosslingual: JUST encoders, comma-separated, read as one
-    encoder: str = ""
+    encoder: str = ""  # units=encoder: a `usrasr pretrain` output, a transformers model dir, feats.scp, .npy folder or cuts with features (docs/encoders.md)
     unit_layer: int = -1  # units=encoder: layer 0..N, or -1 to choose it without labels
     # units=encoder: "layer" (k-means of a layer), "posteriors" (per frame the most likely phone of an
     # encoder trained with phone labels, `usrasr pretrain --method just`), or "auto" (with unit_layer=-1,

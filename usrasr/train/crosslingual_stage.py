@@ -4,9 +4,9 @@ A multilingual phone recogniser (``usrasr pretrain --method just``: supervised o
 other languages' transcribed speech, never on the target's) becomes a CTC model of
 the corpus's phones through their IPA (:mod:`usrasr.models.crosslingual`).  Its
 universal phones' posteriors are divided by their mean over each utterance
-raised to a scale that is chosen without labels: the smallest scale whose HLG
-decodes of a sample of train-audio say at least as many phones as the universal
-recogniser's own greedy output does.  The weight of the word graph against the model, which the
+raised to a scale that is chosen without labels: the largest scale whose HLG
+decodes of a sample of train-audio say no more phones than the universal
+recogniser's posteriors expect there are.  The weight of the word graph against the model, which the
 model's decodes take by default, is chosen likewise: the scale at which word
 decodes of the sample are as probable per word under the word LM as held-out
 text is (too little weight and they read as improbable word salad, too much
@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import functools
 import json
+import random
 from dataclasses import replace
 from pathlib import Path
 
@@ -38,7 +39,7 @@ from usrasr.lang.lm import held_out_per_word_logprob, read_arpa
 from usrasr.lang.phones import NON_SPEECH, SILENCE
 from usrasr.lang.symbols import PHONE_TOKENS
 from usrasr.models.acoustic import CtcAcousticModel, LoadedModel, save_model
-from usrasr.models.crosslingual import crosslingual_ctc_model, greedy_lengths
+from usrasr.models.crosslingual import crosslingual_ctc_model, expected_lengths
 from usrasr.train.config import TrainConfig
 from usrasr.train.seqce_stage import read_phone_text, save_phone_text
 from usrasr.train.self_training import relabel_split
@@ -58,13 +59,13 @@ def run_crosslingual(corpus: Path, config: TrainConfig, out: Path, graph_dir: Pa
     ``out/prior_scale.json`` and ``out/lm_scale.json`` and the labels that ``out/labels.txt`` kept."""
     tokens = list(PHONE_TOKENS.symbols)
     phone_ipa = read_phone_ipa(config.phone_ipa) if config.phone_ipa else project_phone_ipa()
-    model, mapping = crosslingual_ctc_model(config.encoder.split(","), tokens, phone_ipa, SILENCE,
+    model, mapping = crosslingual_ctc_model(config.encoder, tokens, phone_ipa, SILENCE,
                                             config.crosslingual_neighbours, config.crosslingual_temperature)
     layout = CorpusLayout(corpus)
     prior_path, lm_path = out / "prior_scale.json", out / "lm_scale.json"
     if ((not prior_path.exists() and config.crosslingual_prior_scale < 0)
             or (not lm_path.exists() and config.crosslingual_lm_scale < 0)):
-        class_scores = _calibration_sample(model, audio)
+        class_scores = _calibration_sample(model, audio, config.seed)
     # built when a choice needs it (the phone graph only for the LM scales), once
     recognizer = functools.cache(lambda unit: _recognizer(model, layout, unit, graph_dir))
     if prior_path.exists():
@@ -99,11 +100,13 @@ def run_crosslingual(corpus: Path, config: TrainConfig, out: Path, graph_dir: Pa
 
 
 @torch.no_grad()
-def _calibration_sample(model: CtcAcousticModel, audio: AudioSplit) -> list:
-    """The class scores of every few train-audio utterances: the network runs once, and each
-    candidate scale re-reads them."""
-    sample = audio.feats[::max(1, len(audio.feats) // CALIBRATION_UTTERANCES)]
-    return [model.class_scores(f[None], torch.tensor([len(f)])) for f in sample]
+def _calibration_sample(model: CtcAcousticModel, audio: AudioSplit, seed: int) -> list:
+    """The class scores of train-audio utterances drawn at random (``seed``): the network runs
+    once, and each candidate scale re-reads them.  Not every k-th utterance: a stride follows
+    whatever order the corpus keeps (voices in turn) and can hear a few of its voices only."""
+    count = len(audio.feats)
+    picks = sorted(random.Random(seed).sample(range(count), min(count, CALIBRATION_UTTERANCES)))
+    return [model.class_scores(audio.feats[i][None], torch.tensor([len(audio.feats[i])])) for i in picks]
 
 
 def _recognizer(model: CtcAcousticModel, layout: CorpusLayout, unit: str, graph_dir: Path) -> Recognizer:
@@ -120,12 +123,13 @@ def _decode(model: CtcAcousticModel, class_scores: list, recognizer: Recognizer,
 
 @torch.no_grad()
 def _choose_prior_scale(model: CtcAcousticModel, class_scores: list, recognizer: Recognizer, lexicon: dict) -> dict:
-    """The smallest prior scale whose word decodes (HLG, spelled with the lexicon) of a sample of
-    train-audio hold at least as many phones as the universal recogniser's greedy output (the
-    largest if none does): a recogniser hearing a language it was not trained on says blank
-    where unsure, and the decodes then drop phones. The greedy output (runs of the best
-    non-blank phone) drops phones too, so its count is a floor, not a target."""
-    target = sum(greedy_lengths(class_scores))
+    """The largest prior scale whose word decodes (HLG, spelled with the lexicon) of a sample of
+    train-audio hold no more phones than the universal recogniser expects there are (the
+    expected CTC length of its posteriors; the smallest scale if every one says more).  A
+    recogniser hearing a language it was not trained on says blank where it is unsure, and the
+    decodes then drop phones; a larger scale lifts them, and past the expected count it makes
+    phones up."""
+    target = sum(expected_lengths(class_scores))
     ratios = {}
     with progress() as bar:
         task = bar.add_task("cross-lingual prior scale", total=len(PRIOR_SCALES), status="")
@@ -133,12 +137,12 @@ def _choose_prior_scale(model: CtcAcousticModel, class_scores: list, recognizer:
             model.config.utterance_prior_scale = scale
             decoded = sum(p not in NON_SPEECH for words in _decode(model, class_scores, recognizer, 1.0)
                           for p in pronounce(words, lexicon))
-            ratios[scale] = decoded / max(1, target)
-            bar.update(task, advance=1, status=f"{scale:.2f}: {ratios[scale]:.2f} of the greedy phones")
-    best = next((s for s in PRIOR_SCALES if ratios[s] >= 1), PRIOR_SCALES[-1])
+            ratios[scale] = decoded / max(1.0, target)
+            bar.update(task, advance=1, status=f"{scale:.2f}: {ratios[scale]:.2f} of the expected phones")
+    best = max((s for s in PRIOR_SCALES if ratios[s] <= 1), default=PRIOR_SCALES[0])
     log.info("cross-lingual prior scale %.2f: decodes of %d train-audio utterances hold %.2f times the "
-             "universal recogniser's greedy phones", best, len(class_scores), ratios[best])
-    return {"prior_scale": best, "phones_over_greedy": {str(s): round(r, 4) for s, r in ratios.items()}}
+             "phones the universal recogniser expects", best, len(class_scores), ratios[best])
+    return {"prior_scale": best, "phones_over_expected": {str(s): round(r, 4) for s, r in ratios.items()}}
 
 
 @torch.no_grad()
