@@ -17,7 +17,6 @@ from usrasr.models.encoder import (
     ctc_model_from_encoder,
     load_encoder,
 )
-from usrasr.pretrain.config import PretrainConfig
 from usrasr.pretrain.objectives import (
     EnhancedLabels,
     PretrainModel,
@@ -27,7 +26,6 @@ from usrasr.pretrain.objectives import (
     perplexity,
     span_mask,
 )
-from usrasr.pretrain.trainer import learning_rate
 from usrasr.train.units.sources import warp_consistency, warped_copies
 
 TINY = ["--set", "hidden_dim=32", "--set", "num_layers=2", "--set", "num_heads=2", "--set", "codebook_size=32",
@@ -156,17 +154,6 @@ def test_pretrain_writes_an_encoder_whose_layers_give_units(tiny_corpus, tmp_pat
     assert sorted(rows) == list(range(1, 13)) and all(torch.isfinite(torch.tensor(r["loss"])) for r in rows.values())
     assert ("enhanced_loss" in rows[12]) == (method == "birq")
     assert (out / "losses.png").stat().st_size > 0 and json.loads((out / "summary.json").read_text())["steps"] == 12
-
-
-def test_the_learning_rate_warms_up_then_anneals_to_zero_by_steps_or_by_the_budget_whichever_ends_first():
-    steps = PretrainConfig(steps=100, warmup_steps=10, lr=1e-3)
-    assert learning_rate(steps, 0, 0.0) == pytest.approx(1e-4)  # warm-up: (step + 1) / warmup_steps
-    assert learning_rate(steps, 50, 1e9) == pytest.approx(0.5e-3)  # no budget: the steps alone
-    assert learning_rate(steps, 99, 0.0) < 1e-6
-    budget = PretrainConfig(steps=100, warmup_steps=10, lr=1e-3, time_budget_minutes=1.0)
-    assert learning_rate(budget, 20, 30.0) == pytest.approx(0.5e-3)  # half the budget spent: halfway
-    assert learning_rate(budget, 50, 6.0) == pytest.approx(0.5e-3)  # half the steps done: halfway
-    assert learning_rate(budget, 20, 60.0) == 0.0  # the budget spent: annealed
 
 
 def test_warp_consistency_is_one_for_relabelled_units_and_near_zero_for_unrelated_ones():

@@ -4,7 +4,7 @@ unpaired audio, or JUST's phone CTC on a multilingual corpus plus masked predict
 Outputs under the experiment dir::
 
     config.yaml        the configuration used (resume checks it)
-    train_state.pt     resumable state: model, optimiser, RNGs (one set per process), the
+    train_state.pt     resumable state: model, optimiser, scheduler, RNGs (one set per process), the
                        batch samplers' states, the number of processes, compute used
     encoder.pt         the encoder alone, for ``usrasr train --set units=encoder`` (just: with its phone head)
     metrics.jsonl      loss and masked-prediction accuracy per step
@@ -122,16 +122,7 @@ def _rng_state(device: torch.device) -> dict:
     return {"cpu": torch.get_rng_state(), "cuda": torch.cuda.get_rng_state() if device.type == "cuda" else None}
 
 
-def learning_rate(config: PretrainConfig, step: int, elapsed: float) -> float:
-    """The learning rate of step ``step`` (0-based) after ``elapsed`` compute: a linear warm-up, then a
-    cosine decay to zero over the run.  The run's progress is the larger of its share of the steps
-    and its share of the compute budget, so a run that its budget stops has also annealed."""
-    budget = config.time_budget_minutes * 60 or math.inf
-    done = min(1.0, max(step / config.steps, elapsed / budget))
-    return config.lr * min((step + 1) / config.warmup_steps, 0.5 * (1 + math.cos(math.pi * done)))
-
-
-def _restore(state: dict, state_path: Path, model, optimizer, generator, objective: Objective,
+def _restore(state: dict, state_path: Path, model, optimizer, scheduler, generator, objective: Objective,
              device: torch.device) -> tuple[int, float]:
     """Load a checkpoint into the run; its step and compute used."""
     if "samplers" not in state:
@@ -142,6 +133,7 @@ def _restore(state: dict, state_path: Path, model, optimizer, generator, objecti
                           f"with as many, not {world_size()}")
     model.load_state_dict(state["model"])
     optimizer.load_state_dict(state["optimizer"])
+    scheduler.load_state_dict(state["scheduler"])
     generator.set_state(state["generator"])
     rng = state["rng"][process_rank()]  # each process its own dropout stream
     torch.set_rng_state(rng["cpu"])
@@ -173,13 +165,16 @@ def pretrain(corpus: str | Path, out: str | Path, config: PretrainConfig, resume
         objective = MaskedPrediction(corpus, config, encoder, device)
     model = objective.model
     optimizer = torch.optim.AdamW(model.parameters(), lr=config.lr, weight_decay=0.01)
+    scheduler = torch.optim.lr_scheduler.LambdaLR(
+        optimizer, lambda s: min((s + 1) / config.warmup_steps,
+                                 0.5 * (1 + math.cos(math.pi * min(1.0, s / config.steps)))))
     generator = torch.Generator().manual_seed(config.seed)  # masks: the same on every process
     torch.manual_seed(config.seed + process_rank())  # dropout and Gumbel noise: each process its own
     step, elapsed = 0, 0.0
     state_path = out / "train_state.pt"
     if state_path.exists():
         state = torch.load(state_path, map_location="cpu", weights_only=False)
-        step, elapsed = _restore(state, state_path, model, optimizer, generator, objective, device)
+        step, elapsed = _restore(state, state_path, model, optimizer, scheduler, generator, objective, device)
         log.info("pretrain: resumed at step %d (%.0f s of compute used)", step, elapsed)
     world = world_size()
     # Parameters a step may leave unused: BiRQ's enhanced head before birq_start, JUST's phone head on target steps.
@@ -191,7 +186,7 @@ def pretrain(corpus: str | Path, out: str | Path, config: PretrainConfig, resume
         if main:
             with atomic_path(state_path) as tmp:
                 torch.save({"model": model.state_dict(), "optimizer": optimizer.state_dict(),
-                            "generator": generator.get_state(), "rng": rng,
+                            "scheduler": scheduler.state_dict(), "generator": generator.get_state(), "rng": rng,
                             "samplers": {name: b.state_dict() for name, b in objective.batches.items()},
                             "world_size": world, "step": step, "elapsed": elapsed}, tmp)
         barrier()  # no process may look for the checkpoint before it is on disk
@@ -215,9 +210,8 @@ def pretrain(corpus: str | Path, out: str | Path, config: PretrainConfig, resume
                 optimizer.zero_grad()
                 loss.backward()
                 torch.nn.utils.clip_grad_norm_(model.parameters(), config.grad_clip)
-                for group in optimizer.param_groups:
-                    group["lr"] = learning_rate(config, step, elapsed)
                 optimizer.step()
+                scheduler.step()
                 if cuda:
                     torch.cuda.synchronize()  # the step's kernels run asynchronously: count them in its time
                 seconds = clock() - started
