@@ -128,3 +128,21 @@ def test_an_encoder_without_a_phone_head_is_refused(tmp_path):
     _just_encoder(tmp_path / "encoder.pt")
     with pytest.raises(UsrasrError, match="at least one universal phone"):
         crosslingual_ctc_model(tmp_path / "encoder.pt", TOKENS, project_phone_ipa(), SILENCE, 0)
+
+
+def test_a_model_the_previous_version_saved_with_one_member_loads_and_one_of_several_is_refused(tmp_path):
+    _just_encoder(tmp_path / "encoder.pt")
+    model, _ = crosslingual_ctc_model(tmp_path / "encoder.pt", TOKENS, project_phone_ipa(), SILENCE, 3)
+    save_model(tmp_path / "model.pt", model, TOKENS)
+    checkpoint = torch.load(tmp_path / "model.pt")
+    feats, lens = torch.randn(1, 30, 80), torch.tensor([30])
+    with torch.no_grad():
+        expected = model(feats, lens)[0]
+    checkpoint["config"]["members"] = 1
+    torch.save(checkpoint, tmp_path / "old.pt")
+    with torch.no_grad():
+        assert torch.allclose(load_model(tmp_path / "old.pt").model(feats, lens)[0], expected)
+    checkpoint["config"]["members"] = 2
+    torch.save(checkpoint, tmp_path / "several.pt")
+    with pytest.raises(UsrasrError, match="does not match this version.*several networks"):
+        load_model(tmp_path / "several.pt")

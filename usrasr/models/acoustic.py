@@ -302,7 +302,11 @@ def load_model(path: str | Path, device: str | torch.device = "cpu") -> LoadedMo
         raise UsrasrError(f"{path} is not a usrasr acoustic model checkpoint")
     try:
         if checkpoint.get("input", CtcAcousticModel.input) == CtcAcousticModel.input:
-            model = build_model(AcousticModelConfig(**checkpoint["config"]))
+            config = dict(checkpoint["config"])
+            # the previous version recorded how many networks a model averaged; one is this version's model
+            if config.pop("members", 1) != 1:
+                raise TypeError("several networks read as one are no longer supported")
+            model = build_model(AcousticModelConfig(**config))
         else:
             from usrasr.models.waveform_ctc import WaveformCtcConfig, WaveformCtcModel  # it imports this module
 
