@@ -1,6 +1,7 @@
 import itertools
 import math
 
+import panphon
 import pytest
 import torch
 from panphon.distance import Distance
@@ -10,8 +11,11 @@ from usrasr.lang.inventory import project_phone_ipa
 from usrasr.lang.phones import SILENCE, SPOKEN_NOISE
 from usrasr.lang.symbols import PHONE_TOKENS
 from usrasr.models.acoustic import load_model, save_model
+from usrasr.lang.ipa import articulatory_features
 from usrasr.models.crosslingual import crosslingual_ctc_model, expected_lengths
-from usrasr.models.encoder import EncoderConfig, SslEncoder, save_encoder
+from usrasr.models.encoder import (
+    ArticulatoryFeatures, EncoderConfig, SslEncoder, load_articulatory_features, load_phone_head, save_encoder,
+)
 from usrasr.utils.errors import UsrasrError
 
 UNIVERSAL = ["<blk>", "s", "a", "i", "m", "t", "ʃ", "u", "o", "e", "n", "k"]
@@ -24,6 +28,23 @@ def _just_encoder(path, with_head=True):
     head = nn.Linear(16, len(UNIVERSAL))
     save_encoder(path, encoder, {"method": "just"}, *((head, UNIVERSAL) if with_head else ()))
     return encoder.eval(), head
+
+
+def _just_encoder_with_features(path):
+    """A JUST encoder whose head is a per-phone part plus panphon's features through a feature head,
+    folded as pretraining folds it; returns the encoder and the two parts."""
+    torch.manual_seed(1)
+    encoder = SslEncoder(EncoderConfig(arch="tdnn", hidden_dim=16, num_layers=2, dropout=0.0))
+    names, rows = articulatory_features(UNIVERSAL[1:])
+    values = torch.tensor([[0.0] * len(names)] + rows, dtype=torch.float32)
+    own, feature_head = nn.Linear(16, len(UNIVERSAL)), nn.Linear(16, len(names))
+    folded = nn.Linear(16, len(UNIVERSAL))
+    with torch.no_grad():
+        folded.weight.copy_(own.weight + values @ feature_head.weight)
+        folded.bias.copy_(own.bias + values @ feature_head.bias)
+    save_encoder(path, encoder, {"method": "just"}, folded, UNIVERSAL,
+                 ArticulatoryFeatures(feature_head, names, values))
+    return encoder.eval(), own, feature_head, names
 
 
 def _universal_posteriors(encoder, head, feats, lens):
@@ -77,6 +98,68 @@ def test_each_token_scores_the_weighted_posteriors_of_its_nearest_universal_phon
     save_model(tmp_path / "model.pt", model, TOKENS)
     with torch.no_grad():
         assert torch.allclose(load_model(tmp_path / "model.pt").model(feats, lens)[0], got)
+
+
+def test_the_features_reading_gives_each_token_its_own_features_and_its_neighbours_per_phone_parts(tmp_path):
+    encoder, own, feature_head, names = _just_encoder_with_features(tmp_path / "encoder.pt")
+    loaded = load_articulatory_features(tmp_path / "encoder.pt")
+    assert loaded.names == names and torch.equal(loaded.head.weight, feature_head.weight)
+    ipa = project_phone_ipa()
+    model, mapping = crosslingual_ctc_model(tmp_path / "encoder.pt", TOKENS, ipa, SILENCE, 3, 0.5, "features")
+    weights = _expected_weights(3, 0.5)
+    spoken = [t for t in TOKENS[1:] if t != SILENCE and weights[t]]
+    assert model.config.classes == 1 + len(spoken) and mapping[SILENCE] == {"<blk>": 1.0}
+
+    table = panphon.FeatureTable()
+
+    def expected_row(token):  # panphon's features of the token's own IPA (length folded), computed here
+        segments = table.ipa_segs(ipa[token].replace("ː", ""))
+        values = torch.tensor(articulatory_features(segments)[1], dtype=torch.float32).mean(0)
+        share = torch.tensor(list(weights[token].values()))
+        index = [UNIVERSAL.index(p) for p in weights[token]]
+        weight = (share / share.sum()) @ own.weight[index] + values @ feature_head.weight
+        bias = (share / share.sum()) @ own.bias[index] + values @ feature_head.bias
+        return weight, bias
+
+    feats, lens = torch.randn(2, 37, 80), torch.tensor([37, 30])
+    with torch.no_grad():
+        layers, out_lens = encoder(feats, lens)
+        logits = [layers[-1] @ own.weight[0] + own.bias[0]]  # the blank: no features
+        for token in spoken:
+            weight, bias = expected_row(token)
+            logits.append(layers[-1] @ weight + bias)
+        posteriors = torch.softmax(torch.stack(logits, -1), -1)
+        got, got_lens = model(feats, lens)
+    assert torch.equal(got_lens, out_lens)
+    columns = {0: posteriors[..., 0], TOKENS.index(SILENCE): posteriors[..., 0]}
+    columns.update({TOKENS.index(t): posteriors[..., 1 + i] for i, t in enumerate(spoken)})
+    reads = torch.stack([columns.get(i, torch.zeros_like(posteriors[..., 0])) for i in range(len(TOKENS))], -1)
+    for b, n in enumerate(out_lens.tolist()):
+        expected = torch.log_softmax(torch.log(reads[b, :n].clamp(min=1e-30)), -1)
+        assert torch.allclose(got[b, :n], expected, atol=1e-4)
+    assert got[..., TOKENS.index(SPOKEN_NOISE)].max() < -50
+
+
+def test_a_token_that_is_a_universal_phone_reads_its_logit_by_features_as_the_head_does(tmp_path):
+    """One neighbour, and a token whose IPA is that universal phone: its own part and its features
+    are the phone's, so its logit is the folded head's row for the phone."""
+    _just_encoder_with_features(tmp_path / "encoder.pt")
+    model, _ = crosslingual_ctc_model(tmp_path / "encoder.pt", TOKENS, {"S": "s", "M": "m"}, SILENCE, 1,
+                                      reading="features")
+    head, _ = load_phone_head(tmp_path / "encoder.pt")
+    assert model.config.classes == 3
+    for token, phone in (("<eps>", "<blk>"), (SILENCE, "<blk>"), ("S", "s"), ("M", "m")):
+        row = int(model.token_map[TOKENS.index(token)].argmax())
+        assert torch.allclose(model.output.weight[row], head.weight[UNIVERSAL.index(phone)], atol=1e-5)
+        assert torch.allclose(model.output.bias[row], head.bias[UNIVERSAL.index(phone)], atol=1e-5)
+
+
+def test_the_features_reading_needs_an_encoder_that_kept_them(tmp_path):
+    _just_encoder(tmp_path / "encoder.pt")
+    with pytest.raises(UsrasrError, match="keeps no articulatory part.*read by neighbours"):
+        crosslingual_ctc_model(tmp_path / "encoder.pt", TOKENS, project_phone_ipa(), SILENCE, reading="features")
+    with pytest.raises(UsrasrError, match="by one of neighbours, features"):
+        crosslingual_ctc_model(tmp_path / "encoder.pt", TOKENS, project_phone_ipa(), SILENCE, reading="nearest")
 
 
 def test_expected_lengths_match_the_collapsed_lengths_of_every_label_sequence():

@@ -18,10 +18,11 @@ from tests.support import pretrain_killed_and_resumed
 from usrasr.cli import cli
 from usrasr.corpus.layout import CorpusLayout
 from usrasr.models.encoder import (
-    EncoderConfig, SslEncoder, ctc_model_from_encoder, layer_features, load_encoder, load_phone_head, save_encoder,
+    ArticulatoryFeatures, EncoderConfig, SslEncoder, ctc_model_from_encoder, layer_features,
+    load_articulatory_features, load_encoder, load_phone_head, save_encoder,
 )
 from usrasr.pretrain.just import (
-    ArticulatoryPhoneHead, JustModel, greedy_phones, is_target_step, load_labelled, read_phones,
+    ArticulatoryPhoneHead, JustModel, articulatory_matrix, greedy_phones, is_target_step, load_labelled, read_phones,
 )
 from usrasr.pretrain.objectives import PretrainModel, span_mask, subsampled_valid
 from usrasr.utils.errors import UsrasrError
@@ -59,6 +60,9 @@ def test_checkpoint_refuses_a_head_that_does_not_fit(tmp_path):
         save_encoder(tmp_path / "e.pt", _tdnn(), {}, phone_head=nn.Linear(16, 4), phones=PHONES)
     with pytest.raises(UsrasrError, match="phone symbols"):
         save_encoder(tmp_path / "e.pt", _tdnn(), {}, phone_head=nn.Linear(16, len(PHONES)))
+    features = ArticulatoryFeatures(nn.Linear(16, 3), ["syl", "son", "cons"], torch.zeros(len(PHONES) - 1, 3))
+    with pytest.raises(UsrasrError, match="a row of values per phone"):
+        save_encoder(tmp_path / "e.pt", _tdnn(), {}, nn.Linear(16, len(PHONES)), PHONES, features)
     with pytest.raises(UsrasrError, match="unknown encoder arch"):
         EncoderConfig(arch="lstm")
 
@@ -217,6 +221,11 @@ def test_just_training_lowers_the_phone_ctc_loss_and_saves_the_phone_head(tiny_c
     assert heldout["utterances"] == 6 and 0 <= heldout["per"] < 100 and 0 <= heldout["masked_accuracy"] <= 1
     head, phones = load_phone_head(out)
     assert phones == ML_PHONES and head.out_features == len(ML_PHONES)
+    # the articulatory part of the head is kept, with the corpus's features of each phone
+    features = load_articulatory_features(out)
+    names, values = articulatory_matrix(Path(multilingual) / "lang" / "articulatory.tsv", ML_PHONES)
+    assert features.names == names and torch.equal(features.values, values)
+    assert features.head.in_features == head.in_features and features.head.out_features == len(names)
     encoder, info = load_encoder(out)
     assert info["method"] == "just" and len(layer_features(encoder, [torch.randn(50, 80)])) == 4
     assert (out / "losses.png").stat().st_size > 0

@@ -10,17 +10,22 @@ from torch import nn
 from usrasr.cli import cli
 from usrasr.corpus.reader import load_audio
 from usrasr.models.acoustic import load_model
-from usrasr.models.encoder import EncoderConfig, SslEncoder, save_encoder
+from usrasr.lang.ipa import articulatory_features
+from usrasr.models.crosslingual import expected_lengths, universal_phone_model
+from usrasr.models.encoder import ArticulatoryFeatures, EncoderConfig, SslEncoder, save_encoder
 
 UNIVERSAL = ["<blk>", "s", "a", "i", "m", "t", "ʃ", "u", "o", "e", "n", "k", "d", "l", "r", "ə", "ɪ"]
 FAST = ["--set", "ctc_steps=5", "--set", "hidden_dim=32", "--set", "num_layers=2", "--set", "supervised_oracle=false",
         "--set", "self_training_labels=phone"]
 
 
-def _just_encoder(path):
+def _just_encoder(path, features=False):
+    """A random-weight just encoder; ``features``: with the articulatory part of its head (panphon's)."""
     torch.manual_seed(0)
+    names, rows = articulatory_features(UNIVERSAL[1:])
+    kept = ArticulatoryFeatures(nn.Linear(16, len(names)), names, torch.tensor([[0] * len(names)] + rows).float())
     save_encoder(path, SslEncoder(EncoderConfig(arch="tdnn", hidden_dim=16, num_layers=2, dropout=0.0)),
-                 {"method": "just"}, nn.Linear(16, len(UNIVERSAL)), UNIVERSAL)
+                 {"method": "just"}, nn.Linear(16, len(UNIVERSAL)), UNIVERSAL, kept if features else None)
     return path
 
 
@@ -91,6 +96,28 @@ def test_the_prior_scale_is_chosen_without_labels(tiny_corpus, tmp_path):
     # the largest scale whose decodes hold no more than the expected phones, else the smallest
     at_most = [float(k) for k, r in ratios.items() if r <= 1]
     assert choice["prior_scale"] == (max(at_most) if at_most else 0.0)
+
+
+@pytest.mark.slow
+def test_the_features_reading_takes_its_prior_scale_from_the_universal_recognisers_expected_length(
+        tiny_corpus, tmp_path):
+    encoder = _just_encoder(tmp_path / "encoder.pt", features=True)
+    out = tmp_path / "exp"
+    result = _train("--corpus", tiny_corpus, "--out", out, "--objective", "crosslingual", "--no-score",
+                    "--set", f"encoder={encoder}", "--set", "self_training_rounds=0",
+                    "--set", "crosslingual_reading=features", "--set", "crosslingual_lm_scale=1", *FAST)
+    assert result.exit_code == 0, result.output
+    model = load_model(out / "crosslingual" / "model.pt").model
+    # a class per spoken phone and the blank, which silence reads too; spoken noise has none
+    assert model.config.classes == model.config.num_tokens - 2 == model.token_map.shape[1]
+    # the tiny corpus's train-audio is the whole calibration sample; the recogniser's own expected length
+    audio = load_audio(tiny_corpus, "train_audio")
+    universal, _ = universal_phone_model(encoder)
+    with torch.no_grad():
+        target = sum(expected_lengths(universal.class_scores(f[None], torch.tensor([len(f)])) for f in audio.feats))
+    ratios = json.loads((out / "crosslingual" / "prior_scale.json").read_text())["phones_over_expected"]
+    counts = [r * target for r in ratios.values()]  # phones decoded at each scale: whole numbers
+    assert all(abs(c - round(c)) <= 5e-5 * target for c in counts) and max(counts) > 0, (counts, target)
 
 
 def test_crosslingual_without_scoring_reads_no_labels(tiny_corpus, tmp_path):

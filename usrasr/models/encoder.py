@@ -8,7 +8,10 @@ frame leaks through the subsampler's receptive field.
 
 A ``--method just`` encoder's checkpoint also holds its universal-phone CTC
 head (an ``nn.Linear(hidden_dim, len(phones))``, index 0 the blank ``<blk>``)
-and the phone symbols: :func:`load_phone_head` reads them back.
+and the phone symbols: :func:`load_phone_head` reads them back.  The head's
+logits hold a part shared through the phones' articulatory features;
+:func:`load_articulatory_features` reads that part, which scores a phone the
+head's inventory lacks by its own features.
 """
 
 from __future__ import annotations
@@ -99,9 +102,10 @@ def _weights(module: nn.Module) -> dict[str, Tensor]:
 
 
 def save_encoder(path: str | Path, encoder: SslEncoder, info: dict, phone_head: nn.Linear | None = None,
-                 phones: list[str] | None = None) -> None:
+                 phones: list[str] | None = None, features: ArticulatoryFeatures | None = None) -> None:
     """The encoder alone (what units need), with its config and how it was trained; a
-    ``just`` encoder adds its phone CTC head and the head's phone symbols (``phones[0]`` the blank)."""
+    ``just`` encoder adds its phone CTC head and the head's phone symbols (``phones[0]`` the blank),
+    and ``features``, the articulatory part of that head."""
     checkpoint = {"format": ENCODER_FORMAT, "config": asdict(encoder.config), "state_dict": _weights(encoder),
                   "info": info}
     if (phone_head is None) != (phones is None):
@@ -111,6 +115,13 @@ def save_encoder(path: str | Path, encoder: SslEncoder, info: dict, phone_head: 
             raise UsrasrError(f"the phone head maps {phone_head.in_features} -> {phone_head.out_features}, "
                               f"not hidden_dim {encoder.config.hidden_dim} -> {len(phones)} phones")
         checkpoint.update(phone_head=_weights(phone_head), phones=list(phones))
+    if features is not None:
+        if phone_head is None or tuple(features.values.shape) != (len(phones), len(features.names)) \
+                or features.head.in_features != encoder.config.hidden_dim:
+            raise UsrasrError("articulatory features need the phone head they are part of, a row of values per "
+                              "phone and a column per feature name")
+        checkpoint.update(feature_head=_weights(features.head), feature_names=list(features.names),
+                          phone_features=features.values.clone())
     with atomic_path(path) as tmp:
         torch.save(checkpoint, tmp)
 
@@ -150,6 +161,30 @@ def load_phone_head(path: str | Path) -> tuple[nn.Linear, list[str]] | None:
     head = nn.Linear(weight.shape[1], weight.shape[0])
     head.load_state_dict(checkpoint["phone_head"])
     return head.eval(), list(checkpoint["phones"])
+
+
+@dataclass
+class ArticulatoryFeatures:
+    """The articulatory part of a ``just`` encoder's phone head: ``head`` maps the last layer to a
+    score per articulatory feature (``names``, panphon's), and a phone's logit holds
+    ``values[phone] @ head(hidden)`` beside a per-phone part (``values``: phones x features, -1/0/1,
+    the blank's row zero).  A phone outside the head's inventory can be scored by its own features."""
+
+    head: nn.Linear
+    names: list[str]
+    values: Tensor
+
+
+def load_articulatory_features(path: str | Path) -> ArticulatoryFeatures | None:
+    """The articulatory part of a ``just`` encoder's phone head; None for an encoder without one
+    (bestrq, birq, or a ``just`` encoder saved before the part was kept)."""
+    _, checkpoint = _read_checkpoint(path)
+    if "feature_head" not in checkpoint:
+        return None
+    weight = checkpoint["feature_head"]["weight"]
+    head = nn.Linear(weight.shape[1], weight.shape[0])
+    head.load_state_dict(checkpoint["feature_head"])
+    return ArticulatoryFeatures(head.eval(), list(checkpoint["feature_names"]), checkpoint["phone_features"].float())
 
 
 def ctc_model_from_encoder(path: str | Path, num_tokens: int) -> CtcAcousticModel:

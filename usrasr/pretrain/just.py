@@ -25,7 +25,7 @@ from torch import Tensor, nn
 from usrasr.corpus.layout import CorpusLayout
 from usrasr.corpus.reader import load_audio
 from usrasr.lang.symbols import SymbolTable
-from usrasr.models.encoder import SslEncoder, length_batches, save_encoder
+from usrasr.models.encoder import ArticulatoryFeatures, SslEncoder, length_batches, save_encoder
 from usrasr.pretrain.config import PretrainConfig
 from usrasr.pretrain.objectives import (
     BucketedBatches,
@@ -117,8 +117,9 @@ def read_phones(corpus: str | Path) -> SymbolTable:
     return table
 
 
-def articulatory_matrix(path: str | Path, phones: list[str]) -> Tensor:
-    """(len(phones), features) of -1/0/1 from ``articulatory.tsv``; the blank's row is zero."""
+def articulatory_matrix(path: str | Path, phones: list[str]) -> tuple[list[str], Tensor]:
+    """The feature names and a (len(phones), features) matrix of -1/0/1 from ``articulatory.tsv``;
+    the blank's row is zero."""
     path = Path(path)
     if not path.is_file():
         raise UsrasrError(f"missing {path} (written by `usrasr prepare multilingual`)")
@@ -129,7 +130,7 @@ def articulatory_matrix(path: str | Path, phones: list[str]) -> Tensor:
     if missing:
         raise UsrasrError(f"{path} has no articulatory features for phone(s) {' '.join(missing[:10])}")
     width = len(rows[0]) - 1
-    return torch.tensor([[0.0] * width] + [features[p] for p in phones[1:]])
+    return rows[0][1:], torch.tensor([[0.0] * width] + [features[p] for p in phones[1:]])
 
 
 class ArticulatoryPhoneHead(nn.Module):
@@ -227,7 +228,8 @@ class JustObjective(Objective):
         self.labelled = load_labelled(multilingual, LABELLED_SPLIT, self.table, config.languages, config.engines,
                                       config.subsampling)
         self.target = load_audio(corpus, TARGET_SPLIT)
-        features = articulatory_matrix(CorpusLayout(multilingual).lang_dir / "articulatory.tsv", self.phones)
+        self.feature_names, features = articulatory_matrix(CorpusLayout(multilingual).lang_dir / "articulatory.tsv",
+                                                           self.phones)
         bestrq = PretrainModel(encoder, config.codebook_size, config.codebook_dim, config.seed)
         self.model = JustModel(bestrq, ArticulatoryPhoneHead(config.hidden_dim, features), config.just_weight)
         self.model.to(device)
@@ -310,8 +312,9 @@ class JustObjective(Objective):
         info = {"method": "just", "steps": step, "corpus": str(self.corpus), "multilingual": c.multilingual,
                 "languages": sorted(set(self.labelled.languages)), "engines": sorted(set(self.labelled.engines)),
                 "just_weight": c.just_weight}
-        save_encoder(out / "encoder.pt", self.encoder, info, phone_head=self.model.phone_head.folded(),
-                     phones=self.phones)
+        head = self.model.phone_head
+        save_encoder(out / "encoder.pt", self.encoder, info, phone_head=head.folded(), phones=self.phones,
+                     features=ArticulatoryFeatures(head.feature, self.feature_names, head.features))
         evaluation = {"target_train_audio": self.evaluate(self.target.feats, None, device)}
         if CorpusLayout(c.multilingual).cuts(HELDOUT_SPLIT).is_file():
             heldout = load_labelled(c.multilingual, HELDOUT_SPLIT, self.table, c.languages, c.engines, c.subsampling)

@@ -82,6 +82,10 @@ class TrainConfig(YamlConfig):
     phone_ipa: str = ""  # objective=crosslingual: a `phone IPA` table of the corpus's phones ("" = the project's ARPAbet)
     crosslingual_neighbours: int = 5  # objective=crosslingual: universal phones each phone reads, nearest first
     crosslingual_temperature: float = 0.25  # ... weighted exp(-(distance - nearest distance) / temperature)
+    # objective=crosslingual: "neighbours" (a phone's posterior is its neighbours' weighted sum) or
+    # "features" (a logit of its own: its IPA's articulatory features through the head's articulatory
+    # part, plus its neighbours' per-phone parts)
+    crosslingual_reading: str = "neighbours"
     # objective=crosslingual: universal posteriors divided by their mean over the utterance to this power
     # (-1: the scale whose decodes say as many phones as the universal recogniser, chosen without labels)
     crosslingual_prior_scale: float = -1.0
@@ -170,10 +174,11 @@ class TrainConfig(YamlConfig):
         if self.objective == "crosslingual" and not self.encoder:
             raise UsrasrError("objective=crosslingual needs `--set encoder=DIR`: a `usrasr pretrain --method just` output")
         if (self.crosslingual_neighbours < 1 or self.crosslingual_temperature <= 0
+                or self.crosslingual_reading not in ("neighbours", "features")
                 or not (self.crosslingual_prior_scale == -1 or self.crosslingual_prior_scale >= 0)
                 or not (self.crosslingual_lm_scale == -1 or self.crosslingual_lm_scale > 0)):
             raise UsrasrError("crosslingual_neighbours must be 1 or more, crosslingual_temperature above 0, "
-                              "crosslingual_prior_scale -1 (chosen without labels) or 0 and above, and "
+                              "crosslingual_reading neighbours or features, crosslingual_prior_scale -1 (chosen without labels) or 0 and above, and "
                               "crosslingual_lm_scale -1 (chosen without labels) or above 0")
         if self.encoder_units not in ENCODER_UNITS:
             raise UsrasrError(f"encoder_units must be one of {', '.join(ENCODER_UNITS)}, got '{self.encoder_units}'")

@@ -39,7 +39,7 @@ from usrasr.lang.lm import held_out_per_word_logprob, read_arpa
 from usrasr.lang.phones import NON_SPEECH, SILENCE
 from usrasr.lang.symbols import PHONE_TOKENS
 from usrasr.models.acoustic import CtcAcousticModel, LoadedModel, save_model
-from usrasr.models.crosslingual import crosslingual_ctc_model, expected_lengths
+from usrasr.models.crosslingual import crosslingual_ctc_model, expected_lengths, universal_phone_model
 from usrasr.train.config import TrainConfig
 from usrasr.train.seqce_stage import read_phone_text, save_phone_text
 from usrasr.train.self_training import relabel_split
@@ -60,7 +60,8 @@ def run_crosslingual(corpus: Path, config: TrainConfig, out: Path, graph_dir: Pa
     tokens = list(PHONE_TOKENS.symbols)
     phone_ipa = read_phone_ipa(config.phone_ipa) if config.phone_ipa else project_phone_ipa()
     model, mapping = crosslingual_ctc_model(config.encoder, tokens, phone_ipa, SILENCE,
-                                            config.crosslingual_neighbours, config.crosslingual_temperature)
+                                            config.crosslingual_neighbours, config.crosslingual_temperature,
+                                            config.crosslingual_reading)
     layout = CorpusLayout(corpus)
     prior_path, lm_path = out / "prior_scale.json", out / "lm_scale.json"
     if ((not prior_path.exists() and config.crosslingual_prior_scale < 0)
@@ -73,7 +74,11 @@ def run_crosslingual(corpus: Path, config: TrainConfig, out: Path, graph_dir: Pa
     elif config.crosslingual_prior_scale >= 0:
         choice = {"prior_scale": config.crosslingual_prior_scale}
     else:
-        choice = _choose_prior_scale(model, class_scores, recognizer("word"), read_lexicon(layout.lexicon))
+        # the neighbours reading's classes are the universal phones: its scores are the recogniser's
+        universal = (class_scores if config.crosslingual_reading == "neighbours"
+                     else _calibration_sample(universal_phone_model(config.encoder)[0], audio, config.seed))
+        expected = sum(expected_lengths(universal))
+        choice = _choose_prior_scale(model, class_scores, expected, recognizer("word"), read_lexicon(layout.lexicon))
     write_json_atomic(prior_path, choice)
     model.config.utterance_prior_scale = choice["prior_scale"]
     if lm_path.exists():
@@ -122,14 +127,14 @@ def _decode(model: CtcAcousticModel, class_scores: list, recognizer: Recognizer,
 
 
 @torch.no_grad()
-def _choose_prior_scale(model: CtcAcousticModel, class_scores: list, recognizer: Recognizer, lexicon: dict) -> dict:
+def _choose_prior_scale(model: CtcAcousticModel, class_scores: list, target: float, recognizer: Recognizer,
+                        lexicon: dict) -> dict:
     """The largest prior scale whose word decodes (HLG, spelled with the lexicon) of a sample of
-    train-audio hold no more phones than the universal recogniser expects there are (the
-    expected CTC length of its posteriors; the smallest scale if every one says more).  A
-    recogniser hearing a language it was not trained on says blank where it is unsure, and the
-    decodes then drop phones; a larger scale lifts them, and past the expected count it makes
-    phones up."""
-    target = sum(expected_lengths(class_scores))
+    train-audio hold no more phones than the universal recogniser expects there are (``target``:
+    the expected CTC length of its posteriors, whichever way the model reads them; the smallest
+    scale if every one says more).  A recogniser hearing a language it was not trained on says
+    blank where it is unsure, and the decodes then drop phones; a larger scale lifts them, and past
+    the expected count it makes phones up."""
     ratios = {}
     with progress() as bar:
         task = bar.add_task("cross-lingual prior scale", total=len(PRIOR_SCALES), status="")
