@@ -85,7 +85,7 @@ class TrainConfig(YamlConfig):
     # objective=crosslingual: "neighbours" (a phone's posterior is its neighbours' weighted sum) or
     # "features" (a logit of its own: its IPA's articulatory features through the head's articulatory
     # part, plus its neighbours' per-phone parts)
-    crosslingual_reading: str = "neighbours"
+    crosslingual_reading: str = "features"
     # objective=crosslingual: universal posteriors divided by their mean over the utterance to this power
     # (-1: the scale whose decodes say as many phones as the universal recogniser, chosen without labels)
     crosslingual_prior_scale: float = -1.0

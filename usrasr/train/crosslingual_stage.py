@@ -47,7 +47,7 @@ from usrasr.utils.console import log, progress
 from usrasr.utils.io import write_json_atomic
 from usrasr.utils.processes import usable_cores
 
-PRIOR_SCALES = (0.0, 0.25, 0.5, 0.75, 1.0)  # the candidates of crosslingual_prior_scale=-1
+PRIOR_SCALES = (0.0, 0.125, 0.25, 0.375, 0.5, 0.625, 0.75, 0.875, 1.0)  # the candidates of crosslingual_prior_scale=-1
 LM_SCALES = (1.0, 1.25, 1.5, 1.75, 2.0)  # the candidates of crosslingual_lm_scale=-1
 CALIBRATION_UTTERANCES = 150  # train-audio utterances decoded per candidate
 
