@@ -1,18 +1,26 @@
 """A target-language CTC model read off a multilingual phone recogniser, with no target transcripts.
 
 A ``usrasr pretrain --method just`` encoder carries a CTC head over universal IPA
-phones.  The target model keeps that head whole and reads each target phone off
-it through a token map (:class:`usrasr.models.acoustic.AcousticModelConfig`
-``classes``): a target phone scores the summed posteriors of the universal
-phones nearest to it in articulatory features
-(:func:`usrasr.lang.inventory.ranked_phones`), each weighted by how near it
-is.  A phone the universal inventory lacks (English /ɹ/, the diphthongs) is
-then heard in whichever of its neighbours the recogniser says, instead of
-being missed whenever the recogniser prefers the second-nearest.  Silence
-reads the blank (the head has no silence phone: CTC's blank covers pauses);
-tokens with no IPA (spoken noise) are never emitted.
+phones, whose logits are a per-phone part plus the phones' articulatory
+features through a feature head.  Each target phone is read through the
+universal phones nearest to it in articulatory features
+(:func:`usrasr.lang.inventory.ranked_phones`), each weighted by how near it is,
+in one of two ways (``reading``):
 
-A label-free correction follows: in each utterance the universal phones'
+- ``"features"``: the target phone gets a logit of its own, its IPA's panphon
+  features through the head's feature part plus its neighbours' per-phone
+  parts averaged with the weights.  A phone the universal inventory lacks
+  (English /ɹ/, /æ/, the diphthongs) is scored by what it is, not only heard
+  in its neighbours (docs/results/2026-12-08-articulatory-reading.md).
+- ``"neighbours"``: the target phone scores the weighted sum of its
+  neighbours' posteriors (the head kept whole, read through a token map,
+  :class:`usrasr.models.acoustic.AcousticModelConfig` ``classes``); for an
+  encoder saved without the feature part.
+
+Silence reads the blank (the head has no silence phone: CTC's blank covers
+pauses); tokens with no IPA (spoken noise) are never emitted.
+
+A label-free correction follows: in each utterance the classes'
 posteriors are divided by their mean over the utterance raised to a power
 (``AcousticModelConfig.utterance_prior_scale``; the hybrid systems' scaled
 likelihoods at power 1), because a recogniser hearing a language it was not
