@@ -157,10 +157,14 @@ def load_phone_head(path: str | Path) -> tuple[nn.Linear, list[str]] | None:
     _, checkpoint = _read_checkpoint(path)
     if "phone_head" not in checkpoint:
         return None
-    weight = checkpoint["phone_head"]["weight"]
-    head = nn.Linear(weight.shape[1], weight.shape[0])
-    head.load_state_dict(checkpoint["phone_head"])
-    return head.eval(), list(checkpoint["phones"])
+    return _linear(checkpoint["phone_head"]), list(checkpoint["phones"])
+
+
+def _linear(weights: dict[str, Tensor]) -> nn.Linear:
+    """An ``nn.Linear`` (eval mode) holding a saved layer's ``weight`` and ``bias``."""
+    layer = nn.Linear(weights["weight"].shape[1], weights["weight"].shape[0])
+    layer.load_state_dict(weights)
+    return layer.eval()
 
 
 @dataclass
@@ -181,10 +185,8 @@ def load_articulatory_features(path: str | Path) -> ArticulatoryFeatures | None:
     _, checkpoint = _read_checkpoint(path)
     if "feature_head" not in checkpoint:
         return None
-    weight = checkpoint["feature_head"]["weight"]
-    head = nn.Linear(weight.shape[1], weight.shape[0])
-    head.load_state_dict(checkpoint["feature_head"])
-    return ArticulatoryFeatures(head.eval(), list(checkpoint["feature_names"]), checkpoint["phone_features"].float())
+    return ArticulatoryFeatures(_linear(checkpoint["feature_head"]), list(checkpoint["feature_names"]),
+                                checkpoint["phone_features"].float())
 
 
 def ctc_model_from_encoder(path: str | Path, num_tokens: int) -> CtcAcousticModel:
