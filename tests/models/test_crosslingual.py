@@ -156,7 +156,7 @@ def test_a_token_that_is_a_universal_phone_reads_its_logit_by_features_as_the_he
 
 def test_the_features_reading_needs_an_encoder_that_kept_them(tmp_path):
     _just_encoder(tmp_path / "encoder.pt")
-    with pytest.raises(UsrasrError, match="keeps no articulatory part.*read by neighbours"):
+    with pytest.raises(UsrasrError, match="keeps no articulatory part.*crosslingual_reading=neighbours"):
         crosslingual_ctc_model(tmp_path / "encoder.pt", TOKENS, project_phone_ipa(), SILENCE, reading="features")
     with pytest.raises(UsrasrError, match="by one of neighbours, features"):
         crosslingual_ctc_model(tmp_path / "encoder.pt", TOKENS, project_phone_ipa(), SILENCE, reading="nearest")

@@ -109,7 +109,8 @@ def _feature_logits(encoder: str | Path, head: torch.nn.Linear, phones: list[str
     features = load_articulatory_features(encoder)
     if features is None:
         raise UsrasrError(f"{encoder} keeps no articulatory part of its phone head (an encoder saved before it was "
-                          f"kept): retrain it with `usrasr pretrain --method just`, or read by neighbours")
+                          f"kept): retrain it with `usrasr pretrain --method just`, or read by neighbours "
+                          f"(`--set crosslingual_reading=neighbours`)")
     if list(features.values.shape) != [len(phones), len(features.names)]:
         raise UsrasrError(f"{encoder}: the articulatory features do not fit its {len(phones)} phones")
     # what the head says of each universal phone apart from its features: logit = own + values @ feature head
