@@ -121,7 +121,7 @@ def save_encoder(path: str | Path, encoder: SslEncoder, info: dict, phone_head: 
             raise UsrasrError("articulatory features need the phone head they are part of, a row of values per "
                               "phone and a column per feature name")
         checkpoint.update(feature_head=_weights(features.head), feature_names=list(features.names),
-                          phone_features=features.values.clone())
+                          phone_features=features.values.detach().cpu().clone())
     with atomic_path(path) as tmp:
         torch.save(checkpoint, tmp)
 
