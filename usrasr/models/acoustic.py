@@ -232,6 +232,11 @@ class CtcAcousticModel(nn.Module):
 
     def class_scores(self, feats: torch.Tensor, feat_lens: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """The output layer's logits (B, T', classes or V) before any token map, and ``out_lens``."""
+        hidden, lengths = self.hidden_states(feats, feat_lens)
+        return self.output(hidden), lengths
+
+    def hidden_states(self, feats: torch.Tensor, feat_lens: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """The last layer's output (B, T', hidden_dim), what the output layer reads, and ``out_lens``."""
         feats = utterance_cmvn(feats, valid_mask(feat_lens, feats.shape[1]))
         x, lengths = self.subsampler(feats.transpose(1, 2), feat_lens)
         mask = valid_mask(lengths, x.shape[-1])
@@ -245,7 +250,7 @@ class CtcAcousticModel(nn.Module):
             x = x * mask.unsqueeze(-1)
             for layer in self.layers:
                 x = layer(x, mask)
-        return self.output(x), lengths
+        return x, lengths
 
 
 def build_model(config: AcousticModelConfig) -> CtcAcousticModel:

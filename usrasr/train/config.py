@@ -153,6 +153,7 @@ class TrainConfig(YamlConfig):
 
     def __post_init__(self) -> None:
         from usrasr.models.acoustic import ARCHITECTURES
+        from usrasr.models.crosslingual import READINGS
         from usrasr.seqce.fit import INITS, OPTIMIZERS
 
         for key, allowed in (("optimizer", OPTIMIZERS), ("init", INITS), ("arch", ARCHITECTURES)):
@@ -174,7 +175,7 @@ class TrainConfig(YamlConfig):
         if self.objective == "crosslingual" and not self.encoder:
             raise UsrasrError("objective=crosslingual needs `--set encoder=DIR`: a `usrasr pretrain --method just` output")
         if (self.crosslingual_neighbours < 1 or self.crosslingual_temperature <= 0
-                or self.crosslingual_reading not in ("neighbours", "features")
+                or self.crosslingual_reading not in READINGS
                 or not (self.crosslingual_prior_scale == -1 or self.crosslingual_prior_scale >= 0)
                 or not (self.crosslingual_lm_scale == -1 or self.crosslingual_lm_scale > 0)):
             raise UsrasrError("crosslingual_neighbours must be 1 or more, crosslingual_temperature above 0, "

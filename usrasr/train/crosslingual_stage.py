@@ -39,7 +39,8 @@ from usrasr.lang.lm import held_out_per_word_logprob, read_arpa
 from usrasr.lang.phones import NON_SPEECH, SILENCE
 from usrasr.lang.symbols import PHONE_TOKENS
 from usrasr.models.acoustic import CtcAcousticModel, LoadedModel, save_model
-from usrasr.models.crosslingual import crosslingual_ctc_model, expected_lengths, universal_phone_model
+from usrasr.models.crosslingual import crosslingual_ctc_model, expected_lengths
+from usrasr.models.encoder import load_phone_head
 from usrasr.train.config import TrainConfig
 from usrasr.train.seqce_stage import read_phone_text, save_phone_text
 from usrasr.train.self_training import relabel_split
@@ -66,7 +67,7 @@ def run_crosslingual(corpus: Path, config: TrainConfig, out: Path, graph_dir: Pa
     prior_path, lm_path = out / "prior_scale.json", out / "lm_scale.json"
     if ((not prior_path.exists() and config.crosslingual_prior_scale < 0)
             or (not lm_path.exists() and config.crosslingual_lm_scale < 0)):
-        class_scores = _calibration_sample(model, audio, config.seed)
+        class_scores, expected = _calibration_sample(model, load_phone_head(config.encoder)[0], audio, config.seed)
     # built when a choice needs it (the phone graph only for the LM scales), once
     recognizer = functools.cache(lambda unit: _recognizer(model, layout, unit, graph_dir))
     if prior_path.exists():
@@ -74,10 +75,6 @@ def run_crosslingual(corpus: Path, config: TrainConfig, out: Path, graph_dir: Pa
     elif config.crosslingual_prior_scale >= 0:
         choice = {"prior_scale": config.crosslingual_prior_scale}
     else:
-        # the neighbours reading's classes are the universal phones: its scores are the recogniser's
-        universal = (class_scores if config.crosslingual_reading == "neighbours"
-                     else _calibration_sample(universal_phone_model(config.encoder)[0], audio, config.seed))
-        expected = sum(expected_lengths(universal))
         choice = _choose_prior_scale(model, class_scores, expected, recognizer("word"), read_lexicon(layout.lexicon))
     write_json_atomic(prior_path, choice)
     model.config.utterance_prior_scale = choice["prior_scale"]
@@ -105,13 +102,18 @@ def run_crosslingual(corpus: Path, config: TrainConfig, out: Path, graph_dir: Pa
 
 
 @torch.no_grad()
-def _calibration_sample(model: CtcAcousticModel, audio: AudioSplit, seed: int) -> list:
-    """The class scores of train-audio utterances drawn at random (``seed``): the network runs
-    once, and each candidate scale re-reads them.  Not every k-th utterance: a stride follows
-    whatever order the corpus keeps (voices in turn) and can hear a few of its voices only."""
+def _calibration_sample(model: CtcAcousticModel, universal_head: torch.nn.Linear, audio: AudioSplit,
+                        seed: int) -> tuple[list, float]:
+    """The class scores of train-audio utterances drawn at random (``seed``), and the universal
+    recogniser's expected CTC length over them (its own head on the same last-layer outputs,
+    whichever way the model reads it): the network runs once, and each candidate scale re-reads
+    the scores.  Not every k-th utterance: a stride follows whatever order the corpus keeps
+    (voices in turn) and can hear a few of its voices only."""
     count = len(audio.feats)
     picks = sorted(random.Random(seed).sample(range(count), min(count, CALIBRATION_UTTERANCES)))
-    return [model.class_scores(audio.feats[i][None], torch.tensor([len(audio.feats[i])])) for i in picks]
+    hidden = [model.hidden_states(audio.feats[i][None], torch.tensor([len(audio.feats[i])])) for i in picks]
+    expected = sum(expected_lengths((universal_head(h), lengths) for h, lengths in hidden))
+    return [(model.output(h), lengths) for h, lengths in hidden], expected
 
 
 def _recognizer(model: CtcAcousticModel, layout: CorpusLayout, unit: str, graph_dir: Path) -> Recognizer:
